@@ -1,0 +1,66 @@
+"""Every error an actor program sees. One root: ``HeterarchError``."""
+
+from __future__ import annotations
+
+
+class HeterarchError(Exception):
+    """Root of all heterarch errors."""
+
+
+class AskTimeout(HeterarchError, TimeoutError):
+    def __init__(self, target: str, timeout: float, message_type: str = "") -> None:
+        self.target = target
+        self.timeout = timeout
+        self.message_type = message_type
+        what = f" to {message_type}" if message_type else ""
+        super().__init__(f"no reply{what} from {target} within {timeout:.3g}s")
+
+
+class ActorDead(HeterarchError):
+    """The target actor is not running (stopped, crashed, or its node is gone)."""
+
+    def __init__(self, target: str, reason: str = "stopped") -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"actor {target} is dead ({reason})")
+
+
+class RemoteError(HeterarchError):
+    """A handler raised; carries the remote exception's type, message and traceback text."""
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str = "") -> None:
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{remote_type}: {remote_message}")
+
+
+class Undeliverable(HeterarchError):
+    """The message could not be delivered or understood (malformed, unknown type, invalid)."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"undeliverable to {target}: {reason}")
+
+
+class BudgetExceeded(HeterarchError):
+    def __init__(self, what: str, used: float, limit: float) -> None:
+        self.what = what
+        self.used = used
+        self.limit = limit
+        super().__init__(f"budget exceeded: {what} used {used:.6g} of {limit:.6g}")
+
+
+class SpawnFailed(HeterarchError):
+    """A child could not be created (bad arguments, refused class, no worker, on_start raised)."""
+
+    def __init__(self, actor_class: str, pool: str, reason: str) -> None:
+        self.actor_class = actor_class
+        self.pool = pool
+        self.reason = reason
+        super().__init__(f"could not spawn {actor_class} on pool {pool!r}: {reason}")
+
+
+class InvalidMessage(HeterarchError, TypeError):
+    """The message is not of a type the target declares a handler for."""

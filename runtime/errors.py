@@ -1,0 +1,35 @@
+"""Errors of the runtime (the engine). Actor-level errors live in ``actors.errors``."""
+
+from __future__ import annotations
+
+from actors.errors import HeterarchError
+
+
+class RuntimeConfigError(HeterarchError, ValueError):
+    """A config file or option is wrong; the message says which and how to fix it."""
+
+
+class NatsServerError(HeterarchError, RuntimeError):
+    """The embedded nats-server could not be found or started."""
+
+
+class NoWorkerForPool(HeterarchError, LookupError):
+    def __init__(self, pool: str, waited: float, known: list[str]) -> None:
+        self.pool = pool
+        self.waited = waited
+        self.known = known
+        pools = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"no live worker serves pool {pool!r} (waited {waited:.3g}s; pools with workers: "
+            f"{pools}). Start one: `heterarch worker --pool {pool} --config pools.toml`"
+        )
+
+
+class ClassNotServed(HeterarchError, PermissionError):
+    def __init__(self, import_path: str, served: list[str]) -> None:
+        self.import_path = import_path
+        self.served = served
+        super().__init__(
+            f"refusing to instantiate {import_path!r}: this worker serves only actor classes from "
+            f"modules {sorted(served)} (add the module to the pool's `modules` in the config)"
+        )
