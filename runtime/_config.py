@@ -1,0 +1,128 @@
+"""Pool and runtime configuration, loaded from TOML.
+
+```toml
+namespace = "heterarch"           # optional
+nats = ["nats://127.0.0.1:4222"]  # optional; default: local server or embedded
+
+[pools.cpu]
+hardware = "cpu"
+capacity = 64                      # live actors one worker of this pool hosts at once
+modules = ["examples.pools"]       # the only modules whose actor classes it instantiates
+
+[pools.frontier]
+hardware = "api"
+model = "openai/frontier-large"    # a litellm model string
+api_base = "http://127.0.0.1:8700/v1"
+api_key_env = "OPENAI_API_KEY"
+input_price_per_mtok = 3.0
+output_price_per_mtok = 15.0
+max_concurrency = 64               # model calls in flight per worker
+tier = 3                           # capability tier the router may rely on (higher is stronger)
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import RuntimeConfigError
+
+_POOL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One worker pool: a kind of hardware, optionally serving one model."""
+
+    name: str
+    hardware: str = "cpu"
+    capacity: int = 64
+    modules: list[str] = []
+    # Model fields (the LLM client reads these; empty model = a pool without a model).
+    model: str = ""
+    api_base: str = ""
+    api_key_env: str = ""
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
+    max_concurrency: int = 16
+    tier: int = 1
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not set(self.name) <= _POOL_NAME_CHARS:
+            raise RuntimeConfigError(
+                f"pool name {self.name!r} must be non-empty letters, digits, '-' or '_'"
+            )
+        if self.capacity < 1:
+            raise RuntimeConfigError(f"pool {self.name!r}: capacity must be >= 1")
+        if self.max_concurrency < 1:
+            raise RuntimeConfigError(f"pool {self.name!r}: max_concurrency must be >= 1")
+        for price in (self.input_price_per_mtok, self.output_price_per_mtok):
+            if price is not None and price < 0:
+                raise RuntimeConfigError(f"pool {self.name!r}: prices must be >= 0")
+
+
+class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    namespace: str = "heterarch"
+    nats: list[str] = []
+    pools: dict[str, PoolConfig] = {}
+
+    def pool(self, name: str) -> PoolConfig:
+        try:
+            return self.pools[name]
+        except KeyError:
+            known = ", ".join(sorted(self.pools)) or "none"
+            raise RuntimeConfigError(
+                f"pool {name!r} is not in the config (pools: {known})"
+            ) from None
+
+
+def parse_config(data: dict[str, Any], *, source: str = "<config>") -> RuntimeConfig:
+    """Validate a decoded TOML document. Raises ``RuntimeConfigError`` naming the problem."""
+    if not isinstance(data, dict):
+        raise RuntimeConfigError(f"{source}: expected a table at the top level")
+    raw_pools = data.get("pools", {})
+    if not isinstance(raw_pools, dict):
+        raise RuntimeConfigError(f"{source}: [pools] must be a table of tables")
+    pools: dict[str, PoolConfig] = {}
+    for name, table in raw_pools.items():
+        if not isinstance(table, dict):
+            raise RuntimeConfigError(f"{source}: [pools.{name}] must be a table")
+        try:
+            pools[name] = msgspec.convert({**table, "name": name}, PoolConfig)
+        except msgspec.ValidationError as exc:
+            raise RuntimeConfigError(f"{source}: [pools.{name}]: {exc}") from None
+    rest = {k: v for k, v in data.items() if k != "pools"}
+    unknown = set(rest) - {"namespace", "nats"}
+    if unknown:
+        raise RuntimeConfigError(
+            f"{source}: unknown top-level keys {sorted(unknown)} (known: namespace, nats, pools)"
+        )
+    nats = rest.get("nats", [])
+    if isinstance(nats, str):
+        rest["nats"] = [nats]
+    try:
+        return msgspec.convert({**rest, "pools": {}}, RuntimeConfig).__replace__(pools=pools)
+    except msgspec.ValidationError as exc:
+        raise RuntimeConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path) -> RuntimeConfig:
+    """Read a TOML config file. Raises ``RuntimeConfigError`` with the file and the problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RuntimeConfigError(f"config file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuntimeConfigError(f"cannot read config file {str(p)!r}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RuntimeConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(p))
