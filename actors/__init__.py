@@ -1,0 +1,55 @@
+"""The programming model: actors, references, messages, supervision. No I/O of its own."""
+
+from ._actor import Actor as Actor
+from ._actor import Handler as Handler
+from ._context import Context as Context
+from ._messages import Ask as Ask
+from ._messages import ChildExit as ChildExit
+from ._messages import Terminated as Terminated
+from ._messages import message_type_name as message_type_name
+from ._messages import reply_type_of as reply_type_of
+from ._ref import DEFAULT_ASK_TIMEOUT as DEFAULT_ASK_TIMEOUT
+from ._ref import ActorRef as ActorRef
+from ._ref import Address as Address
+from ._ref import Messenger as Messenger
+from ._supervision import Backoff as Backoff
+from ._supervision import Restart as Restart
+from ._supervision import RestartIntensity as RestartIntensity
+from ._supervision import Strategy as Strategy
+from ._supervision import SupervisorStrategy as SupervisorStrategy
+from .errors import ActorDead as ActorDead
+from .errors import AskTimeout as AskTimeout
+from .errors import BudgetExceeded as BudgetExceeded
+from .errors import HeterarchError as HeterarchError
+from .errors import InvalidMessage as InvalidMessage
+from .errors import RemoteError as RemoteError
+from .errors import SpawnFailed as SpawnFailed
+from .errors import Undeliverable as Undeliverable
+
+__all__ = (
+    "DEFAULT_ASK_TIMEOUT",
+    "Actor",
+    "ActorDead",
+    "ActorRef",
+    "Address",
+    "Ask",
+    "AskTimeout",
+    "Backoff",
+    "BudgetExceeded",
+    "ChildExit",
+    "Context",
+    "Handler",
+    "HeterarchError",
+    "InvalidMessage",
+    "Messenger",
+    "RemoteError",
+    "Restart",
+    "RestartIntensity",
+    "SpawnFailed",
+    "Strategy",
+    "SupervisorStrategy",
+    "Terminated",
+    "Undeliverable",
+    "message_type_name",
+    "reply_type_of",
+)

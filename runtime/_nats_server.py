@@ -127,14 +127,18 @@ class NatsServer:
 
     def stop(self, *, kill: bool = False) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        finally:
+            if process.stderr is not None:
+                process.stderr.close()
 
     def restart(self, timeout: float = 15.0) -> Self:
         self.stop()

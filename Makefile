@@ -1,0 +1,35 @@
+# The two Quickstart commands: `make demo` and `make test`. Both install what they need first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test sandbox-image lint bench
+
+$(BIN)/heterarch: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(BIN)/heterarch
+
+install: $(BIN)/heterarch
+
+demo: install
+	$(BIN)/heterarch demo
+
+# The sandbox image is built locally; machines that cannot pull images build it from a Debian
+# root fs made with mmdebstrap (installed here from the machine's own apt sources if missing).
+sandbox-image: install
+	@if ! docker image inspect heterarch-sandbox:latest >/dev/null 2>&1 && ! command -v mmdebstrap >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq mmdebstrap) >/dev/null; fi
+	$(BIN)/heterarch sandbox build --if-missing
+
+test: install sandbox-image
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check actors runtime transports sandbox examples tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/ask_rtt.py
+	$(BIN)/python bench/spawn.py

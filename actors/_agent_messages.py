@@ -1,0 +1,103 @@
+"""Messages of the built-in agents (``LLMAgent``, ``RLMAgent``) and usage roll-ups."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ._messages import Ask
+
+
+class PoolUsage(msgspec.Struct, kw_only=True):
+    """Model calls, tokens and dollars spent on one pool."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    errors: int = 0
+    hardware: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+Usage = dict[str, PoolUsage]
+
+
+def merge_usage(into: Usage, other: Usage) -> Usage:
+    """Add ``other`` into ``into`` (in place) and return it."""
+    for pool, u in other.items():
+        mine = into.setdefault(pool, PoolUsage(hardware=u.hardware))
+        mine.calls += u.calls
+        mine.input_tokens += u.input_tokens
+        mine.output_tokens += u.output_tokens
+        mine.cost_usd += u.cost_usd
+        mine.errors += u.errors
+        mine.hardware = mine.hardware or u.hardware
+    return into
+
+
+def total_cost(usage: Usage) -> float:
+    return sum(u.cost_usd for u in usage.values())
+
+
+def total_tokens(usage: Usage) -> int:
+    return sum(u.tokens for u in usage.values())
+
+
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    """Limits for one run (0 = unlimited). Children get what is left."""
+
+    tokens: int = 0
+    dollars: float = 0.0
+    wall_s: float = 0.0
+
+
+class LLMReply(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    pool: str
+    model: str
+    usage: Usage
+
+
+class Prompt(Ask[LLMReply], frozen=True, kw_only=True, tag="heterarch.Prompt"):
+    """One completion: either ``prompt`` (a user message) or full chat ``messages``."""
+
+    prompt: str = ""
+    messages: list[dict[str, str]] = []
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+class Answer(msgspec.Struct, frozen=True, kw_only=True):
+    """The result of an ``RLMAgent`` run, with usage rolled up over the whole tree."""
+
+    text: str
+    ok: bool
+    stop_reason: str  # "final", "max_iterations", "budget: ...", "error: ..."
+    iterations: int
+    usage: Usage
+    cost_usd: float
+    wall_s: float
+    agents_by_depth: dict[int, int] = {}
+    trace_id: str = ""
+
+
+class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
+    """Ask an ``RLMAgent`` a question about a context too large for any prompt.
+
+    ``context`` is the text itself, or ``context_ref`` a blob reference (from
+    ``put_blob``) so large contexts never travel in a message. ``pool_override`` sends every
+    sub-call to one pool (the homogeneous baselines); empty means the router decides.
+    """
+
+    question: str
+    context: str = ""
+    context_ref: str = ""
+    max_depth: int = 2
+    max_iterations: int = 12
+    depth: int = 0
+    budget: Budget = Budget()
+    pool_override: str = ""
+    cell_timeout_s: float = 120.0

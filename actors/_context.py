@@ -1,0 +1,80 @@
+"""The ``Context``: everything an actor can do to the world, handed to it by the runtime."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._supervision import Restart
+
+if TYPE_CHECKING:
+    from ._actor import Actor
+    from ._ref import ActorRef
+
+A = TypeVar("A", bound="Actor")
+
+
+class Context(ABC):
+    """Given to every actor as ``self.ctx`` before ``on_start``.
+
+    Services beyond actors (``llm``, ``sandbox``, ``route``, ``budget``) exist where the
+    runtime that hosts the actor was configured with them; using one that is not configured
+    raises an error that says how to configure it.
+    """
+
+    @property
+    @abstractmethod
+    def self_ref(self) -> ActorRef[Any]: ...
+
+    @property
+    @abstractmethod
+    def parent(self) -> ActorRef[Any] | None: ...
+
+    @property
+    @abstractmethod
+    def children(self) -> list[ActorRef[Any]]: ...
+
+    @property
+    @abstractmethod
+    def pool(self) -> str:
+        """The pool this actor runs on ("" for a client or local actor)."""
+
+    @property
+    @abstractmethod
+    def depth(self) -> int:
+        """0 for a root actor, parent's depth + 1 for a child."""
+
+    @abstractmethod
+    async def spawn(
+        self,
+        actor_class: type[A],
+        *args: Any,
+        pool: str | None = None,
+        name: str | None = None,
+        supervision: Restart | str | None = None,
+        **kwargs: Any,
+    ) -> ActorRef[A]:
+        """Start a child of this actor.
+
+        ``pool=None`` starts it next to its parent (same process); ``pool="gpu"`` places it on a
+        worker of that pool. ``args``/``kwargs`` must be msgspec-encodable; the worker passes them
+        to the class's ``__init__``. ``supervision`` is the child's restart type (default
+        ``Restart.PERMANENT``). Raises ``SpawnFailed`` (with the reason) or ``NoWorkerForPool``.
+        """
+
+    @abstractmethod
+    async def stop(self, ref: ActorRef[Any]) -> None:
+        """Stop an actor (and its subtree) and wait until it is gone. Not restarted."""
+
+    @abstractmethod
+    async def watch(self, ref: ActorRef[Any]) -> None:
+        """Receive a ``Terminated`` message when ``ref`` stops (at once if already dead)."""
+
+    @abstractmethod
+    def service(self, name: str) -> Any:
+        """A named runtime service (``llm``, ``router``, ``sandbox_factory``, ...)."""
+
+    @property
+    def llm(self) -> Any:
+        """The completion client of the pool this actor runs on."""
+        return self.service("llm")

@@ -1,0 +1,452 @@
+"""``RLMAgent``: the recursive REPL loop (a Recursive Language Model over heterogeneous pools).
+
+The agent keeps its context as the variable ``context`` in a sandboxed Python REPL. Its model
+writes ```repl code blocks; the agent runs them and feeds the (truncated) output back. Code can
+call ``llm_query``/``llm_query_batched`` (a plain completion, on the pool the router picks) and
+``rlm_query``/``rlm_query_batched`` (a child RLM agent with its own sandbox, until ``max_depth``;
+beyond it a plain completion). The run ends with ``FINAL(text)``, ``FINAL_VAR(name)`` or the
+sandbox dict ``answer`` with ``answer["ready"] = True`` - or a typed stop reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import anyio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from ._actor import Actor
+from ._agent_messages import (
+    Answer,
+    LLMReply,
+    PoolUsage,
+    Prompt,
+    Query,
+    Usage,
+    merge_usage,
+    total_cost,
+    total_tokens,
+)
+from ._lanes import Lanes
+from ._llm_agent import LLMAgent
+from .errors import BudgetExceeded
+
+tracer = trace.get_tracer("heterarch")
+
+CODE_BLOCK = re.compile(r"```repl[^\n]*\n(.*?)```", re.DOTALL)
+FINAL_VAR = re.compile(r"^\s*FINAL_VAR\((.*?)\)\s*$", re.MULTILINE)
+FINAL = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
+
+SYSTEM_PROMPT = """\
+You answer a question about a context that is far too large to read at once. The context is \
+loaded in a Python REPL as the string variable `context` ({context_chars:,} characters, \
+{context_lines:,} lines). Explore it with code, and delegate reading to sub-models:
+
+- `llm_query(prompt: str) -> str`: ask a language model one question (it sees only `prompt`; \
+it can read about 100,000 characters well).
+- `llm_query_batched(prompts: list[str]) -> list[str]`: many at once, run concurrently. Prefer \
+this for chunk-by-chunk work.
+- `rlm_query(prompt: str, context: str = "") -> str` and `rlm_query_batched(prompts, contexts)`: \
+delegate to a recursive agent like you, with its own REPL and `context`.
+- `print(...)` shows you values; output longer than {output_limit:,} characters is truncated.
+
+Write code in fenced blocks that start with ```repl. Variables persist between blocks. When you \
+know the answer, end with one of: a line `FINAL(your answer)`; a line `FINAL_VAR(name)` to \
+return a REPL variable; or in code `answer["content"] = ...; answer["ready"] = True`.
+Recursion depth: {depth} of at most {max_depth}."""
+
+SANDBOX_PRELUDE = """\
+answer = {"content": "", "ready": False}
+def FINAL(value):
+    answer["content"] = str(value)
+    answer["ready"] = True
+def FINAL_VAR(name):
+    FINAL(globals()[name] if isinstance(name, str) else name)
+"""
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the head and the tail of ``text`` with a marker between when over ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    return f"{text[:head]}\n... [{len(text) - limit:,} characters truncated] ...\n{text[-tail:]}"
+
+
+class RLMAgent(Actor):
+    """Answers ``Query`` by the recursive REPL loop; see the module docstring."""
+
+    def __init__(self, output_limit: int = 8000, lanes_per_pool: int = 64) -> None:
+        self.output_limit = output_limit
+        self.lanes_per_pool = lanes_per_pool
+
+    async def query(self, msg: Query) -> Answer:
+        run = _Run(self, msg)
+        return await run.execute()
+
+
+class _Run:
+    """One query: the loop, the sandbox, the children, the budget and the usage roll-up."""
+
+    def __init__(self, agent: RLMAgent, query: Query) -> None:
+        self.agent = agent
+        self.ctx = agent.ctx
+        self.query = query
+        self.usage: Usage = {}
+        self.started = time.monotonic()
+        self.iterations = 0
+        self.agents_by_depth: dict[int, int] = {}
+        self.best_partial = ""
+        pools = self._pools()
+
+        def limit_of(pool: str) -> int:
+            config = pools.get(pool)
+            limit = getattr(config, "max_concurrency", 16) if config is not None else 16
+            return min(int(limit), agent.lanes_per_pool)
+
+        self.llm_lanes = Lanes(self.ctx, LLMAgent, limit_of=limit_of)
+        self.rlm_lanes = Lanes(self.ctx, RLMAgent, limit_of=lambda pool: 4)
+        self.sandbox: Any = None
+
+    def _pools(self) -> dict[str, Any]:
+        try:
+            pools: dict[str, Any] = self.ctx.service("pools")
+        except LookupError:
+            return {}
+        return pools
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def execute(self) -> Answer:
+        q = self.query
+        stop_reason = "max_iterations"
+        final: str | None = None
+        wall = q.budget.wall_s
+        try:
+            context = await self._load_context()
+            await self._start_sandbox(context)
+            messages = [
+                {"role": "system", "content": SYSTEM_PROMPT.format(
+                    context_chars=len(context), context_lines=context.count("\n") + 1,
+                    output_limit=self.agent.output_limit, depth=q.depth, max_depth=q.max_depth,
+                )},
+                {"role": "user", "content": f"Question: {q.question}"},
+            ]
+            with anyio.move_on_after(wall if wall > 0 else None) as wall_scope:
+                final, stop_reason = await self._loop(messages)
+            if wall_scope.cancelled_caught:
+                stop_reason = f"budget: wall time {wall:g}s exceeded"
+        except BudgetExceeded as exc:
+            stop_reason = f"budget: {exc}"
+        except Exception as exc:
+            stop_reason = f"error: {type(exc).__name__}: {exc}"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
+        text = final if final is not None else self.best_partial
+        return Answer(
+            text=text,
+            ok=final is not None,
+            stop_reason="final" if final is not None else stop_reason,
+            iterations=self.iterations,
+            usage=self.usage,
+            cost_usd=total_cost(self.usage),
+            wall_s=time.monotonic() - self.started,
+            agents_by_depth=self.agents_by_depth,
+            trace_id=_trace_id(),
+        )
+
+    async def _loop(self, messages: list[dict[str, str]]) -> tuple[str | None, str]:
+        for _ in range(self.query.max_iterations):
+            self.iterations += 1
+            self.check_budget()
+            reply = await self._own_completion(messages)
+            messages.append({"role": "assistant", "content": reply})
+            blocks = CODE_BLOCK.findall(reply)
+            outputs = [await self._run_cell(i, code) for i, code in enumerate(blocks, 1)]
+            final = await self._final_answer(reply)
+            if final is not None:
+                return final, "final"
+            if outputs:
+                feedback = "\n\n".join(outputs)
+            else:
+                feedback = ("No ```repl block and no FINAL(...) in your reply. Write code, or "
+                            "finish with FINAL(answer).")
+            messages.append({"role": "user", "content": feedback})
+        return None, "max_iterations"
+
+    async def _own_completion(self, messages: list[dict[str, str]]) -> str:
+        completion = await self.ctx.llm.complete(messages)
+        self._account(self.ctx.pool, completion)
+        text: str = completion.text
+        return text
+
+    def _account(self, pool: str, completion: Any) -> None:
+        u = self.usage.setdefault(pool, PoolUsage(hardware=getattr(self.ctx.llm, "hardware", "")))
+        u.calls += 1
+        u.input_tokens += int(completion.input_tokens)
+        u.output_tokens += int(completion.output_tokens)
+        u.cost_usd += float(completion.cost_usd)
+
+    async def _final_answer(self, reply: str) -> str | None:
+        answer = await self.sandbox.get_var("answer")
+        if isinstance(answer, dict) and answer.get("ready"):
+            return str(answer.get("content", ""))
+        prose = CODE_BLOCK.sub("", reply)
+        match = FINAL_VAR.search(prose)
+        if match:
+            name = match.group(1).strip().strip("'\"")
+            try:
+                return str(await self.sandbox.get_var(name))
+            except Exception:
+                return None
+        match = FINAL.search(prose)
+        if match:
+            return match.group(1).strip()
+        return None
+
+    # -- the sandbox ------------------------------------------------------------------------------
+    async def _load_context(self) -> str:
+        q = self.query
+        if q.context_ref:
+            blobs = self.ctx.service("blobs")
+            data: bytes = await blobs.get_blob(q.context_ref)
+            return data.decode("utf-8", errors="replace")
+        return q.context
+
+    async def _start_sandbox(self, context: str) -> None:
+        factory = self.ctx.service("sandbox_factory")
+        self.sandbox = factory()
+        for name, fn in self._callbacks().items():
+            self.sandbox.register_callback(name, fn)
+        await self.sandbox.start()
+        await self._load_state(context)
+
+    async def _load_state(self, context: str) -> None:
+        self._context = context
+        await self.sandbox.set_var("context", context)
+        await self.sandbox.exec(SANDBOX_PRELUDE, timeout=30)
+
+    async def _run_cell(self, index: int, code: str) -> str:
+        self.check_budget()
+        with tracer.start_as_current_span(
+            "execute_tool repl",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "repl",
+                "heterarch.actor.id": self.ctx.self_ref.actor_id,
+                "heterarch.depth": self.query.depth,
+                "heterarch.cell.index": index,
+                "heterarch.cell.chars": len(code),
+            },
+        ) as span:
+            self._callback_context = otel_context.get_current()
+            try:
+                result = await self.sandbox.exec(code, timeout=self.query.cell_timeout_s)
+            except Exception as exc:
+                if isinstance(exc, BudgetExceeded):
+                    raise
+                span.record_exception(exc)
+                lost = bool(getattr(exc, "state_lost", False))
+                if lost:
+                    await self._load_state(self._context)
+                note = " The REPL was restarted: variables are gone, `context` is reloaded." \
+                    if lost else ""
+                return f"[cell {index}] {type(exc).__name__}: {exc}.{note}"
+        return self._describe(index, result)
+
+    def _describe(self, index: int, result: Any) -> str:
+        parts = []
+        stdout = getattr(result, "stdout", "") or ""
+        stderr = getattr(result, "stderr", "") or ""
+        if stdout:
+            parts.append(stdout)
+            self.best_partial = stdout.strip()[-2000:]
+        if stderr:
+            parts.append(f"[stderr]\n{stderr}")
+        error = getattr(result, "error", None)
+        if error:
+            etype = getattr(error, "type", "") or type(error).__name__
+            emsg = getattr(error, "message", "") or str(error)
+            tb = getattr(error, "traceback", "") or ""
+            parts.append(f"[error] {etype}: {emsg}\n{tb[-1500:]}")
+        body = "\n".join(parts) if parts else "(no output)"
+        return f"[cell {index} output]\n{truncate(body, self.agent.output_limit)}"
+
+    # -- callbacks from the sandbox ---------------------------------------------------------------
+    def _callbacks(self) -> dict[str, Any]:
+        return {
+            "llm_query": self.llm_query,
+            "llm_query_batched": self.llm_query_batched,
+            "rlm_query": self.rlm_query,
+            "rlm_query_batched": self.rlm_query_batched,
+        }
+
+    async def llm_query(self, prompt: str, **options: Any) -> str:
+        with self._tool_span("llm_query"):
+            return await self._sub_llm(str(prompt), options)
+
+    async def llm_query_batched(self, prompts: list[str], **options: Any) -> list[str]:
+        with self._tool_span("llm_query_batched", batch=len(prompts)):
+            return await self._gather([self._sub_llm_call(str(p), options) for p in prompts])
+
+    async def rlm_query(self, prompt: str, context: str = "", **options: Any) -> str:
+        with self._tool_span("rlm_query"):
+            return await self._sub_rlm(str(prompt), str(context), options)
+
+    async def rlm_query_batched(
+        self, prompts: list[str], contexts: list[str] | None = None, **options: Any
+    ) -> list[str]:
+        contexts = contexts or [""] * len(prompts)
+        if len(contexts) != len(prompts):
+            raise ValueError("rlm_query_batched needs one context per prompt")
+        with self._tool_span("rlm_query_batched", batch=len(prompts)):
+            return await self._gather(
+                [self._sub_rlm_call(str(p), str(c), options) for p, c in zip(prompts, contexts)]
+            )
+
+    def _sub_llm_call(self, prompt: str, options: dict[str, Any]) -> Any:
+        return lambda: self._sub_llm(prompt, options)
+
+    def _sub_rlm_call(self, prompt: str, context: str, options: dict[str, Any]) -> Any:
+        return lambda: self._sub_rlm(prompt, context, options)
+
+    async def _gather(self, calls: list[Any]) -> list[str]:
+        results: list[str] = [""] * len(calls)
+
+        async def one(i: int) -> None:
+            results[i] = await calls[i]()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(calls)):
+                tg.start_soon(one, i)
+        return results
+
+    def _tool_span(self, name: str, **attributes: Any) -> Any:
+        token_ctx = getattr(self, "_callback_context", None)
+        return tracer.start_as_current_span(
+            f"execute_tool {name}",
+            context=token_ctx,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "heterarch.depth": self.query.depth,
+                **{f"heterarch.{k}": v for k, v in attributes.items()},
+            },
+        )
+
+    def _route(self, prompt: str, kind: str, options: dict[str, Any],
+               exclude: set[str]) -> tuple[str, str]:
+        explicit = options.pop("pool", None)
+        if explicit:
+            return str(explicit), "pool named by the code"
+        if self.query.pool_override:
+            return self.query.pool_override, "pool override of this run"
+        route = self.ctx.service("route")
+        decision = route(
+            prompt=prompt, kind=kind, depth=self.query.depth + 1, tag=options.pop("tag", ""),
+            exclude=exclude, budget_left=self._budget_left_fraction(),
+        )
+        return str(decision.pool), str(decision.reason)
+
+    async def _sub_llm(self, prompt: str, options: dict[str, Any]) -> str:
+        self.check_budget()
+        options = dict(options)
+        max_tokens = options.pop("max_tokens", None)
+        failed: set[str] = set()
+        while True:
+            pool, reason = self._route(prompt, "llm", dict(options), failed)
+            span = trace.get_current_span()
+            span.set_attribute("heterarch.route.reason", reason)
+            span.set_attribute("heterarch.pool", pool)
+            try:
+                async with self.llm_lanes.lane(pool) as lane:
+                    self._count_agent(lane)
+                    reply: LLMReply = await lane.ask(
+                        Prompt(prompt=prompt, max_tokens=max_tokens), timeout=600
+                    )
+            except Exception as exc:
+                failed.add(pool)
+                self.usage.setdefault(pool, PoolUsage()).errors += 1
+                if self.query.pool_override or len(failed) >= 3 or "pool" in options:
+                    raise
+                span.add_event("route.fallback", {"pool": pool, "error": str(exc)[:300]})
+                continue
+            merge_usage(self.usage, reply.usage)
+            return reply.text
+
+    async def _sub_rlm(self, prompt: str, context: str, options: dict[str, Any]) -> str:
+        q = self.query
+        if q.depth + 1 >= q.max_depth:
+            text = prompt if not context else f"{prompt}\n\n{context}"
+            return await self._sub_llm(text, options)
+        self.check_budget()
+        pool, reason = self._route(prompt + context[:2000], "rlm", dict(options), set())
+        trace.get_current_span().set_attribute("heterarch.route.reason", reason)
+        child_query = Query(
+            question=prompt, context=context, max_depth=q.max_depth,
+            max_iterations=q.max_iterations, depth=q.depth + 1, budget=self._budget_left(),
+            pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s,
+        )
+        async with self.rlm_lanes.lane(pool) as lane:
+            self._count_agent(lane)
+            answer: Answer = await lane.ask(child_query, timeout=3600)
+        merge_usage(self.usage, answer.usage)
+        for depth, n in answer.agents_by_depth.items():
+            self.agents_by_depth[depth] = self.agents_by_depth.get(depth, 0) + n
+        return answer.text
+
+    def _count_agent(self, lane: Any) -> None:
+        seen = getattr(self, "_seen_lanes", None)
+        if seen is None:
+            seen = self._seen_lanes = set()
+        if lane.actor_id not in seen:
+            seen.add(lane.actor_id)
+            depth = self.query.depth + 1
+            self.agents_by_depth[depth] = self.agents_by_depth.get(depth, 0) + 1
+
+    # -- budget -----------------------------------------------------------------------------------
+    def check_budget(self) -> None:
+        b = self.query.budget
+        if b.tokens and total_tokens(self.usage) >= b.tokens:
+            raise BudgetExceeded("tokens", total_tokens(self.usage), b.tokens)
+        if b.dollars and total_cost(self.usage) >= b.dollars:
+            raise BudgetExceeded("dollars", total_cost(self.usage), b.dollars)
+        elapsed = time.monotonic() - self.started
+        if b.wall_s and elapsed >= b.wall_s:
+            raise BudgetExceeded("wall seconds", elapsed, b.wall_s)
+
+    def _budget_left(self) -> Any:
+        b = self.query.budget
+        elapsed = time.monotonic() - self.started
+        return type(b)(
+            tokens=max(1, b.tokens - total_tokens(self.usage)) if b.tokens else 0,
+            dollars=max(1e-9, b.dollars - total_cost(self.usage)) if b.dollars else 0.0,
+            wall_s=max(0.001, b.wall_s - elapsed) if b.wall_s else 0.0,
+        )
+
+    def _budget_left_fraction(self) -> float:
+        b = self.query.budget
+        fractions = [1.0]
+        if b.tokens:
+            fractions.append(1 - total_tokens(self.usage) / b.tokens)
+        if b.dollars:
+            fractions.append(1 - total_cost(self.usage) / b.dollars)
+        return max(0.0, min(fractions))
+
+    async def _cleanup(self) -> None:
+        if self.sandbox is not None:
+            try:
+                await self.sandbox.close()
+            except Exception:
+                pass
+        await self.llm_lanes.close()
+        await self.rlm_lanes.close()
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else ""

@@ -1,0 +1,120 @@
+"""Actor ``ask`` round trip between two processes vs raw nats-py request/reply, same server, same run.
+
+    python bench/ask_rtt.py [--n 3000] [--concurrency 50]
+
+Baseline: a second process answers raw nats-py requests (``msg.respond``); the bench process
+times ``nc.request`` on one connection. Ours: a `heterarch worker` process hosts an ``Echo``
+actor; the bench process times ``ref.ask``. Ratios are ours / raw (latency) and ours / raw
+(throughput, higher is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import _common  # noqa: F401  (sets sys.path)
+import anyio
+import nats
+
+from _common import ROOT, percentile, result, summary, worker_process
+from bench.actors_app import Echo, Ping
+from runtime import ActorSystem, NatsServer
+
+RAW_RESPONDER = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    async def cb(msg):
+        await nc.publish(msg.reply, msg.data)
+    await nc.subscribe("bench.raw", cb=cb)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def raw_round_trips(url: str, n: int, concurrency: int) -> tuple[list[float], float]:
+    nc = await nats.connect(url)
+    try:
+        for _ in range(200):
+            await nc.request("bench.raw", b"x", timeout=5)
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await nc.request("bench.raw", b"x", timeout=5)
+            samples.append(time.perf_counter() - t)
+        throughput = await _throughput(lambda: nc.request("bench.raw", b"x", timeout=10), n,
+                                       concurrency)
+        return samples, throughput
+    finally:
+        await nc.close()
+
+
+async def _throughput(call: object, n: int, concurrency: int) -> float:
+    per_task = max(1, n // concurrency)
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await call()  # type: ignore[operator]
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return per_task * concurrency / (time.perf_counter() - start)
+
+
+async def actor_round_trips(url: str, n: int, concurrency: int) -> tuple[list[float], float]:
+    async with ActorSystem(nats=url, namespace="bench", placement_timeout=30) as system:
+        ref = await system.spawn(Echo, pool="bench")
+        msg = Ping(b"x")
+        for _ in range(200):
+            await ref.ask(msg)
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await ref.ask(msg)
+            samples.append(time.perf_counter() - t)
+        throughput = await _throughput(lambda: ref.ask(msg, timeout=10), n, concurrency)
+        return samples, throughput
+
+
+async def main(n: int, concurrency: int) -> None:
+    with NatsServer() as server:
+        responder = subprocess.Popen([sys.executable, "-c", RAW_RESPONDER, server.url],
+                                     stdout=subprocess.PIPE, text=True)
+        try:
+            assert responder.stdout is not None
+            responder.stdout.readline()
+            with worker_process(server.url, {"bench": 64}, "bench.actors_app"):
+                # Interleave: raw, ours, raw, ours - so drift on the machine hits both alike.
+                raw_a, raw_tp_a = await raw_round_trips(server.url, n // 2, concurrency)
+                ours_a, ours_tp_a = await actor_round_trips(server.url, n // 2, concurrency)
+                raw_b, raw_tp_b = await raw_round_trips(server.url, n // 2, concurrency)
+                ours_b, ours_tp_b = await actor_round_trips(server.url, n // 2, concurrency)
+        finally:
+            responder.terminate()
+            responder.wait()
+    raw, ours = raw_a + raw_b, ours_a + ours_b
+    raw_tp, ours_tp = (raw_tp_a + raw_tp_b) / 2, (ours_tp_a + ours_tp_b) / 2
+    print(summary("raw nats-py request/reply", raw))
+    print(summary("heterarch ask (2 processes)", ours))
+    print(f"throughput with {concurrency} concurrent: raw {raw_tp:,.0f}/s, ours {ours_tp:,.0f}/s")
+    result("raw_rtt_p50_us", percentile(raw, 50) * 1e6)
+    result("ask_rtt_p50_us", percentile(ours, 50) * 1e6)
+    result("ask_rtt_ratio", percentile(ours, 50) / percentile(raw, 50))
+    result("ask_throughput_per_s", ours_tp)
+    result("ask_throughput_ratio", ours_tp / raw_tp)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    a = parser.parse_args()
+    anyio.run(main, a.n, a.concurrency)

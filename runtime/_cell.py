@@ -1,0 +1,454 @@
+"""One hosted actor: its mailbox loop, lifecycle, context and the supervision of its children."""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import dataclasses
+import enum
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import msgspec
+from opentelemetry import trace
+
+from actors import (
+    Actor,
+    ActorRef,
+    Address,
+    ChildExit,
+    Context,
+    Restart,
+    RestartIntensity,
+    Strategy,
+    Terminated,
+)
+from transports import Envelope, ErrorInfo
+
+from ._protocol import DEAD, UNDELIVERABLE, Exited
+from ._trace_context import extract_context, tracer, tracing_enabled
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger("heterarch.actor")
+A = TypeVar("A", bound=Actor)
+
+#: The cell whose handler the current task is running (for ``sender`` and self-stop).
+current_cell: contextvars.ContextVar[ActorCell | None] = contextvars.ContextVar(
+    "heterarch_current_cell", default=None
+)
+
+
+class CellState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(eq=False)
+class ChildRecord:
+    """What a parent needs to restart a child: its spec, and the ref it handed out."""
+
+    ref: ActorRef[Any]
+    actor_class: type[Actor]
+    args: bytes
+    name: str
+    pool: str
+    restart: Restart
+    generation: int = 0
+    restarts: int = 0
+    restarting: bool = False
+    removed: bool = False
+    changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+
+    def mark_changed(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def wait_restarted(self, generation: int) -> None:
+        """Wait until an incarnation newer than ``generation`` runs, or the child is gone."""
+        while not self.removed and self.generation <= generation:
+            await self.changed.wait()
+
+
+class ActorCell:
+    """The runtime's side of one actor."""
+
+    def __init__(
+        self,
+        node: Node,
+        actor: Actor,
+        address: Address,
+        *,
+        parent: Address | None,
+        depth: int,
+        generation: int,
+    ) -> None:
+        self.node = node
+        self.actor = actor
+        self.address = address
+        self.parent = parent
+        self.depth = depth
+        self.generation = generation
+        self.state = CellState.STARTING
+        self.mailbox: collections.deque[Envelope] = collections.deque()
+        self.scheduled = False
+        self.children: dict[str, ChildRecord] = {}
+        self.watchers: dict[str, Address] = {}
+        strategy = type(actor).supervisor_strategy
+        self.intensity = RestartIntensity(strategy.max_restarts, strategy.period)
+        self.supervision_lock = anyio.Lock()
+        self.stopped = anyio.Event()
+        self.stop_reason = "stopped"
+        self.abnormal = False
+        self.on_finished: list[Any] = []  # callables run once the cell has stopped
+        self._handler_scope: anyio.CancelScope | None = None
+        self.self_ref: ActorRef[Any] = node.codec.ref(address)
+        self.context = CellContext(self)
+        actor.ctx = self.context
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self, restart_error: str | None = None) -> None:
+        """Run ``on_restart``/``on_start``; raises what they raise (the spawn then fails)."""
+        token = current_cell.set(self)
+        try:
+            if restart_error is not None:
+                await self.actor.on_restart(restart_error)
+            await self.actor.on_start()
+        finally:
+            current_cell.reset(token)
+        self.state = CellState.RUNNING
+        if self.mailbox and not self.scheduled:
+            self._schedule()
+
+    def deliver(self, env: Envelope) -> None:
+        """Queue a user message (called from the transport callback; never blocks)."""
+        if self.state in (CellState.STOPPING, CellState.STOPPED):
+            self.node.reject(env, DEAD, f"actor {self.address.actor_id} is stopping")
+            return
+        self.mailbox.append(env)
+        if not self.scheduled and self.state is CellState.RUNNING:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self.scheduled = True
+        self.node.task_group.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            while self.mailbox and self.state is CellState.RUNNING:
+                await self._handle(self.mailbox.popleft())
+        finally:
+            self.scheduled = False
+        if self.state is CellState.STOPPING:
+            await self._finish_stop()
+
+    async def stop(self, reason: str = "stopped", *, abnormal: bool = False) -> None:
+        """Stop after the current message (children first, then ``on_stop``); wait for it."""
+        if self.state in (CellState.STOPPING, CellState.STOPPED):
+            if current_cell.get() is not self:
+                await self.stopped.wait()
+            return
+        self.state = CellState.STOPPING
+        self.stop_reason, self.abnormal = reason, abnormal
+        if current_cell.get() is self:
+            return  # stopping itself from a handler: the mailbox loop finishes the stop
+        if self.scheduled:
+            await self.stopped.wait()
+        else:
+            await self._finish_stop()
+
+    def fail(self, reason: str) -> None:
+        """Crash from outside a handler (escalation): cancel the running handler and stop."""
+        if self.state in (CellState.STOPPING, CellState.STOPPED):
+            return
+        if self._handler_scope is not None:
+            self._handler_scope.cancel()
+        self.node.task_group.start_soon(self._stop_abnormally, reason)
+
+    async def _stop_abnormally(self, reason: str) -> None:
+        await self.stop(reason, abnormal=True)
+
+    async def _finish_stop(self) -> None:
+        records = list(self.children.values())
+        for record in records:
+            record.removed = True
+            record.mark_changed()
+        if records:
+            async with anyio.create_task_group() as tg:
+                for record in reversed(records):
+                    tg.start_soon(self.node.stop_ref, record.ref, "parent stopped")
+        self.children.clear()
+        token = current_cell.set(self)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.actor.on_stop()
+        except Exception:
+            log.exception("on_stop of %s raised", self.address.actor_id)
+        finally:
+            current_cell.reset(token)
+        self.node.unregister(self)
+        while self.mailbox:
+            self.node.reject(self.mailbox.popleft(), DEAD, f"actor {self.stop_reason}")
+        self.state = CellState.STOPPED
+        exited = Exited(
+            actor_id=self.address.actor_id,
+            reason=self.stop_reason,
+            abnormal=self.abnormal,
+            generation=self.generation,
+        )
+        if self.parent is not None:
+            await self.node.send_exit(self.parent, exited)
+        for watcher in self.watchers.values():
+            await self.node.send_terminated(watcher, exited, self.address)
+        self.stopped.set()
+        for callback in self.on_finished:
+            callback()
+
+    # -- messages ---------------------------------------------------------------------------------
+    async def _handle(self, env: Envelope) -> None:
+        handler = type(self.actor).handlers().get(env.type)
+        if handler is None:
+            self.node.reject(
+                env,
+                UNDELIVERABLE,
+                f"{type(self.actor).__qualname__} has no handler for message type {env.type!r}",
+            )
+            return
+        try:
+            msg = self.node.codec.decode(env.payload, handler.message_type)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self.node.reject(env, UNDELIVERABLE, f"invalid {env.type} payload: {exc}")
+            return
+        if isinstance(msg, Terminated):
+            msg = msgspec.structs.replace(msg, ref=self.node.codec.ref(msg.ref))
+        token = current_cell.set(self)
+        try:
+            if tracing_enabled():
+                with tracer.start_as_current_span(
+                    f"invoke_agent {type(self.actor).__name__}",
+                    context=extract_context(env.headers),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes=self._span_attributes(env),
+                ) as span:
+                    result = await self._call(handler, msg)
+                    if isinstance(result, _Failure):
+                        span.record_exception(result.error)
+                        span.set_status(trace.StatusCode.ERROR, str(result.error))
+            else:
+                result = await self._call(handler, msg)
+        finally:
+            current_cell.reset(token)
+        if isinstance(result, _Failure):
+            if env.reply_to:
+                await self.node.reply_error(env, result.info)
+            if self.state is CellState.RUNNING:
+                self.state = CellState.STOPPING
+                self.stop_reason, self.abnormal = f"crashed: {result.info.type}", True
+                log.warning(
+                    "actor %s (%s) crashed: %s: %s",
+                    self.address.actor_id,
+                    type(self.actor).__qualname__,
+                    result.info.type,
+                    result.info.message,
+                )
+        elif env.reply_to:
+            await self.node.reply_value(env, result)
+
+    async def _call(self, handler: Any, msg: Any) -> Any:
+        scope = anyio.CancelScope()
+        self._handler_scope = scope
+        try:
+            with scope:
+                fn = self.actor.bound(handler)
+                return (await fn(msg)) if handler.is_async else fn(msg)
+            return _Failure(anyio.get_cancelled_exc_class()("handler cancelled: supervisor failed"))
+        except Exception as exc:
+            return _Failure(exc)
+        finally:
+            self._handler_scope = None
+
+    def _span_attributes(self, env: Envelope) -> dict[str, Any]:
+        hardware = self.node.hardware_of(self.address.pool)
+        return {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": type(self.actor).__name__,
+            "gen_ai.agent.id": self.address.actor_id,
+            "heterarch.actor.id": self.address.actor_id,
+            "heterarch.parent.id": self.parent.actor_id if self.parent else "",
+            "heterarch.pool": self.address.pool,
+            "heterarch.hardware": hardware,
+            "heterarch.depth": self.depth,
+            "heterarch.message.type": env.type,
+        }
+
+    # -- supervision ------------------------------------------------------------------------------
+    async def child_exited(self, exited: Exited) -> None:
+        """Apply this actor's supervisor strategy to a child's exit (outside its mailbox)."""
+        async with self.supervision_lock:
+            record = self.children.get(exited.actor_id)
+            if record is None or record.removed or record.generation != exited.generation:
+                return  # stopped by us, or a stale notice from an older incarnation
+            if record.restarting:
+                return  # we are stopping it ourselves to restart it (one_for_all/rest_for_one)
+            action = await self._supervise(record, exited)
+        self._notify_child_exit(exited, record, action)
+
+    async def _supervise(self, record: ChildRecord, exited: Exited) -> str:
+        if not record.restart.wants_restart(exited.abnormal):
+            self._remove_child(record)
+            return "stopped"
+        if self.state is not CellState.RUNNING:
+            self._remove_child(record)
+            return "stopped"
+        if not self.intensity.allow():
+            self._remove_child(record)
+            self.fail(
+                f"restart intensity exceeded ({self.intensity.max_restarts} restarts in "
+                f"{self.intensity.period}s; last: child {exited.actor_id} {exited.reason})"
+            )
+            return "escalated"
+        strategy = type(self.actor).supervisor_strategy
+        ordered = list(self.children.values())
+        if strategy.strategy is Strategy.ONE_FOR_ALL:
+            targets = ordered
+        elif strategy.strategy is Strategy.REST_FOR_ONE:
+            targets = ordered[ordered.index(record) :]
+        else:
+            targets = [record]
+        for target in targets:
+            target.restarting = True
+        peers = [t for t in targets if t is not record]
+        for peer in reversed(peers):
+            await self.node.stop_ref(peer.ref, f"restarting ({strategy.strategy.value})")
+        for target in targets:
+            await self._restart(target, strategy.backoff, exited.reason)
+        return "restarted"
+
+    async def _restart(self, record: ChildRecord, backoff: Any, reason: str) -> None:
+        if backoff is not None:
+            await anyio.sleep(backoff.delay(record.restarts))
+        record.restarts += 1
+        generation = record.generation + 1
+        try:
+            address = await self.node.spawn_actor(
+                record.actor_class,
+                record.args,
+                pool=record.pool,
+                name=record.name,
+                parent=self,
+                actor_id=record.ref.actor_id,
+                generation=generation,
+                restart_error=reason,
+            )
+        except Exception as exc:
+            log.warning("restart of %s failed: %s", record.ref.actor_id, exc)
+            self._remove_child(record)
+            if self.parent is not None:  # a node's guardian has nobody to escalate to
+                self.fail(f"could not restart child {record.ref.actor_id}: {exc}")
+            return
+        record.ref._rebind(address)
+        record.generation = generation
+        record.restarting = False
+        record.mark_changed()
+
+    def _remove_child(self, record: ChildRecord) -> None:
+        record.removed = True
+        self.children.pop(record.ref.actor_id, None)
+        self.node.forget_record(record)
+        record.mark_changed()
+
+    def _notify_child_exit(self, exited: Exited, record: ChildRecord, action: str) -> None:
+        if type(self.actor).on_child_exit is Actor.on_child_exit:
+            return
+        info = ChildExit(
+            actor_id=exited.actor_id,
+            name=record.name,
+            reason=exited.reason,
+            abnormal=exited.abnormal,
+            action=action,
+        )
+        self.node.task_group.start_soon(self._run_child_exit_hook, info)
+
+    async def _run_child_exit_hook(self, info: ChildExit) -> None:
+        token = current_cell.set(self)
+        try:
+            await self.actor.on_child_exit(info)
+        except Exception:
+            log.exception("on_child_exit of %s raised", self.address.actor_id)
+        finally:
+            current_cell.reset(token)
+
+
+class _Failure:
+    __slots__ = ("error", "info")
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.info = ErrorInfo(
+            type=type(error).__name__,
+            message=str(error),
+            traceback="".join(traceback.format_exception(error))[-8000:],
+        )
+
+
+class CellContext(Context):
+    """``Context`` implementation backed by a cell and its node."""
+
+    def __init__(self, cell: ActorCell) -> None:
+        self._cell = cell
+
+    @property
+    def self_ref(self) -> ActorRef[Any]:
+        return self._cell.self_ref
+
+    @property
+    def parent(self) -> ActorRef[Any] | None:
+        parent = self._cell.parent
+        return None if parent is None else self._cell.node.codec.ref(parent)
+
+    @property
+    def children(self) -> list[ActorRef[Any]]:
+        return [r.ref for r in self._cell.children.values()]
+
+    @property
+    def pool(self) -> str:
+        return self._cell.address.pool
+
+    @property
+    def depth(self) -> int:
+        return self._cell.depth
+
+    async def spawn(
+        self,
+        actor_class: type[A],
+        *args: Any,
+        pool: str | None = None,
+        name: str | None = None,
+        supervision: Restart | str | None = None,
+        **kwargs: Any,
+    ) -> ActorRef[A]:
+        return await self._cell.node.spawn_child(
+            self._cell, actor_class, args, kwargs, pool=pool, name=name, supervision=supervision
+        )
+
+    async def stop(self, ref: ActorRef[Any]) -> None:
+        cell = self._cell
+        if ref == cell.self_ref:
+            await cell.stop("stopped")
+            return
+        record = cell.children.get(ref.actor_id)
+        if record is not None:
+            cell._remove_child(record)
+        await cell.node.stop_ref(ref, "stopped")
+
+    async def watch(self, ref: ActorRef[Any]) -> None:
+        await self._cell.node.watch(ref, self._cell.address)
+
+    def service(self, name: str) -> Any:
+        return self._cell.node.service(name, self._cell.address.pool)
+

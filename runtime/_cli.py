@@ -1,0 +1,221 @@
+"""The ``heterarch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import anyio
+
+from actors import HeterarchError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_nats_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nats",
+        metavar="URL",
+        help="NATS server URL(s), comma-separated (default: $HETERARCH_NATS_URL or "
+        "nats://127.0.0.1:4222)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heterarch",
+        description="Actor runtime for heterogeneous recursive multi-agent systems.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("nats", help="run a nats-server with JetStream (embedded, for local use)")
+    p.add_argument("--port", type=int, default=4222)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--store-dir", default=".heterarch/nats", help="JetStream store directory")
+    p.add_argument("--http-port", type=int, default=None, help="monitoring port (e.g. 8222)")
+    p.add_argument("--config", default=None, help="a nats-server config file")
+    p.set_defaults(func=cmd_nats)
+
+    p = sub.add_parser("worker", help="serve one or more pools from a config file")
+    p.add_argument("--pool", action="append", required=True, help="pool to serve (repeatable)")
+    p.add_argument("--config", required=True, help="pools TOML file")
+    _add_nats_arg(p)
+    p.add_argument("--trace", action="store_true", help="send traces to the local Jaeger")
+    p.add_argument(
+        "--app-dir", default=".", help="directory put on sys.path to import actor modules"
+    )
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("ping", help="health of the cluster: nodes, pools, live actors")
+    _add_nats_arg(p)
+    p.add_argument("--namespace", default="heterarch")
+    p.add_argument("--actors", action="store_true", help="list every live actor")
+    p.set_defaults(func=cmd_ping)
+
+    p = sub.add_parser("sandbox", help="sandbox image tools")
+    sandbox_sub = p.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
+    b = sandbox_sub.add_parser("build", help="build the sandbox Docker image")
+    b.add_argument("--offline", action="store_true", help="build from a local Debian root fs")
+    b.add_argument("--if-missing", action="store_true", help="do nothing if the image exists")
+    b.add_argument("--package", action="append", default=[], help="extra Python package")
+    b.set_defaults(func=cmd_sandbox_build)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+#: Other modules add their subcommands here (simulate, demo, rlm, trace).
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except HeterarchError as exc:
+        print(f"heterarch: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [u for u in value.split(",") if u]
+
+
+# -- nats ----------------------------------------------------------------------------------------
+def cmd_nats(args: argparse.Namespace) -> int:
+    from ._nats_server import NatsServer
+
+    Path(args.store_dir).mkdir(parents=True, exist_ok=True)
+    server = NatsServer(
+        port=args.port, host=args.host, store_dir=args.store_dir, http_port=args.http_port,
+        config_file=args.config,
+    )
+    server.start()
+    print(f"nats-server ready at {server.url} (JetStream store: {server.store_dir})", flush=True)
+    if args.http_port:
+        print(f"monitoring: http://{args.host}:{args.http_port}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop and server.process is not None and server.process.poll() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+# -- worker --------------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ._config import load_config
+    from ._system import Worker
+
+    config = load_config(args.config)
+    sys.path.insert(0, str(Path(args.app_dir).resolve()))
+    tracing = _start_tracing(args, role=f"worker-{'-'.join(args.pool)}")
+
+    async def serve() -> None:
+        async with Worker(config, args.pool, nats=_split(args.nats)) as worker:
+            pools = ", ".join(f"{p} ({c.hardware})" for p, c in worker.served.items())
+            print(f"worker {worker.node.node_id} serving {pools}; Ctrl-C to stop", flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            print("worker stopping", flush=True)
+
+    try:
+        anyio.run(serve)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+    return 0
+
+
+def _start_tracing(args: argparse.Namespace, *, role: str) -> Any:
+    try:
+        from ._tracing import configure_tracing
+    except ImportError:
+        return None
+    endpoint = "http://localhost:4318" if getattr(args, "trace", False) else None
+    return configure_tracing(role=role, endpoint=endpoint)
+
+
+# -- ping ----------------------------------------------------------------------------------------
+def cmd_ping(args: argparse.Namespace) -> int:
+    from ._system import ActorSystem
+
+    async def ping() -> int:
+        async with ActorSystem(nats=_split(args.nats) or None, namespace=args.namespace,
+                               embedded=False) as system:
+            await anyio.sleep(system.node.heartbeat_interval * 1.5)
+            stats = await system.node.cluster_stats()
+        others = [s for s in stats if s.info.node_id != system.node.node_id]
+        if not others:
+            print("no nodes answered (no worker is running)")
+            return 1
+        pools: dict[str, int] = {}
+        for s in others:
+            for pool in s.info.pools:
+                pools[pool] = pools.get(pool, 0) + 1
+        print(f"{len(others)} node(s), pools: "
+              + (", ".join(f"{p} x{n}" for p, n in sorted(pools.items())) or "none"))
+        for s in others:
+            i = s.info
+            slots = ", ".join(f"{p}: {n} free" for p, n in i.free_slots.items()) or "-"
+            dead = sum(s.dead_letters.values())
+            print(f"  {i.role:7} {i.node_id}  {i.host}:{i.pid}  pools={sorted(i.pools) or '-'}  "
+                  f"actors={len(s.actors)}  slots=[{slots}]  dead_letters={dead}")
+            if args.actors:
+                for a in s.actors:
+                    print(f"      {a.actor_id} {a.actor_class} name={a.name or '-'} "
+                          f"pool={a.pool or '-'} parent={a.parent_id or '-'} depth={a.depth}")
+        return 0
+
+    return anyio.run(ping)
+
+
+# -- sandbox -------------------------------------------------------------------------------------
+def cmd_sandbox_build(args: argparse.Namespace) -> int:
+    from sandbox import build_image
+
+    tag = build_image(
+        offline=True if args.offline else None,
+        if_missing=args.if_missing,
+        packages=args.package,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"sandbox image ready: {tag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Private control messages between nodes, and the subjects they travel on."""
+
+from __future__ import annotations
+
+import msgspec
+
+from actors import Address
+
+
+#: ``ErrorInfo.type`` of errors the runtime itself reports (a handler's exceptions keep their
+#: own class name, so a handler raising ``ActorDead`` is still a ``RemoteError`` to its asker).
+DEAD = "heterarch.ActorDead"
+UNDELIVERABLE = "heterarch.Undeliverable"
+
+
+class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.sys.spawn"):
+    actor_class: str  # "package.module:QualName"
+    args: bytes  # msgpack of [args, kwargs]
+    actor_id: str
+    name: str = ""
+    pool: str = ""
+    parent: Address | None = None
+    depth: int = 0
+    deadline: float = 0.0  # wall-clock; a worker drops requests that arrive after it
+    generation: int = 0  # incarnation number: 0 first, +1 per restart
+
+
+class Spawned(msgspec.Struct, frozen=True, tag="heterarch.sys.spawned"):
+    address: Address
+
+
+class StopActor(msgspec.Struct, frozen=True, tag="heterarch.sys.stop"):
+    reason: str = "stopped"
+
+
+class Watch(msgspec.Struct, frozen=True, tag="heterarch.sys.watch"):
+    watcher: Address
+
+
+class Exited(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.sys.exited"):
+    """Sent to the parent (and, as ``Terminated``, to watchers) when an actor ends."""
+
+    actor_id: str
+    reason: str
+    abnormal: bool
+    generation: int = 0
+
+
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    node_id: str
+    role: str  # "worker" or "client"
+    host: str
+    pid: int
+    started_at: float
+    pools: dict[str, str] = {}  # pool -> hardware
+    free_slots: dict[str, int] = {}
+    actors: int = 0
+    heartbeat_at: float = 0.0
+
+
+class ActorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    actor_id: str
+    actor_class: str
+    name: str
+    pool: str
+    parent_id: str
+    depth: int
+
+
+class NodeStatsRequest(msgspec.Struct, frozen=True, tag="heterarch.sys.stats"):
+    pass
+
+
+class NodeStats(msgspec.Struct, frozen=True, kw_only=True):
+    info: NodeInfo
+    actors: list[ActorInfo]
+    dead_letters: dict[str, int]
+
+
+SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited | NodeStatsRequest
+system_decoder = msgspec.msgpack.Decoder(SystemMessage)
+encoder = msgspec.msgpack.Encoder()
+
+
+class Subjects:
+    """Every subject and store name of one namespace (DESIGN.md section 2)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+
+    def mailbox(self, node_id: str, actor_id: str) -> str:
+        return f"{self.ns}.a.{node_id}.{actor_id}"
+
+    def mailboxes_of(self, node_id: str) -> str:
+        return f"{self.ns}.a.{node_id}.*"
+
+    def node_control(self, node_id: str) -> str:
+        return f"{self.ns}.node.{node_id}"
+
+    def replies(self, node_id: str) -> str:
+        return f"{self.ns}.r.{node_id}"
+
+    def heartbeat(self, node_id: str) -> str:
+        return f"{self.ns}.hb.{node_id}"
+
+    @property
+    def heartbeats(self) -> str:
+        return f"{self.ns}.hb.*"
+
+    NODES_BUCKET = "nodes"

@@ -1,0 +1,208 @@
+"""Actor classes used by the behavioural suite (importable by workers: module tests.actors.app)."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import msgspec
+
+from actors import (
+    Actor,
+    ActorRef,
+    Ask,
+    Backoff,
+    ChildExit,
+    Restart,
+    Strategy,
+    SupervisorStrategy,
+    Terminated,
+)
+
+
+class Echo(Ask[bytes], frozen=True, tag=True):
+    data: bytes
+
+
+class Add(Ask[int], frozen=True, tag=True):
+    a: int
+    b: int
+
+
+class Append(msgspec.Struct, frozen=True, tag=True):
+    item: int
+
+
+class Items(Ask[list[int]], frozen=True, tag=True):
+    pass
+
+
+class Boom(Ask[str], frozen=True, tag=True):
+    message: str = "boom"
+
+
+class Incarnation(Ask[int], frozen=True, tag=True):
+    pass
+
+
+class WhereAmI(Ask[dict[str, object]], frozen=True, tag=True):
+    pass
+
+
+class Sleep(Ask[str], frozen=True, tag=True):
+    seconds: float
+    label: str = ""
+
+
+_incarnations: dict[str, int] = {}
+
+
+class Worker(Actor):
+    """A general-purpose test actor."""
+
+    def __init__(self, label: str = "", fail_start: bool = False) -> None:
+        self.label = label
+        self.items: list[int] = []
+        self.fail_start = fail_start
+
+    async def on_start(self) -> None:
+        if self.fail_start:
+            raise ValueError("refusing to start")
+        key = self.ctx.self_ref.actor_id
+        _incarnations[key] = _incarnations.get(key, 0) + 1
+
+    async def echo(self, msg: Echo) -> bytes:
+        return msg.data
+
+    async def add(self, msg: Add) -> int:
+        return msg.a + msg.b
+
+    async def append(self, msg: Append) -> None:
+        self.items.append(msg.item)
+
+    async def items_(self, msg: Items) -> list[int]:
+        return list(self.items)
+
+    async def boom(self, msg: Boom) -> str:
+        raise RuntimeError(msg.message)
+
+    async def incarnation(self, msg: Incarnation) -> int:
+        return _incarnations.get(self.ctx.self_ref.actor_id, 0)
+
+    async def where(self, msg: WhereAmI) -> dict[str, object]:
+        return {"pid": os.getpid(), "pool": self.ctx.pool, "depth": self.ctx.depth,
+                "label": self.label}
+
+    async def sleep(self, msg: Sleep) -> str:
+        await anyio.sleep(msg.seconds)
+        return msg.label or "slept"
+
+
+class SpawnChildren(Ask[list[ActorRef[Worker]]], frozen=True, tag=True):
+    count: int
+    pool: str | None = None
+    restart: str = "permanent"
+
+
+class AskChild(Ask[int], frozen=True, tag=True):
+    index: int
+
+
+class CrashChild(Ask[str], frozen=True, tag=True):
+    index: int
+
+
+class ChildExits(Ask[list[str]], frozen=True, tag=True):
+    pass
+
+
+class FanOut(Ask[list[str]], frozen=True, tag=True):
+    """Ask every child to sleep ``seconds`` concurrently; return their answers."""
+
+    seconds: float
+
+
+class Parent(Actor):
+    supervisor_strategy = SupervisorStrategy(strategy=Strategy.ONE_FOR_ONE, max_restarts=5,
+                                             period=10.0)
+
+    def __init__(self) -> None:
+        self.children: list[ActorRef[Worker]] = []
+        self.exits: list[str] = []
+
+    async def spawn_children(self, msg: SpawnChildren) -> list[ActorRef[Worker]]:
+        for i in range(msg.count):
+            self.children.append(
+                await self.ctx.spawn(Worker, f"child-{i}", pool=msg.pool, name=f"child-{i}",
+                                     supervision=Restart(msg.restart))
+            )
+        return list(self.children)
+
+    async def ask_child(self, msg: AskChild) -> int:
+        return await self.children[msg.index].ask(Incarnation(), timeout=10)
+
+    async def crash_child(self, msg: CrashChild) -> str:
+        try:
+            await self.children[msg.index].ask(Boom("child crash"), timeout=10)
+        except Exception as exc:
+            return type(exc).__name__
+        return "no error"
+
+    async def fan_out(self, msg: FanOut) -> list[str]:
+        results = [""] * len(self.children)
+
+        async def one(i: int) -> None:
+            results[i] = await self.children[i].ask(
+                Sleep(msg.seconds, f"child-{i}"), timeout=60
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(self.children)):
+                tg.start_soon(one, i)
+        return results
+
+    async def on_child_exit(self, exit: ChildExit) -> None:
+        self.exits.append(f"{exit.name}:{exit.action}")
+
+    async def child_exits(self, msg: ChildExits) -> list[str]:
+        return list(self.exits)
+
+
+class AllForOneParent(Parent):
+    supervisor_strategy = SupervisorStrategy(strategy=Strategy.ONE_FOR_ALL, max_restarts=5,
+                                             period=10.0)
+
+
+class RestForOneParent(Parent):
+    supervisor_strategy = SupervisorStrategy(strategy=Strategy.REST_FOR_ONE, max_restarts=5,
+                                             period=10.0)
+
+
+class FragileParent(Parent):
+    """Gives up after one restart in a minute, with backoff between restarts."""
+
+    supervisor_strategy = SupervisorStrategy(max_restarts=1, period=60.0,
+                                             backoff=Backoff(initial=0.01, maximum=0.05))
+
+
+class WatchIt(Ask[bool], frozen=True, tag=True):
+    target: ActorRef[Actor]
+
+
+class Deaths(Ask[list[str]], frozen=True, tag=True):
+    pass
+
+
+class Watcher(Actor):
+    def __init__(self) -> None:
+        self.deaths: list[str] = []
+
+    async def watch_it(self, msg: WatchIt) -> bool:
+        await self.ctx.watch(msg.target)
+        return True
+
+    async def on_terminated(self, msg: Terminated) -> None:
+        self.deaths.append(f"{msg.actor_id}:{msg.reason}:{msg.abnormal}")
+
+    async def deaths_(self, msg: Deaths) -> list[str]:
+        return list(self.deaths)

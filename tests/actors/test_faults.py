@@ -1,0 +1,126 @@
+"""Faults across real processes and a real nats-server: kill -9 of a worker, a server restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runtime import ActorSystem, NatsServer, Worker
+from transports import ConnectOptions, NatsTransport, new_id
+
+from .app import Add, Append, FanOut, Items, Parent, SpawnChildren, WhereAmI
+from .app import Worker as Worker_  # the actor class; `Worker` is the runtime's
+from .conftest import POOLS
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path: Path, namespace: str) -> Path:
+    path = tmp_path / "pools.toml"
+    path.write_text(
+        f'namespace = "{namespace}"\n\n[pools.cpu]\nhardware = "cpu"\ncapacity = 64\n'
+        'modules = ["tests.actors.app"]\n'
+    )
+    return path
+
+
+@pytest.fixture
+def worker_processes(tmp_path: Path, nats_server: NatsServer) -> Iterator[
+    tuple[str, list[subprocess.Popen[bytes]]]
+]:
+    namespace = "k" + new_id()[:10]
+    config = _config(tmp_path, namespace)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runtime._cli", "worker", "--pool", "cpu", "--config",
+             str(config), "--nats", nats_server.url, "--app-dir", str(ROOT)],
+            cwd=ROOT,
+        )
+        for _ in range(2)
+    ]
+    try:
+        yield namespace, procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def test_kill_9_of_a_busy_worker_loses_no_reply(
+    nats_server: NatsServer, worker_processes: tuple[str, list[subprocess.Popen[bytes]]]
+) -> None:
+    namespace, procs = worker_processes
+    transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
+    async with ActorSystem(transport, placement_timeout=30.0, node_lost_after=2.5) as system:
+        with anyio.fail_after(60):
+            while len({i.node_id for i, _ in system.node._known_nodes.values()}) < 3:
+                await anyio.sleep(0.05)  # both workers heart-beating
+        parent = await system.spawn(Parent)
+        children = await parent.ask(SpawnChildren(6, pool="cpu"), timeout=60)
+        pids = {int(str((await c.ask(WhereAmI()))["pid"])) for c in children}
+        victim = next(p for p in procs if p.pid in pids)
+        survivor = next(p for p in procs if p is not victim)
+
+        async with anyio.create_task_group() as tg:
+            results: list[list[str]] = []
+
+            async def fan_out() -> None:
+                results.append(await parent.ask(FanOut(seconds=1.5), timeout=90))
+
+            tg.start_soon(fan_out)
+            await anyio.sleep(0.5)  # the children are busy sleeping now
+            os.kill(victim.pid, signal.SIGKILL)
+        assert results == [[f"child-{i}" for i in range(6)]]
+        after = {int(str((await c.ask(WhereAmI()))["pid"])) for c in children}
+        assert after == {survivor.pid}
+        await transport.close()
+
+
+async def test_nats_server_restart_during_a_run(private_nats_server: NatsServer) -> None:
+    server = private_nats_server
+    namespace = "r" + new_id()[:10]
+
+    def transport() -> NatsTransport:
+        return NatsTransport(ConnectOptions(servers=[server.url]), namespace=namespace)
+
+    t1, t2 = transport(), transport()
+    options = {"node_lost_after": 10.0, "placement_timeout": 20.0}
+    async with (
+        Worker(POOLS, ["cpu"], transport=t1, **options),
+        ActorSystem(t2, **options) as system,
+    ):
+        ref = await system.spawn(Worker_, pool="cpu")
+        for i in range(10):
+            await ref.tell(Append(i))
+        await anyio.to_thread.run_sync(server.restart)
+        for i in range(10, 20):
+            await ref.tell(Append(i))  # buffered while reconnecting, then delivered
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    items = await ref.ask(Items(), timeout=2)
+                    if len(items) == 20:
+                        break
+                except TimeoutError:
+                    pass
+                await anyio.sleep(0.1)
+        assert items == list(range(20))
+        fresh = await system.spawn(Worker_, pool="cpu")  # the work queue works again
+        assert await fresh.ask(Add(2, 2), timeout=10) == 4
+    await t1.close()
+    await t2.close()
+
