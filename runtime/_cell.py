@@ -25,7 +25,7 @@ from actors import (
     Strategy,
     Terminated,
 )
-from transports import Envelope, ErrorInfo
+from transports import DECODE_ERRORS, Envelope, ErrorInfo
 
 from ._protocol import DEAD, UNDELIVERABLE, Exited
 from ._trace_context import extract_context, tracer, tracing_enabled
@@ -221,7 +221,7 @@ class ActorCell:
             return
         try:
             msg = self.node.codec.decode(env.payload, handler.message_type)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except DECODE_ERRORS as exc:
             self.node.reject(env, UNDELIVERABLE, f"invalid {env.type} payload: {exc}")
             return
         if isinstance(msg, Terminated):

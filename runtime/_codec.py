@@ -46,9 +46,13 @@ class Codec:
         return dec
 
     def decode(self, data: bytes, type_: Any = Any) -> Any:
-        if type_ is Any:
-            return self._untyped.decode(data)
-        return self.decoder(type_).decode(data)
+        """Decode untrusted bytes; malformed input raises ``msgspec.DecodeError``."""
+        try:
+            if type_ is Any:
+                return self._untyped.decode(data)
+            return self.decoder(type_).decode(data)
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
 
     def ref(self, address: Address) -> ActorRef[Any]:
         return ActorRef(address, self._messenger)

@@ -34,6 +34,7 @@ from actors import (
     reply_type_of,
 )
 from transports import (
+    DECODE_ERRORS,
     Envelope,
     ErrorInfo,
     Kind,
@@ -232,7 +233,7 @@ class Node:
     async def _on_system(self, env: Envelope) -> None:
         try:
             msg = system_decoder.decode(env.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             self.reject(env, UNDELIVERABLE, f"invalid system message: {exc}")
             return
         cell = self.cells.get(env.target)
@@ -382,7 +383,7 @@ class Node:
         if reply.kind is Kind.REPLY:
             try:
                 return self.codec.decode(reply.payload, reply_type)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:
                 raise RemoteError(
                     "ReplyTypeError", f"reply does not match {reply_type}: {exc}"
                 ) from None
@@ -617,7 +618,7 @@ class Node:
     async def _refresh_nodes(self) -> None:
         with contextlib.suppress(TransportError):
             for key, value in (await self._nodes_kv.items()).items():
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                with contextlib.suppress(*DECODE_ERRORS):
                     info = _node_info_decoder.decode(value)
                     if key not in self._known_nodes and key not in self._lost_nodes:
                         if time.time() - info.heartbeat_at < self.node_lost_after:
@@ -700,7 +701,7 @@ class Node:
             request = system_decoder.decode(env.payload)
             if not isinstance(request, SpawnRequest):
                 raise TypeError(f"expected a spawn request, got {type(request).__name__}")
-        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+        except (*DECODE_ERRORS, TypeError) as exc:
             slots.release()
             self.transport.dead_letters.record(f"spawn.{pool.name}", "undeliverable", str(exc))
             await item.term()
@@ -799,7 +800,7 @@ class Node:
             return
         try:
             info = _node_info_decoder.decode(env.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             self.transport.dead_letters.record(env.sender, "malformed-heartbeat")
             return
         self._lost_nodes.discard(env.sender)
@@ -839,7 +840,7 @@ class Node:
 
         async def one(node_id: str) -> None:
             env = Envelope(id=new_id(), kind=Kind.SYSTEM, type="stats")
-            with contextlib.suppress(TransportError, msgspec.DecodeError):
+            with contextlib.suppress(TransportError, *DECODE_ERRORS):
                 reply = await self.transport.request(
                     self.subjects.node_control(node_id), env, timeout=timeout
                 )
@@ -887,7 +888,7 @@ def _class_path(cls: type) -> str:
 def _decode_error_payload(payload: bytes) -> ErrorInfo:
     try:
         return decode_error(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return ErrorInfo("ProtocolError", "malformed error reply")
 
 

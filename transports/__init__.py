@@ -10,6 +10,7 @@ from ._contract import Subscription as Subscription
 from ._contract import Transport as Transport
 from ._contract import WorkItem as WorkItem
 from ._contract import WorkQueue as WorkQueue
+from ._envelope import DECODE_ERRORS as DECODE_ERRORS
 from ._envelope import Envelope as Envelope
 from ._envelope import ErrorInfo as ErrorInfo
 from ._envelope import Kind as Kind
@@ -24,6 +25,7 @@ from ._nats import ConnectOptions as ConnectOptions
 from ._nats import NatsTransport as NatsTransport
 
 __all__ = (
+    "DECODE_ERRORS",
     "DEFAULT_BLOB_THRESHOLD",
     "DEFAULT_NAMESPACE",
     "ConnectOptions",

@@ -50,6 +50,10 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     traceback: str = ""
 
 
+#: What decoding untrusted bytes may raise (msgspec lets invalid UTF-8 through as
+#: ``UnicodeDecodeError``).
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
@@ -60,8 +64,11 @@ def encode_envelope(env: Envelope) -> bytes:
 
 
 def decode_envelope(data: bytes) -> Envelope:
-    """Decode wire bytes; raises ``msgspec.DecodeError`` / ``msgspec.ValidationError``."""
-    return _decoder.decode(data)
+    """Decode wire bytes; raises ``msgspec.DecodeError`` (or ``ValidationError``) if malformed."""
+    try:
+        return _decoder.decode(data)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8 in envelope: {exc}") from None
 
 
 def encode_error(info: ErrorInfo) -> bytes:
@@ -69,7 +76,10 @@ def encode_error(info: ErrorInfo) -> bytes:
 
 
 def decode_error(data: bytes) -> ErrorInfo:
-    return _error_decoder.decode(data)
+    try:
+        return _error_decoder.decode(data)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8 in error: {exc}") from None
 
 
 def new_id() -> str:
