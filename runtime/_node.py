@@ -147,11 +147,12 @@ class Node:
                 await t.subscribe(self.subjects.heartbeats, self._on_heartbeat),
             ]
             self._nodes_kv = await t.key_value(
-                Subjects.NODES_BUCKET, ttl=max(3.0, self.node_lost_after * 2)
+                Subjects.NODES_BUCKET, ttl=max(10.0, self.heartbeat_interval * 12)
             )
             self._guardian = self._make_guardian()
             await self._publish_heartbeat()
             self.task_group.start_soon(self._heartbeat_loop)
+            self.task_group.start_soon(self._registry_loop)
             for pool in self.pools.values():
                 self._slots[pool.name] = anyio.Semaphore(pool.capacity)
                 self.task_group.start_soon(self._consume_pool, pool)
@@ -335,7 +336,8 @@ class Node:
 
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
         _check_message(msg)
-        address = ref.address
+        record = self._records.get(ref.actor_id)
+        address = record.ref.address if record is not None else ref.address
         env = self._envelope(Kind.TELL, address, msg)
         await self.transport.publish(self.subjects.mailbox(address.node_id, address.actor_id), env)
 
@@ -346,14 +348,15 @@ class Node:
         deadline = time.monotonic() + timeout
         reply_type = reply_type_of(type(msg))
         while True:
-            address = ref.address
+            # A child supervised here may have moved: its record knows the current address.
+            record = self._records.get(ref.actor_id)
+            address = record.ref.address if record is not None else ref.address
+            generation = record.generation if record is not None else 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
             env = self._envelope(Kind.ASK, address, msg)
             subject = self.subjects.mailbox(address.node_id, address.actor_id)
-            record = self._records.get(address.actor_id)
-            generation = record.generation if record is not None else 0
             try:
                 if record is None:
                     reply = await self.transport.request(subject, env, timeout=remaining)
@@ -621,7 +624,8 @@ class Node:
                 with contextlib.suppress(*DECODE_ERRORS):
                     info = _node_info_decoder.decode(value)
                     if key not in self._known_nodes and key not in self._lost_nodes:
-                        if time.time() - info.heartbeat_at < self.node_lost_after:
+                        fresh = self.node_lost_after + max(1.0, self.heartbeat_interval * 4)
+                        if time.time() - info.heartbeat_at < fresh:
                             self._known_nodes[key] = (info, time.monotonic())
 
     async def _start_local(
@@ -770,13 +774,23 @@ class Node:
             heartbeat_at=time.time(),
         )
 
-    async def _publish_heartbeat(self) -> None:
+    async def _publish_heartbeat(self, *, registry: bool = True) -> None:
         info = self.info()
         data = encode(info)
         self._known_nodes[self.node_id] = (info, time.monotonic())
         env = Envelope(id=new_id(), kind=Kind.SYSTEM, sender=self.node_id, payload=data)
         await self.transport.publish(self.subjects.heartbeat(self.node_id), env)
-        await self._nodes_kv.put(self.node_id, data)
+        if registry:
+            await self._nodes_kv.put(self.node_id, data)
+
+    async def _registry_loop(self) -> None:
+        """Keep this node's registry entry fresh (slower than heartbeats; never delays them)."""
+        while True:
+            await anyio.sleep(max(1.0, self.heartbeat_interval * 4))
+            try:
+                await self._nodes_kv.put(self.node_id, encode(self.info()))
+            except TransportError as exc:
+                log.debug("registry entry not written: %s", exc)
 
     async def _publish_goodbye(self) -> None:
         env = Envelope(id=new_id(), kind=Kind.SYSTEM, sender=self.node_id, type="goodbye")
@@ -784,10 +798,11 @@ class Node:
         await self._nodes_kv.delete(self.node_id)
 
     async def _heartbeat_loop(self) -> None:
+        # Core NATS only: liveness must not wait behind JetStream acknowledgements.
         while True:
             await anyio.sleep(self.heartbeat_interval)
             try:
-                await self._publish_heartbeat()
+                await self._publish_heartbeat(registry=False)
             except TransportError as exc:
                 log.debug("heartbeat not sent: %s", exc)
             self._detect_lost_nodes()

@@ -1,0 +1,535 @@
+"""``NatsTransport``: the transport contract on a real NATS server (nats-py, JetStream).
+
+Core NATS carries mailboxes and replies; a JetStream work-queue stream ``{ns}_spawn`` holds
+spawn requests; KV buckets ``{ns}_{bucket}`` hold the node registry; the Object Store
+``{ns}_blobs`` holds payloads above ``blob_threshold`` and explicit blobs (contexts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from typing import Any
+
+import anyio
+import msgspec
+import nats
+import nats.errors
+import nats.js.api
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from ._contract import (
+    DEFAULT_BLOB_THRESHOLD,
+    DEFAULT_NAMESPACE,
+    DeadLetters,
+    Handler,
+    KeyValue,
+    Subscription,
+    Transport,
+    WorkItem,
+    WorkQueue,
+)
+from ._envelope import (
+    DECODE_ERRORS,
+    Envelope,
+    ErrorInfo,
+    Kind,
+    decode_envelope,
+    encode_envelope,
+    error_envelope,
+    new_id,
+)
+from ._subjects import check_subject
+from .errors import (
+    BlobNotFound,
+    ConnectFailed,
+    NoResponders,
+    NotConnected,
+    RequestTimeout,
+    TransportError,
+)
+
+log = logging.getLogger("heterarch.transport")
+
+BLOB_HEADER = "Heterarch-Blob"
+
+
+class ConnectOptions(msgspec.Struct, kw_only=True):
+    """How to reach and authenticate with NATS. Every field is optional.
+
+    ``servers`` is a list of URLs (``nats://``, ``tls://``); ``user``/``password``, ``token``,
+    ``nkeys_seed`` (a file) or ``creds_file`` (a ``.creds`` file) authenticate; TLS comes from
+    ``tls_ca_file``/``tls_cert_file``/``tls_key_file`` (or ``tls_context``). The client
+    reconnects forever by default and buffers up to ``pending_size`` bytes of publishes while
+    disconnected.
+    """
+
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    name: str = "heterarch"
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkeys_seed: str | None = None
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_hostname: str | None = None
+    tls_context: Any = None
+    connect_timeout: float = 2.0
+    max_reconnect_attempts: int = -1
+    reconnect_time_wait: float = 0.25
+    ping_interval: float = 20.0
+    pending_size: int = 64 * 1024 * 1024
+    blob_max_age_s: float = 24 * 3600.0
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_context is not None:
+            ctx: ssl.SSLContext = self.tls_context
+            return ctx
+        if not (self.tls_ca_file or self.tls_cert_file):
+            if any(s.startswith("tls://") for s in self.servers):
+                return ssl.create_default_context()
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_ca_file)
+        if self.tls_cert_file:
+            ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return ctx
+
+
+class _NatsSubscription(Subscription):
+    def __init__(self, subject: str, sub: Any) -> None:
+        self.subject = subject
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+
+class _NatsWorkItem(WorkItem):
+    def __init__(self, msg: Msg, env: Envelope) -> None:
+        self._msg = msg
+        self.envelope = env
+        self.deliveries = int(msg.metadata.num_delivered or 1)
+
+    async def ack(self) -> None:
+        await self._settle(self._msg.ack())
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._settle(self._msg.nak(delay=delay))
+
+    async def term(self) -> None:
+        await self._settle(self._msg.term())
+
+    async def in_progress(self) -> None:
+        await self._settle(self._msg.in_progress())
+
+    @staticmethod
+    async def _settle(op: Any) -> None:
+        try:
+            await op
+        except nats.errors.Error as exc:
+            raise TransportError(f"could not settle work item: {exc}") from exc
+
+
+class _NatsWorkQueue(WorkQueue):
+    def __init__(self, transport: NatsTransport, pool: str, ack_wait: float, max_deliver: int):
+        self.pool = pool
+        self._t = transport
+        self._ack_wait = ack_wait
+        self._max_deliver = max_deliver
+        self._sub: Any = None
+
+    async def _subscription(self) -> Any:
+        if self._sub is None:
+            t = self._t
+            await t._ensure_spawn_stream()
+            durable = f"{t.namespace}_pool_{self.pool}"
+            config = nats.js.api.ConsumerConfig(
+                durable_name=durable,
+                ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait,
+                max_deliver=self._max_deliver,
+                filter_subject=t.spawn_subject(self.pool),
+                max_ack_pending=-1,
+            )
+            self._sub = await t.js.pull_subscribe(
+                t.spawn_subject(self.pool), durable=durable, stream=t.spawn_stream, config=config
+            )
+        return self._sub
+
+    async def fetch(self, *, timeout: float) -> WorkItem | None:
+        self._t._check()
+        try:
+            sub = await self._subscription()
+            msgs = await sub.fetch(1, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return None
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            self._sub = None  # re-create after a reconnect or a deleted consumer
+            raise TransportError(f"fetch from pool {self.pool!r} failed: {exc}") from exc
+        msg = msgs[0]
+        try:
+            env = await self._t._restore(decode_envelope(msg.data), point_to_point=False)
+        except (*DECODE_ERRORS, BlobNotFound) as exc:
+            self._t.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
+            await msg.term()
+            return await self.fetch(timeout=0.01)
+        return _NatsWorkItem(msg, env)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+
+class _NatsKeyValue(KeyValue):
+    def __init__(self, bucket: str, kv: Any) -> None:
+        self.bucket = bucket
+        self._kv = kv
+
+    async def put(self, key: str, value: bytes) -> None:
+        try:
+            await self._kv.put(key, value)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"kv put {self.bucket}/{key}: {exc}") from exc
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"kv get {self.bucket}/{key}: {exc}") from exc
+        value: bytes | None = entry.value
+        return value
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._kv.delete(key)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"kv delete {self.bucket}/{key}: {exc}") from exc
+
+    async def items(self) -> dict[str, bytes]:
+        try:
+            keys = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return {}
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"kv keys {self.bucket}: {exc}") from exc
+        out: dict[str, bytes] = {}
+        for key in keys:
+            value = await self.get(key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+class NatsTransport(Transport):
+    """The transport contract over NATS. See the module docstring."""
+
+    def __init__(
+        self,
+        options: ConnectOptions | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
+    ) -> None:
+        self.options = options or ConnectOptions()
+        self.namespace = namespace
+        self.blob_threshold = blob_threshold
+        self.dead_letters = DeadLetters()
+        self.nc: Client | None = None
+        self.js: Any = None
+        self.spawn_stream = f"{namespace}_spawn"
+        self._spawn_stream_ready = False
+        self._kv: dict[str, _NatsKeyValue] = {}
+        self._objects: Any = None
+        self._lock = anyio.Lock()
+        self.reconnects = 0
+        self.disconnects = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        if self.nc is not None and self.nc.is_connected:
+            return
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "servers": o.servers, "name": o.name, "connect_timeout": o.connect_timeout,
+            "max_reconnect_attempts": o.max_reconnect_attempts,
+            "reconnect_time_wait": o.reconnect_time_wait, "ping_interval": o.ping_interval,
+            "pending_size": o.pending_size, "allow_reconnect": True,
+            "error_cb": self._on_error, "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        for key in ("user", "password", "token", "nkeys_seed", "tls_hostname"):
+            value = getattr(o, key)
+            if value is not None:
+                kwargs[key] = value
+        if o.creds_file:
+            kwargs["user_credentials"] = o.creds_file
+        tls = o.ssl_context()
+        if tls is not None:
+            kwargs["tls"] = tls
+        nc = Client()
+        try:
+            # The first connection must not wait forever (reconnects later may).
+            with anyio.fail_after(max(2 * o.connect_timeout * len(o.servers), 3.0)):
+                await nc.connect(**{**kwargs, "max_reconnect_attempts": 0,
+                                    "allow_reconnect": False, "disconnected_cb": None,
+                                    "reconnected_cb": None})
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            reason = str(exc) or type(exc).__name__
+            raise ConnectFailed(list(o.servers), reason) from None
+        await nc.close()
+        nc = Client()
+        await nc.connect(**kwargs)
+        self.nc = nc
+        self.js = nc.jetstream()
+
+    async def close(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is None:
+            return
+        with contextlib.suppress(Exception):
+            with anyio.move_on_after(5):
+                await nc.drain()
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def _check(self) -> Client:
+        if self.nc is None:
+            raise NotConnected("NatsTransport")
+        return self.nc
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        self.disconnects += 1
+        if self.nc is None:  # we are closing
+            return
+        log.warning("nats: disconnected; publishes are buffered until it reconnects")
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        log.warning("nats: reconnected to %s", self.nc.connected_url if self.nc else "?")
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        nc = self._check()
+        with contextlib.suppress(nats.errors.Error):
+            await nc.flush(timeout=timeout)
+
+    # -- blobs for large payloads ---------------------------------------------------------------
+    async def _offload(self, env: Envelope) -> Envelope:
+        if len(env.payload) > self.blob_threshold:
+            ref = await self.put_blob(env.payload)
+            return msgspec.structs.replace(env, payload=b"", blob=ref)
+        return env
+
+    async def _restore(self, env: Envelope, *, point_to_point: bool) -> Envelope:
+        if not env.blob:
+            return env
+        payload = await self.get_blob(env.blob)
+        if point_to_point:
+            # Mailbox and reply payloads are read once; the bucket's max age is the safety net
+            # for everything else (work items may be delivered again, so they keep theirs).
+            with contextlib.suppress(TransportError):
+                await self.delete_blob(env.blob)
+        return msgspec.structs.replace(env, payload=payload, blob="")
+
+    # -- messages -------------------------------------------------------------------------------
+    async def publish(self, subject: str, env: Envelope) -> None:
+        nc = self._check()
+        check_subject(subject)
+        data = encode_envelope(await self._offload(env))
+        try:
+            await nc.publish(subject, data, reply=env.reply_to)
+        except nats.errors.Error as exc:
+            raise TransportError(f"publish to {subject!r} failed: {exc}") from exc
+
+    async def publish_raw(self, subject: str, data: bytes, *, reply: str = "") -> None:
+        """Publish bytes as they are (tests and tools: e.g. malformed input)."""
+        nc = self._check()
+        check_subject(subject)
+        await nc.publish(subject, bytes(data), reply=reply)
+
+    async def request(self, subject: str, env: Envelope, *, timeout: float) -> Envelope:
+        check_subject(subject)
+        data = encode_envelope(await self._offload(env))
+        return await self._request_bytes(subject, data, timeout)
+
+    async def request_raw(self, subject: str, data: bytes, *, timeout: float) -> Envelope:
+        """Request with raw bytes as the body; the reply is decoded as an envelope."""
+        check_subject(subject)
+        return await self._request_bytes(subject, bytes(data), timeout)
+
+    async def _request_bytes(self, subject: str, data: bytes, timeout: float) -> Envelope:
+        nc = self._check()
+        try:
+            msg = await nc.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(subject) from None
+        except nats.errors.TimeoutError:
+            raise RequestTimeout(subject, timeout) from None
+        except nats.errors.Error as exc:
+            raise TransportError(f"request to {subject!r} failed: {exc}") from exc
+        try:
+            reply = decode_envelope(msg.data)
+        except DECODE_ERRORS as exc:
+            raise TransportError(f"malformed reply from {subject!r}: {exc}") from None
+        return await self._restore(reply, point_to_point=True)
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> Subscription:
+        nc = self._check()
+        check_subject(subject, wildcards=True)
+
+        async def on_msg(msg: Msg) -> None:
+            await self._dispatch(msg, handler)
+
+        sub = await nc.subscribe(
+            subject, queue=queue or "", cb=on_msg, pending_msgs_limit=1_000_000,
+            pending_bytes_limit=1024 * 1024 * 1024,
+        )
+        return _NatsSubscription(subject, sub)
+
+    async def _dispatch(self, msg: Msg, handler: Handler) -> None:
+        try:
+            env = decode_envelope(msg.data)
+        except DECODE_ERRORS as exc:
+            self.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
+            if msg.reply:
+                bad = Envelope(id="", kind=Kind.ERROR)
+                info = ErrorInfo("MalformedEnvelope", f"not an envelope: {exc}")
+                with contextlib.suppress(nats.errors.Error):
+                    await self._check().publish(msg.reply, encode_envelope(
+                        error_envelope(bad, info)))
+            return
+        try:
+            env = await self._restore(env, point_to_point=True)
+        except (BlobNotFound, TransportError) as exc:
+            self.dead_letters.record(msg.subject, "blob-missing", str(exc), len(msg.data))
+            return
+        if msg.reply and env.reply_to != msg.reply:
+            env = msgspec.structs.replace(env, reply_to=msg.reply)
+        try:
+            await handler(env)
+        except Exception as exc:
+            log.exception("handler for %s raised", msg.subject)
+            self.dead_letters.record(msg.subject, "handler-error", repr(exc), len(msg.data))
+
+    # -- work queues ----------------------------------------------------------------------------
+    def spawn_subject(self, pool: str) -> str:
+        return f"{self.namespace}.spawn.{pool}"
+
+    async def _ensure_spawn_stream(self) -> None:
+        if self._spawn_stream_ready:
+            return
+        async with self._lock:
+            if self._spawn_stream_ready:
+                return
+            config = nats.js.api.StreamConfig(
+                name=self.spawn_stream,
+                subjects=[f"{self.namespace}.spawn.>"],
+                retention=nats.js.api.RetentionPolicy.WORK_QUEUE,
+                storage=nats.js.api.StorageType.FILE,
+            )
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+            self._spawn_stream_ready = True
+
+    async def enqueue(self, pool: str, env: Envelope) -> None:
+        self._check()
+        subject = self.spawn_subject(pool)
+        check_subject(subject)
+        await self._ensure_spawn_stream()
+        data = encode_envelope(await self._offload(env))
+        try:
+            await self.js.publish(subject, data, stream=self.spawn_stream)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"enqueue on pool {pool!r} failed: {exc}") from exc
+
+    async def work_queue(
+        self, pool: str, *, ack_wait: float = 30.0, max_deliver: int = 5
+    ) -> WorkQueue:
+        self._check()
+        check_subject(self.spawn_subject(pool))
+        return _NatsWorkQueue(self, pool, ack_wait, max_deliver)
+
+    # -- key-value ------------------------------------------------------------------------------
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        self._check()
+        name = f"{self.namespace}_{bucket}"
+        cached = self._kv.get(name)
+        if cached is not None:
+            return cached
+        try:
+            kv = await self.js.create_key_value(bucket=name, ttl=ttl, history=1)
+        except nats.js.errors.BadRequestError:
+            kv = await self.js.key_value(name)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"cannot open bucket {name!r}: {exc}") from exc
+        handle = _NatsKeyValue(bucket, kv)
+        self._kv[name] = handle
+        return handle
+
+    # -- blobs ----------------------------------------------------------------------------------
+    async def _object_store(self) -> Any:
+        if self._objects is None:
+            name = f"{self.namespace}_blobs"
+            try:
+                self._objects = await self.js.create_object_store(
+                    bucket=name, config=nats.js.api.ObjectStoreConfig(
+                        bucket=name, ttl=self.options.blob_max_age_s,
+                    ),
+                )
+            except nats.js.errors.BadRequestError:
+                self._objects = await self.js.object_store(name)
+        return self._objects
+
+    async def put_blob(self, data: bytes, *, name: str | None = None) -> str:
+        self._check()
+        ref = name or new_id()
+        store = await self._object_store()
+        try:
+            await store.put(ref, bytes(data))
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"cannot store blob ({len(data)} bytes): {exc}") from exc
+        return ref
+
+    async def get_blob(self, ref: str) -> bytes:
+        self._check()
+        store = await self._object_store()
+        try:
+            result = await store.get(ref)
+        except nats.js.errors.ObjectNotFoundError:
+            raise BlobNotFound(ref) from None
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"cannot read blob {ref!r}: {exc}") from exc
+        data: bytes = result.data or b""
+        return data
+
+    async def delete_blob(self, ref: str) -> None:
+        self._check()
+        store = await self._object_store()
+        try:
+            await store.delete(ref)
+        except nats.js.errors.ObjectNotFoundError:
+            return
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"cannot delete blob {ref!r}: {exc}") from exc
