@@ -168,9 +168,9 @@ class ActorCell:
             return
         if self._handler_scope is not None:
             self._handler_scope.cancel()
-        self.node.task_group.start_soon(self._stop_abnormally, reason)
+        self.node.task_group.start_soon(self.stop_abnormally, reason)
 
-    async def _stop_abnormally(self, reason: str) -> None:
+    async def stop_abnormally(self, reason: str) -> None:
         await self.stop(reason, abnormal=True)
 
     async def _finish_stop(self) -> None:

@@ -172,7 +172,7 @@ class Node:
                 roots = [c for c in roots if c.parent is None or c.parent.node_id != self.node_id]
                 async with anyio.create_task_group() as tg:
                     for cell in roots:
-                        tg.start_soon(cell._stop_abnormally, "node shutting down")
+                        tg.start_soon(cell.stop_abnormally, "node shutting down")
                 if self._guardian is not None:
                     await self._guardian.stop("node shutting down")
                 for sub in self._subs:
@@ -845,7 +845,7 @@ class Node:
                     )
                     self.task_group.start_soon(cell.child_exited, exited)
             if cell.parent is not None and cell.parent.node_id == node_id:
-                self.task_group.start_soon(cell.stop, "parent's node lost", True)
+                self.task_group.start_soon(cell.stop_abnormally, "parent's node lost")
 
     # -- cluster view (heterarch ping) ------------------------------------------------------------
     async def cluster_stats(self, timeout: float = 1.0) -> list[NodeStats]:
