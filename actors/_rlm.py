@@ -111,6 +111,9 @@ class _Run:
         self.llm_lanes = Lanes(self.ctx, LLMAgent, limit_of=limit_of)
         self.rlm_lanes = Lanes(self.ctx, RLMAgent, limit_of=lambda pool: 4)
         self.sandbox: Any = None
+        self.seen_lanes: set[str] = set()
+        self._callback_context: Any = None
+        self._context = ""
 
     def _pools(self) -> dict[str, Any]:
         try:
@@ -326,10 +329,9 @@ class _Run:
         return results
 
     def _tool_span(self, name: str, **attributes: Any) -> Any:
-        token_ctx = getattr(self, "_callback_context", None)
         return tracer.start_as_current_span(
             f"execute_tool {name}",
-            context=token_ctx,
+            context=self._callback_context,
             attributes={
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": name,
@@ -400,11 +402,8 @@ class _Run:
         return answer.text
 
     def _count_agent(self, lane: Any) -> None:
-        seen = getattr(self, "_seen_lanes", None)
-        if seen is None:
-            seen = self._seen_lanes = set()
-        if lane.actor_id not in seen:
-            seen.add(lane.actor_id)
+        if lane.actor_id not in self.seen_lanes:
+            self.seen_lanes.add(lane.actor_id)
             depth = self.query.depth + 1
             self.agents_by_depth[depth] = self.agents_by_depth.get(depth, 0) + 1
 

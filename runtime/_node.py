@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import anyio
-import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 import msgspec
 from opentelemetry import trace
 
@@ -116,7 +116,7 @@ class Node:
         self.cells: dict[str, ActorCell] = {}
         self.started_at = time.time()
         self._records: dict[str, ChildRecord] = {}  # actor id -> record of a supervising cell here
-        self._pending_spawns: dict[str, anyio.abc.ObjectSendStream[Envelope]] = {}
+        self._pending_spawns: dict[str, MemoryObjectSendStream[Envelope]] = {}
         self._known_nodes: dict[str, tuple[NodeInfo, float]] = {}
         self._lost_nodes: set[str] = set()
         self._inflight: dict[str, set[anyio.CancelScope]] = {}
@@ -346,7 +346,7 @@ class Node:
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         deadline = time.monotonic() + timeout
-        reply_type = reply_type_of(type(msg))
+        reply_type = reply_type_of(type(msg))  # type: ignore[arg-type]
         while True:
             # A child supervised here may have moved: its record knows the current address.
             record = self._records.get(ref.actor_id)
@@ -361,11 +361,12 @@ class Node:
                 if record is None:
                     reply = await self.transport.request(subject, env, timeout=remaining)
                 else:
-                    reply = None
+                    maybe: Envelope | None = None
                     with self._watch_node(address.node_id):
-                        reply = await self.transport.request(subject, env, timeout=remaining)
-                    if reply is None:
+                        maybe = await self.transport.request(subject, env, timeout=remaining)
+                    if maybe is None:
                         raise ActorDead(address.actor_id, "node lost")
+                    reply = maybe
                 return self._reply_value(reply, reply_type, address)
             except RequestTimeout:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg))) from None

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import anyio
+import msgspec
 
 from actors import Actor, ActorRef, Address, Restart, Terminated
 from transports import ConnectOptions, NatsTransport, Transport
@@ -69,13 +70,7 @@ async def open_transport(
 
 
 def _with_servers(options: ConnectOptions, urls: list[str]) -> ConnectOptions:
-    import msgspec
-
-    if isinstance(options, msgspec.Struct):
-        return msgspec.structs.replace(options, servers=urls)
-    import dataclasses
-
-    return dataclasses.replace(options, servers=urls)  # type: ignore[type-var]
+    return msgspec.structs.replace(options, servers=urls)
 
 
 def _any_answers(urls: list[str]) -> bool:

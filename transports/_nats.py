@@ -329,7 +329,7 @@ class NatsTransport(Transport):
     async def flush(self, timeout: float = 5.0) -> None:
         nc = self._check()
         with contextlib.suppress(nats.errors.Error):
-            await nc.flush(timeout=timeout)
+            await nc.flush(timeout=max(1, round(timeout)))
 
     # -- blobs for large payloads ---------------------------------------------------------------
     async def _offload(self, env: Envelope) -> Envelope:
