@@ -19,7 +19,7 @@ demo: install
 # The sandbox image is built locally; machines that cannot pull images build it from a Debian
 # root fs made with mmdebstrap (installed here from the machine's own apt sources if missing).
 sandbox-image: install
-	@if ! docker image inspect heterarch-sandbox:latest >/dev/null 2>&1 && ! command -v mmdebstrap >/dev/null; then \
+	@if ! docker image inspect $$($(BIN)/python -c "import sandbox; print(sandbox.DEFAULT_IMAGE)") >/dev/null 2>&1 && ! command -v mmdebstrap >/dev/null; then \
 		(apt-get update -qq && apt-get install -y -qq mmdebstrap) >/dev/null; fi
 	$(BIN)/heterarch sandbox build --if-missing
 

@@ -1,0 +1,219 @@
+"""``DockerSandbox``: the REPL server in a hardened, long-lived container.
+
+The container has no network, a read-only root file system (``/tmp`` and ``/workspace`` are
+small tmpfs mounts), a non-root user, no capabilities, ``no-new-privileges``, memory / CPU /
+pids limits and no host environment. Frames travel over the container's attached stdio. The
+docker SDK is synchronous: every call runs in a worker thread; the attached socket is read and
+written by the event loop directly (non-blocking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._build import DEFAULT_IMAGE
+from ._contract import Channel, Sandbox
+from .errors import DockerUnavailable, ImageMissing, SandboxCrashed, SandboxOOM
+
+LABEL = "heterarch.sandbox"
+OWNER_LABEL = "heterarch.sandbox.owner"
+DATA_DIR = "/data"
+
+
+def docker_client(url: str | None = None) -> Any:
+    """A docker SDK client; ``DockerUnavailable`` (naming both fixes) if the engine is not there."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.DockerClient(base_url=url) if url else docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, OSError) as exc:
+        raise DockerUnavailable(str(exc).splitlines()[0][:200]) from None
+    return client
+
+
+class _AttachedChannel(Channel):
+    """Docker's multiplexed attach stream: an 8-byte header (stream, size) before each chunk."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        self._sock = raw
+        self._sock.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._raw = bytearray()  # bytes received, not parsed yet
+        self._stdout = bytearray()  # payload of stdout chunks, not consumed yet
+        self._chunk_left = 0
+        self._chunk_is_stdout = True
+
+    async def _receive(self) -> None:
+        data = await self._loop.sock_recv(self._sock, 1 << 16)
+        if not data:
+            raise EOFError("the sandbox container closed its stream")
+        self._raw += data
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self._stdout) < n:
+            if self._chunk_left == 0:
+                while len(self._raw) < 8:
+                    await self._receive()
+                self._chunk_is_stdout = self._raw[0] == 1
+                self._chunk_left = struct.unpack(">I", self._raw[4:8])[0]
+                del self._raw[:8]
+                continue
+            if not self._raw:
+                await self._receive()
+            take = min(len(self._raw), self._chunk_left)
+            if self._chunk_is_stdout:
+                self._stdout += self._raw[:take]
+            del self._raw[:take]
+            self._chunk_left -= take
+        out = bytes(self._stdout[:n])
+        del self._stdout[:n]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        await self._loop.sock_sendall(self._sock, data)
+
+
+class DockerSandbox(Sandbox):
+    """A REPL in a hardened container (see the module docstring).
+
+    Raises ``DockerUnavailable`` from ``start()`` when there is no engine (it never falls back
+    to a process silently), ``ImageMissing`` when the image was not built.
+    """
+
+    def __init__(
+        self,
+        *,
+        image: str = DEFAULT_IMAGE,
+        memory: str = "512m",
+        cpus: float = 1.0,
+        pids: int = 64,
+        output_limit: int = 20_000,
+        docker_url: str | None = None,
+        owner: str | None = None,
+    ) -> None:
+        super().__init__(output_limit=output_limit)
+        self.image = image
+        self.memory = memory
+        self.cpus = cpus
+        self.pids = pids
+        self.docker_url = docker_url
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
+        self._client: Any = None
+        self.container: Any = None
+        self._socket: Any = None
+        self._data_dir = tempfile.mkdtemp(prefix="heterarch-sbx-")
+        os.chmod(self._data_dir, 0o755)
+
+    def _run_container(self) -> tuple[Any, Any]:
+        import docker.errors
+
+        if self._client is None:
+            self._client = docker_client(self.docker_url)
+        client = self._client
+        try:
+            client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(self.image) from None
+        container = client.containers.run(
+            self.image,
+            ["python3", "-u", "/opt/heterarch/server.py"],
+            detach=True,
+            stdin_open=True,
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": "size=64m,mode=1777", "/workspace": "size=256m,mode=1777"},
+            volumes={self._data_dir: {"bind": DATA_DIR, "mode": "ro"}},
+            working_dir="/workspace",
+            user="10001:10001",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=self.memory,
+            memswap_limit=self.memory,
+            nano_cpus=int(self.cpus * 1e9),
+            pids_limit=self.pids,
+            environment={"HETERARCH_OUTPUT_LIMIT": str(self.output_limit), "HOME": "/workspace"},
+            labels={LABEL: "1", OWNER_LABEL: self.owner},
+        )
+        sock = client.api.attach_socket(
+            container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        return container, sock
+
+    async def _launch(self) -> Channel:
+        self.container, self._socket = await anyio.to_thread.run_sync(self._run_container)
+        raw = getattr(self._socket, "_sock", self._socket)
+        return _AttachedChannel(raw)
+
+    async def _kill(self) -> None:
+        container, self.container = self.container, None
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            try:
+                getattr(sock, "_sock", sock).close()
+            except OSError:
+                pass
+        if container is not None:
+            await anyio.to_thread.run_sync(_remove, container)
+
+    async def _crash_reason(self) -> SandboxCrashed:
+        container = self.container
+        if container is None:
+            return SandboxCrashed("the container is gone")
+
+        def inspect() -> dict[str, Any]:
+            container.reload()
+            state: dict[str, Any] = container.attrs.get("State", {})
+            return state
+
+        try:
+            state = await anyio.to_thread.run_sync(inspect)
+        except Exception:
+            return SandboxCrashed("the container is gone")
+        if state.get("OOMKilled") or state.get("ExitCode") == 137:
+            return SandboxOOM(self.memory)
+        return SandboxCrashed(f"the container exited with {state.get('ExitCode')}")
+
+    async def _write_file(self, name: str, text: str) -> str:
+        path = Path(self._data_dir) / f"var-{name}.txt"
+        await anyio.to_thread.run_sync(path.write_text, text, "utf-8")
+        os.chmod(path, 0o644)
+        return f"{DATA_DIR}/{path.name}"
+
+    async def close(self) -> None:
+        await super().close()
+        shutil.rmtree(self._data_dir, ignore_errors=True)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _remove(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except Exception:  # already gone
+        pass
+
+
+def reap_leftovers(*, docker_url: str | None = None, owner: str | None = None) -> int:
+    """Remove sandbox containers left by crashed processes (all of ours, or one owner's)."""
+    client = docker_client(docker_url)
+    try:
+        label = f"{OWNER_LABEL}={owner}" if owner else LABEL
+        removed = 0
+        for container in client.containers.list(all=True, filters={"label": label}):
+            _remove(container)
+            removed += 1
+        return removed
+    finally:
+        client.close()
