@@ -263,6 +263,11 @@ class Sandbox(ABC):
             if self._channel is channel:
                 self._fail_pending(None)
 
+    def process_exited(self, channel: Channel) -> None:
+        """The REPL process behind ``channel`` is gone: fail what waits on it."""
+        if self._channel is channel:
+            self._fail_pending(None)
+
     def _deliver(self, request_id: int, frame: dict[str, Any]) -> None:
         done = self._pending.get(request_id)
         if done is not None:

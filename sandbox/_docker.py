@@ -112,6 +112,7 @@ class DockerSandbox(Sandbox):
         self._client: Any = None
         self.container: Any = None
         self._socket: Any = None
+        self._exit_watch: asyncio.Task[None] | None = None
         self._data_dir = tempfile.mkdtemp(prefix="heterarch-sbx-")
         os.chmod(self._data_dir, 0o755)
 
@@ -153,18 +154,32 @@ class DockerSandbox(Sandbox):
     async def _launch(self) -> Channel:
         self.container, self._socket = await anyio.to_thread.run_sync(self._run_container)
         raw = getattr(self._socket, "_sock", self._socket)
-        return _AttachedChannel(raw)
+        channel = _AttachedChannel(raw)
+        # The attach stream may stay open after the container dies (stdin is still attached):
+        # wait for the exit itself, so a killed REPL (OOM, pids) is noticed at once.
+        self._exit_watch = asyncio.get_running_loop().create_task(
+            self._watch_exit(self.container, channel)
+        )
+        return channel
+
+    async def _watch_exit(self, container: Any, channel: Channel) -> None:
+        try:
+            await anyio.to_thread.run_sync(
+                _wait_quietly, container, abandon_on_cancel=True, limiter=_WAITERS
+            )
+        finally:
+            self.process_exited(channel)
 
     async def _kill(self) -> None:
+        watch, self._exit_watch = self._exit_watch, None
         container, self.container = self.container, None
         sock, self._socket = self._socket, None
         if sock is not None:
-            try:
-                getattr(sock, "_sock", sock).close()
-            except OSError:
-                pass
+            _close_attach_socket(sock)
         if container is not None:
             await anyio.to_thread.run_sync(_remove, container)
+        if watch is not None:
+            watch.cancel()
 
     async def _crash_reason(self) -> SandboxCrashed:
         container = self.container
@@ -196,6 +211,28 @@ class DockerSandbox(Sandbox):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _close_attach_socket(sock: Any) -> None:
+    """docker-py's attach socket is a SocketIO over a socket, kept alive by its response."""
+    for part in (getattr(sock, "_response", None), sock, getattr(sock, "_sock", None)):
+        if part is not None:
+            try:
+                part.close()
+            except OSError:
+                pass
+
+
+#: Threads that block in ``container.wait()``: one per live sandbox, apart from the default
+#: pool so that many sandboxes never starve other blocking calls.
+_WAITERS = anyio.CapacityLimiter(10_000)
+
+
+def _wait_quietly(container: Any) -> None:
+    try:
+        container.wait()
+    except Exception:  # removed, engine gone: either way it is not running
+        pass
 
 
 def _remove(container: Any) -> None:

@@ -1,0 +1,118 @@
+"""Each hardening rule of DockerSandbox, with code that tries to break it."""
+
+from __future__ import annotations
+
+import os
+
+import docker
+import pytest
+
+from sandbox import DockerSandbox, SandboxCrashed, SandboxOOM, SandboxPool, reap_leftovers
+from sandbox._docker import LABEL, OWNER_LABEL
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_no_network(docker_sandbox: DockerSandbox) -> None:
+    result = await docker_sandbox.exec(
+        "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('1.1.1.1', 53))"
+    )
+    assert result.error is not None
+    assert result.error.type in {"OSError", "TimeoutError", "ConnectionRefusedError"}
+
+
+async def test_read_only_root_and_writable_workspace(docker_sandbox: DockerSandbox) -> None:
+    denied = await docker_sandbox.exec("open('/etc/evil', 'w').write('x')")
+    assert denied.error is not None and denied.error.type in {"OSError", "PermissionError"}
+    ok = await docker_sandbox.exec(
+        "open('/workspace/a', 'w').write('x'); open('/tmp/b', 'w').write('y'); print('ok')"
+    )
+    assert ok.stdout == "ok\n"
+
+
+async def test_non_root_without_capabilities(docker_sandbox: DockerSandbox) -> None:
+    result = await docker_sandbox.exec(
+        "import os\nprint(os.getuid())\n"
+        "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+        "print(open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])"
+    )
+    uid, cap_eff, no_new_privs = result.stdout.split()
+    assert uid != "0"
+    assert int(cap_eff, 16) == 0
+    assert no_new_privs == "1"
+
+
+async def test_no_host_environment(docker_sandbox: DockerSandbox) -> None:
+    os.environ["HETERARCH_SECRET_FOR_TEST"] = "leak"
+    try:
+        result = await docker_sandbox.exec(
+            "import os\nprint('HETERARCH_SECRET_FOR_TEST' in os.environ)"
+        )
+    finally:
+        del os.environ["HETERARCH_SECRET_FOR_TEST"]
+    assert result.stdout == "False\n"
+
+
+async def test_memory_limit(docker_sandbox: DockerSandbox) -> None:
+    try:
+        result = await docker_sandbox.exec("x = b'x' * (10 * 1024**3)")
+    except SandboxOOM as exc:
+        assert exc.state_lost
+    else:
+        assert result.error is not None and result.error.type == "MemoryError"
+    assert (await docker_sandbox.exec("print('alive')")).stdout == "alive\n"
+
+
+async def test_fork_bomb_is_contained(docker_sandbox: DockerSandbox) -> None:
+    code = (
+        "import os\nn = 0\n"
+        "try:\n"
+        "    for _ in range(10_000):\n"
+        "        if os.fork() == 0:\n"
+        "            import time; time.sleep(30); os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError as e:\n"
+        "    print('refused after', n)\n"
+    )
+    try:
+        result = await docker_sandbox.exec(code, timeout=20)
+        assert "refused after" in result.stdout
+    except SandboxCrashed:
+        pass  # the pids limit may take the REPL down with it; it is restarted
+    assert (await docker_sandbox.exec("print('alive')", timeout=20)).stdout == "alive\n"
+
+
+async def test_cpu_limit_is_set(docker_sandbox: DockerSandbox) -> None:
+    container = docker_sandbox.container
+    container.reload()
+    host = container.attrs["HostConfig"]
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["PidsLimit"] == 64
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+
+
+async def test_pool_acquire_release_and_cleanup(sandbox_image: str) -> None:
+    async with SandboxPool(lambda: DockerSandbox(image=sandbox_image), size=2) as pool:
+        async with pool.sandbox() as sb:
+            await sb.exec("secret = 1")
+        async with pool.sandbox() as sb2:  # a fresh one: nothing leaks between users
+            assert (await sb2.exec("print('secret' in globals())")).stdout == "False\n"
+    client = docker.from_env()
+    try:
+        assert not client.containers.list(all=True, filters={"label": LABEL})
+    finally:
+        client.close()
+
+
+async def test_leftovers_of_a_dead_process_are_reaped(sandbox_image: str) -> None:
+    client = docker.from_env()
+    try:
+        client.containers.run(sandbox_image, ["sleep", "60"], detach=True,
+                              labels={LABEL: "1", OWNER_LABEL: "crashed-process"})
+        assert reap_leftovers(owner="crashed-process") == 1
+        assert not client.containers.list(
+            all=True, filters={"label": f"{OWNER_LABEL}=crashed-process"}
+        )
+    finally:
+        client.close()
