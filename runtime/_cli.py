@@ -70,13 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--package", action="append", default=[], help="extra Python package")
     b.set_defaults(func=cmd_sandbox_build)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    p = sub.add_parser("demo", help="the OOLONG-style demo on four simulated pools")
+    p.add_argument("--records", type=int, default=3000, help="records in the context")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="multiply simulated model latencies (0.1 = ten times faster)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="run the OpenAI-compatible pool simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("rlm", help="answer a question over a large context with an RLM")
+    p.add_argument("question")
+    p.add_argument("--context", required=True, help="a text file (any size)")
+    p.add_argument("--root-pool", required=True, help="pool whose model writes the code")
+    p.add_argument("--max-depth", type=int, default=1)
+    p.add_argument("--max-iterations", type=int, default=12)
+    p.add_argument("--budget-dollars", type=float, default=0.0)
+    p.add_argument("--budget-tokens", type=int, default=0)
+    p.add_argument("--budget-seconds", type=float, default=0.0)
+    p.add_argument("--namespace", default="heterarch")
+    _add_nats_arg(p)
+    p.set_defaults(func=cmd_rlm)
     return parser
-
-
-#: Other modules add their subcommands here (simulate, demo, rlm, trace).
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,8 +161,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(args.app_dir).resolve()))
     tracing = _start_tracing(args, role=f"worker-{'-'.join(args.pool)}")
 
+    from ._agents import agent_services
+
+    services, pool_services = agent_services(config, args.pool)
+    if pool_services:  # import the model client now, not on the first call (it takes seconds)
+        from ._llm import litellm_module
+
+        litellm_module()
+
     async def serve() -> None:
-        async with Worker(config, args.pool, nats=_split(args.nats)) as worker:
+        async with Worker(config, args.pool, nats=_split(args.nats), services=services,
+                          pool_services=pool_services) as worker:
             pools = ", ".join(f"{p} ({c.hardware})" for p, c in worker.served.items())
             print(f"worker {worker.node.node_id} serving {pools}; Ctrl-C to stop", flush=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -201,6 +228,60 @@ def cmd_ping(args: argparse.Namespace) -> int:
         return 0
 
     return anyio.run(ping)
+
+
+# -- demo, simulate, rlm ------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import demo_command
+
+    return demo_command(args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ._simulator import Simulator
+
+    async def serve() -> None:
+        async with Simulator(host=args.host, port=args.port, time_scale=args.time_scale) as sim:
+            print(f"pool simulator (SIMULATED models) at {sim.base_url}", flush=True)
+            for name, p in sim.profiles.items():
+                print(f"  {name:18} {p.hardware:12} ttft={p.ttft_s}s {p.tokens_per_s:g} tok/s "
+                      f"${p.input_price_per_mtok}/${p.output_price_per_mtok} per Mtok "
+                      f"tier {p.tier}", flush=True)
+            await sim.serve_forever()
+
+    anyio.run(serve)
+    return 0
+
+
+def cmd_rlm(args: argparse.Namespace) -> int:
+    from actors import Budget
+
+    from ._demo import ask_rlm
+    from ._system import ActorSystem
+
+    text = Path(args.context).read_text(encoding="utf-8", errors="replace")
+
+    async def run() -> int:
+        async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
+                               embedded=False) as system:
+            ref = await system.node.transport.put_blob(text.encode())
+            started = time.monotonic()
+            answer = await ask_rlm(
+                system, args.question, context_ref=ref, root_pool=args.root_pool,
+                max_depth=args.max_depth, max_iterations=args.max_iterations,
+                budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
+                              wall_s=args.budget_seconds),
+            )
+            await system.node.transport.delete_blob(ref)
+        print(answer.text)
+        print(f"[{answer.stop_reason}] {answer.iterations} iterations, "
+              f"{time.monotonic() - started:.1f}s, ${answer.cost_usd:.4f}", file=sys.stderr)
+        for pool, u in sorted(answer.usage.items()):
+            print(f"  {pool:12} calls={u.calls} tokens={u.tokens:,} ${u.cost_usd:.4f}",
+                  file=sys.stderr)
+        return 0 if answer.ok else 3
+
+    return anyio.run(run)
 
 
 # -- sandbox -------------------------------------------------------------------------------------

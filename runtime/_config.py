@@ -71,6 +71,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = "heterarch"
     nats: list[str] = []
     pools: dict[str, PoolConfig] = {}
+    sandbox: str = "docker"  # or "process" (trusted code only: no isolation)
 
     def pool(self, name: str) -> PoolConfig:
         try:
@@ -98,10 +99,11 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> RuntimeCo
         except msgspec.ValidationError as exc:
             raise RuntimeConfigError(f"{source}: [pools.{name}]: {exc}") from None
     rest = {k: v for k, v in data.items() if k != "pools"}
-    unknown = set(rest) - {"namespace", "nats"}
+    unknown = set(rest) - {"namespace", "nats", "sandbox"}
     if unknown:
         raise RuntimeConfigError(
-            f"{source}: unknown top-level keys {sorted(unknown)} (known: namespace, nats, pools)"
+            f"{source}: unknown top-level keys {sorted(unknown)} "
+            "(known: namespace, nats, sandbox, pools)"
         )
     nats = rest.get("nats", [])
     if isinstance(nats, str):

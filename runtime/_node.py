@@ -102,7 +102,7 @@ class Node:
         self.node_id = node_id or new_id()[:16]
         self.role = role
         self.pools: dict[str, PoolConfig] = dict(pools or {})
-        self.services: dict[str, Any] = dict(services or {})
+        self.services: dict[str, Any] = {"blobs": transport, **(services or {})}
         self.pool_services: dict[str, dict[str, Any]] = {
             k: dict(v) for k, v in (pool_services or {}).items()
         }

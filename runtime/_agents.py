@@ -1,0 +1,45 @@
+"""The services built-in agents need on a node: model clients, the router, sandboxes, pools."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._config import RuntimeConfig
+from ._llm import LLMClient
+from ._routing import BudgetAwareRouter, ComplexityRouter, RouteService, Router
+from .errors import RuntimeConfigError
+
+
+def sandbox_factory(kind: str) -> Callable[[], Any]:
+    """``docker`` (isolated, the default) or ``process`` (trusted code only: NOT isolated)."""
+    if kind == "docker":
+        from sandbox import DockerSandbox
+
+        return DockerSandbox
+    if kind == "process":
+        from sandbox import ProcessSandbox
+
+        return ProcessSandbox
+    raise RuntimeConfigError(f"sandbox must be 'docker' or 'process', not {kind!r}")
+
+
+def agent_services(
+    config: RuntimeConfig,
+    served: Iterable[str] = (),
+    *,
+    router: Router | None = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(services, pool_services)`` for a Worker or ActorSystem hosting RLM/LLM agents."""
+    route = RouteService(router or BudgetAwareRouter(ComplexityRouter(config.pools)))
+    services: dict[str, Any] = {
+        "pools": dict(config.pools),
+        "route": route,
+        "sandbox_factory": sandbox_factory(config.sandbox),
+    }
+    pool_services: dict[str, dict[str, Any]] = {}
+    for name in served:
+        pool = config.pool(name)
+        if pool.model:
+            pool_services[name] = {"llm": LLMClient(pool)}
+    return services, pool_services

@@ -1,0 +1,260 @@
+"""An OOLONG-style long-context task with exact answers, and the simulated models that solve it.
+
+``generate_task`` writes thousands of dated records with user ids, each about one of six
+categories; easy records say what they are plainly, hard ones hedge ("reportedly", "maybe").
+Questions ask how many records (of some users) are about a category; the generator knows the
+answer. ``score`` is OOLONG's ``0.75 ** |error|``.
+
+The simulated models (used by ``runtime.simulate``):
+
+* ``RootResponder`` plays the root model of an RLM run. It reads the question from the chat and
+  answers, turn by turn: look at the context; run a chunk-and-aggregate program that routes
+  ambiguous records to careful sub-calls; finish with ``FINAL_VAR(answer_count)``.
+* ``LabelResponder`` plays a sub-model: it labels the numbered records in its prompt by rule,
+  and mislabels some of them with a probability set by the pool's accuracy profile and each
+  record's difficulty (deterministic: seeded by the record and the model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CATEGORIES = ("location", "entity", "description", "numeric value", "human being",
+              "abbreviation")
+
+_EASY = {
+    "location": ["Which city hosts the {x} festival?", "Where is the river {x} located?",
+                 "In which country is {x} mountain?"],
+    "entity": ["What animal is called a {x}?", "Which instrument is the {x}?",
+               "What product is sold as {x}?"],
+    "description": ["What does the word {x} mean?", "Describe how {x} works.",
+                    "What is the definition of {x}?"],
+    "numeric value": ["How many people live in {x}?", "What year was {x} founded?",
+                      "How tall is the {x} tower in meters?"],
+    "human being": ["Who wrote the novel {x}?", "Who invented the {x}?",
+                    "Which person founded {x}?"],
+    "abbreviation": ["What does the acronym {x} stand for?", "What is {x} short for?",
+                     "Expand the abbreviation {x}."],
+}
+_HARD = {
+    "location": ["Reportedly {x} is somewhere people go, maybe near the coast?",
+                 "Some say {x} sits between two old roads, possibly?"],
+    "entity": ["Reportedly {x} is a thing one might own, maybe a tool?",
+               "Some say {x} is kept in a box, possibly a device?"],
+    "description": ["Reportedly {x} is about how something feels, maybe its nature?",
+                    "Some say {x} explains a manner, possibly a style?"],
+    "numeric value": ["Reportedly {x} has a size one could measure, maybe a count?",
+                      "Some say {x} comes to a figure, possibly a total?"],
+    "human being": ["Reportedly {x} is someone remembered, maybe a writer?",
+                    "Some say {x} was a figure of a town, possibly its mayor?"],
+    "abbreviation": ["Reportedly {x} is written short, maybe for a long name?",
+                     "Some say {x} is letters standing in, possibly initials?"],
+}
+_WORDS = ["alder", "brisk", "corvo", "delta", "ember", "fjord", "gable", "heron", "ivory",
+          "jumbo", "karst", "lumen", "mirth", "nadir", "oaken", "pylon", "quill", "raven",
+          "sable", "tundra", "umber", "vapor", "willow", "xenon", "yarrow", "zephyr"]
+HEDGES = re.compile(r"\b(Reportedly|maybe|possibly|Some say)\b")
+
+
+@dataclass(frozen=True)
+class Record:
+    date: str
+    user: int
+    text: str
+    label: str
+    hard: bool
+
+    def line(self) -> str:
+        return f"Date: {self.date} || User: {self.user} || Instance: {self.text}"
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    users: tuple[int, ...]  # empty: all users
+    category: str
+    answer: int
+
+
+@dataclass(frozen=True)
+class Task:
+    context: str
+    records: tuple[Record, ...]
+    questions: tuple[Question, ...]
+
+
+def generate_task(*, n_records: int = 3000, n_users: int = 40, hard_fraction: float = 0.3,
+                  seed: int = 7, target_chars: int = 0) -> Task:
+    """Dated records with user ids (about 330 characters each with ``target_chars`` padding)."""
+    rng = random.Random(seed)
+    users = sorted(rng.sample(range(10_000, 99_999), n_users))
+    records = []
+    for i in range(n_records):
+        label = rng.choice(CATEGORIES)
+        hard = rng.random() < hard_fraction
+        template = rng.choice((_HARD if hard else _EASY)[label])
+        name = "-".join(rng.choice(_WORDS) for _ in range(2))
+        text = template.format(x=name)
+        date = f"20{rng.randint(19, 24)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        records.append(Record(date, rng.choice(users), text, label, hard))
+    header = (
+        "The following lines contain general-knowledge questions, one per line. Each line has "
+        "a date, a user id and an instance. Each instance can be classified as one of: "
+        + ", ".join(CATEGORIES) + ".\n"
+    )
+    lines = [r.line() for r in records]
+    if target_chars:
+        pad = max(0, target_chars // max(1, n_records) - len(lines[0]) - 1)
+        lines = [line + " " * pad for line in lines]
+    context = header + "\n".join(lines) + "\n"
+    questions = []
+    for category in CATEGORIES[:3]:
+        subset = tuple(sorted(rng.sample(users, max(2, n_users // 2))))
+        count = sum(1 for r in records if r.label == category and r.user in subset)
+        who = ", ".join(str(u) for u in subset)
+        questions.append(Question(
+            f"How many records of users {who} are about a {category}?", subset, category, count
+        ))
+        total = sum(1 for r in records if r.label == category)
+        questions.append(Question(
+            f"How many records are about a {category}?", (), category, total
+        ))
+    return Task(context, tuple(records), tuple(questions))
+
+
+def score(predicted: str | int | None, truth: int) -> float:
+    """OOLONG's score for a count: ``0.75 ** |error|`` (0 when no number can be read)."""
+    if predicted is None:
+        return 0.0
+    match = re.search(r"-?\d+", str(predicted))
+    if match is None:
+        return 0.0
+    return float(0.75 ** abs(int(match.group()) - truth))
+
+
+# -- the simulated models ------------------------------------------------------------------------
+QUESTION = re.compile(
+    r"How many records(?: of users (?P<users>[\d,\s]+))? are about an? (?P<category>[a-z ]+)\?"
+)
+
+ROOT_EXPLORE = """Let me look at the context first.
+```repl
+print(len(context))
+print(context[:600])
+```"""
+
+ROOT_PROGRAM = '''The lines are records; ambiguous ones hedge. I will label them in chunks: plain records \
+with a quick model, ambiguous ones with a careful one, then count in Python.
+```repl
+import re
+users = {users}
+target = {target!r}
+records = [l for l in context.split("\\n") if l.startswith("Date:")]
+mine = [l for l in records if not users or int(re.search(r"User: (\\d+)", l).group(1)) in users]
+hedged = re.compile(r"\\b(Reportedly|maybe|possibly|Some say)\\b")
+plain = [l for l in mine if not hedged.search(l)]
+unclear = [l for l in mine if hedged.search(l)]
+labels = {categories!r}
+
+def prompts_for(lines, careful):
+    out = []
+    for start in range(0, len(lines), {chunk}):
+        chunk = lines[start:start + {chunk}]
+        head = "These records are ambiguous: reason carefully about each one. " if careful else ""
+        body = "\\n".join(f"{{i}}: {{line.split('Instance: ')[1].strip()}}" for i, line in enumerate(chunk))
+        out.append(head + "Label each record with one of: " + ", ".join(labels)
+                   + ". Answer one line per record as `<number>: <label>`.\\n" + body)
+    return out
+
+prompts = prompts_for(plain, False) + prompts_for(unclear, True)
+replies = llm_query_batched(prompts)
+answer_count = 0
+for reply in replies:
+    for line in reply.splitlines():
+        number, _, label = line.partition(":")
+        if label.strip() == target:
+            answer_count += 1
+print(f"{{len(mine)}} records, {{len(prompts)}} sub-calls, {{answer_count}} about {{target}}")
+```'''
+
+ROOT_FINISH = "The count is computed.\nFINAL_VAR(answer_count)"
+
+
+class RootResponder:
+    """The root model: explore, run the chunk-and-aggregate program, finish."""
+
+    def __init__(self, chunk: int = 25) -> None:
+        self.chunk = chunk
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        question = next((m["content"] for m in messages if m.get("role") == "user"
+                         and "How many records" in m.get("content", "")), "")
+        match = QUESTION.search(question)
+        if match is None:
+            return "I cannot parse this question.\nFINAL(unknown)"
+        turns = sum(1 for m in messages if m.get("role") == "assistant")
+        if turns == 0:
+            return ROOT_EXPLORE
+        if turns == 1:
+            users = {int(u) for u in re.findall(r"\d+", match.group("users") or "")}
+            return ROOT_PROGRAM.format(users=users or set(), target=match.group("category"),
+                                       categories=list(CATEGORIES), chunk=self.chunk)
+        return ROOT_FINISH
+
+
+def _vocabulary() -> dict[str, str]:
+    """Word of a template -> its category (what a model 'knows')."""
+    table: dict[str, str] = {}
+    for templates in (_EASY, _HARD):
+        for label, items in templates.items():
+            for template in items:
+                key = template.split("{x}")[0].strip() + "|" + template.split("{x}")[1].strip()
+                table[key] = label
+    return table
+
+
+_KNOWN = _vocabulary()
+
+
+def true_label(text: str) -> str | None:
+    for key, label in _KNOWN.items():
+        before, after = key.split("|")
+        if text.startswith(before) and text.endswith(after):
+            return label
+    return None
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    easy: float
+    hard: float
+
+
+class LabelResponder:
+    """A sub-model that labels numbered records, wrong sometimes (see the module docstring)."""
+
+    def __init__(self, accuracy: Accuracy, seed: int = 0) -> None:
+        self.accuracy = accuracy
+        self.seed = seed
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        prompt = messages[-1].get("content", "") if messages else ""
+        out = []
+        for line in prompt.splitlines():
+            number, sep, text = line.partition(": ")
+            if not sep or not number.strip().isdigit():
+                continue
+            text = text.strip()
+            label = true_label(text) or "description"
+            hard = bool(HEDGES.search(text))
+            p = self.accuracy.hard if hard else self.accuracy.easy
+            digest = hashlib.sha256(f"{self.seed}|{model}|{text}".encode()).digest()
+            if digest[0] / 255 > p:
+                others = [c for c in CATEGORIES if c != label]
+                label = others[digest[1] % len(others)]
+            out.append(f"{number.strip()}: {label}")
+        return "\n".join(out) if out else "(no records found)"

@@ -1,0 +1,252 @@
+"""The automation layer: which pool should run a sub-task.
+
+``Router.route(task) -> RouteDecision(pool, reason)``. Built in:
+
+- ``StaticRouter``: bespoke rules (a tag or a regex -> a pool), e.g. "zoom goes to vision".
+- ``ComplexityRouter``: estimates the information complexity of the instruction (constant
+  lookup, linear aggregation, pairwise/quadratic or ambiguous), the prompt's size and depth, and
+  picks the cheapest pool whose tier suffices and whose recent latency and queue meet the goal.
+- ``BudgetAwareRouter``: downgrades one tier when the remaining budget is thin.
+- ``ChainRouter``: the first router with an answer wins.
+
+Plug in your own by subclassing ``Router``. Each decision carries a human-readable reason,
+recorded on the span as ``heterarch.route.reason``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ._config import PoolConfig
+
+
+class Complexity(enum.IntEnum):
+    CONSTANT = 1  # look one thing up
+    LINEAR = 2  # read everything once, aggregate
+    QUADRATIC = 3  # compare pairs, or judge ambiguous items carefully
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """What the router sees of a sub-call."""
+
+    prompt: str
+    kind: str = "llm"  # "llm" (plain completion) or "rlm" (a recursive agent)
+    depth: int = 1
+    tag: str = ""
+    budget_left: float = 1.0  # fraction of the run's budget still unspent
+
+    @property
+    def prompt_tokens(self) -> int:
+        return max(1, len(self.prompt) // 4)
+
+
+class RouteDecision(msgspec.Struct, frozen=True):
+    pool: str
+    reason: str
+
+
+class NoPoolFits(LookupError):
+    def __init__(self, task: Task, why: str) -> None:
+        super().__init__(f"no pool can take this {task.kind} call: {why}")
+
+
+class Router(ABC):
+    @abstractmethod
+    def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
+        """A pool for ``task`` (never one in ``exclude``), or None to let another router decide."""
+
+
+@dataclass
+class Rule:
+    pool: str
+    tag: str = ""
+    pattern: str = ""
+
+    def matches(self, task: Task) -> bool:
+        if self.tag and task.tag != self.tag:
+            return False
+        return not (self.pattern and re.search(self.pattern, task.prompt, re.I) is None)
+
+
+class StaticRouter(Router):
+    def __init__(self, rules: Sequence[Rule], *, default: str | None = None) -> None:
+        self.rules = list(rules)
+        self.default = default
+
+    def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
+        excluded = set(exclude)
+        for rule in self.rules:
+            if rule.matches(task) and rule.pool not in excluded:
+                what = f"tag {rule.tag!r}" if rule.tag else f"pattern {rule.pattern!r}"
+                return RouteDecision(rule.pool, f"static rule: {what} -> {rule.pool}")
+        if self.default and self.default not in excluded:
+            return RouteDecision(self.default, f"static default -> {self.default}")
+        return None
+
+
+_QUADRATIC = re.compile(
+    r"\b(ambiguous|reason carefully|every pair|each pair|pairs of|compare each|pairwise|"
+    r"all combinations|contradict)", re.I)
+_LINEAR = re.compile(r"\b(label each|classify|count|how many|list all|sum|aggregate|each "
+                     r"record|every record|summari[sz]e)", re.I)
+
+
+def estimate_complexity(prompt: str) -> Complexity:
+    """Keyword and structure features of the instruction (the first 2,000 characters)."""
+    head = prompt[:2000]
+    if _QUADRATIC.search(head):
+        return Complexity.QUADRATIC
+    if _LINEAR.search(head) or prompt.count("\n") > 20:
+        return Complexity.LINEAR
+    return Complexity.CONSTANT
+
+
+@dataclass
+class PoolStats:
+    """Recent latency and queue depth per pool, fed by the runtime after each call."""
+
+    window: int = 50
+    _latency: dict[str, deque[float]] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, deque[float]] = field(default_factory=dict)
+
+    def started(self, pool: str) -> None:
+        self.in_flight[pool] = self.in_flight.get(pool, 0) + 1
+
+    def finished(self, pool: str, latency_s: float, ok: bool) -> None:
+        self.in_flight[pool] = max(0, self.in_flight.get(pool, 0) - 1)
+        self._latency.setdefault(pool, deque(maxlen=self.window)).append(latency_s)
+        if not ok:
+            self.errors.setdefault(pool, deque(maxlen=self.window)).append(time.monotonic())
+
+    def latency(self, pool: str) -> float | None:
+        samples = self._latency.get(pool)
+        return sum(samples) / len(samples) if samples else None
+
+    def recent_errors(self, pool: str, within_s: float = 30.0) -> int:
+        now = time.monotonic()
+        return sum(1 for t in self.errors.get(pool, ()) if now - t < within_s)
+
+
+class ComplexityRouter(Router):
+    """Cheapest pool whose tier suffices for the estimated complexity and size.
+
+    Required tier: constant or linear work -> ``easy_tier``; quadratic or ambiguous ->
+    ``hard_tier``; prompts over ``long_prompt_tokens`` -> at least ``long_tier``; recursive
+    agents (``kind="rlm"``) -> at least ``agent_tier``. A pool whose expected wait (recent
+    latency x (queue / concurrency + 1)) exceeds ``latency_goal_s`` is skipped when another
+    fits. Only pools with a model are candidates.
+    """
+
+    def __init__(self, pools: Mapping[str, PoolConfig], *, stats: PoolStats | None = None,
+                 easy_tier: int = 1, hard_tier: int = 3, long_tier: int = 2,
+                 agent_tier: int = 2, long_prompt_tokens: int = 32_000,
+                 latency_goal_s: float | None = None) -> None:
+        self.pools = {n: p for n, p in pools.items() if p.model}
+        self.stats = stats or PoolStats()
+        self.easy_tier, self.hard_tier, self.long_tier = easy_tier, hard_tier, long_tier
+        self.agent_tier = agent_tier
+        self.long_prompt_tokens = long_prompt_tokens
+        self.latency_goal_s = latency_goal_s
+
+    def required_tier(self, task: Task) -> tuple[int, str]:
+        complexity = estimate_complexity(task.prompt)
+        tier = self.hard_tier if complexity is Complexity.QUADRATIC else self.easy_tier
+        why = f"{complexity.name.lower()} instruction"
+        if task.prompt_tokens > self.long_prompt_tokens and tier < self.long_tier:
+            tier, why = self.long_tier, f"{why}, long prompt ({task.prompt_tokens} tokens)"
+        if task.kind == "rlm" and tier < self.agent_tier:
+            tier, why = self.agent_tier, f"{why}, recursive agent"
+        return tier, why
+
+    def _price(self, pool: PoolConfig, task: Task) -> float:
+        inp = pool.input_price_per_mtok or 0.0
+        out = pool.output_price_per_mtok or 0.0
+        return (task.prompt_tokens * inp + task.prompt_tokens / 4 * out) / 1e6
+
+    def _expected_wait(self, pool: PoolConfig) -> float | None:
+        latency = self.stats.latency(pool.name)
+        if latency is None:
+            return None
+        return latency * (self.stats.in_flight.get(pool.name, 0) / pool.max_concurrency + 1)
+
+    def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
+        excluded = set(exclude)
+        tier, why = self.required_tier(task)
+        candidates = [p for p in self.pools.values() if p.name not in excluded]
+        fitting = sorted((p for p in candidates if p.tier >= tier),
+                         key=lambda p: (self._price(p, task), -p.tier))
+        if not fitting:  # nothing strong enough left: take the strongest there is
+            fitting = sorted(candidates, key=lambda p: -p.tier)
+            why += f"; no pool of tier {tier} available, using the strongest"
+        if not fitting:
+            return None
+        choice = fitting[0]
+        if self.latency_goal_s is not None:
+            for p in fitting:
+                wait = self._expected_wait(p)
+                if wait is None or wait <= self.latency_goal_s:
+                    if p is not choice:
+                        why += f"; {choice.name} too slow now, next cheapest"
+                    choice = p
+                    break
+        return RouteDecision(choice.name, f"{why} needs tier {tier}: cheapest fit is "
+                                          f"{choice.name} (tier {choice.tier})")
+
+
+class BudgetAwareRouter(Router):
+    """Asks ``inner``; when less than ``threshold`` of the budget is left, one tier cheaper."""
+
+    def __init__(self, inner: ComplexityRouter, *, threshold: float = 0.2) -> None:
+        self.inner = inner
+        self.threshold = threshold
+
+    def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
+        decision = self.inner.route(task, exclude=exclude)
+        if decision is None or task.budget_left >= self.threshold:
+            return decision
+        current = self.inner.pools[decision.pool]
+        cheaper = sorted((p for p in self.inner.pools.values()
+                          if p.tier == current.tier - 1 and p.name not in set(exclude)),
+                         key=lambda p: self.inner._price(p, task))
+        if not cheaper:
+            return decision
+        return RouteDecision(cheaper[0].name, f"budget thin ({task.budget_left:.0%} left): "
+                                              f"downgraded {current.name} -> {cheaper[0].name}")
+
+
+class ChainRouter(Router):
+    def __init__(self, routers: Sequence[Router]) -> None:
+        self.routers = list(routers)
+
+    def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
+        for router in self.routers:
+            decision = router.route(task, exclude=exclude)
+            if decision is not None:
+                return decision
+        return None
+
+
+class RouteService:
+    """What agents call (``ctx.service("route")(prompt=..., ...)``): a router plus live stats."""
+
+    def __init__(self, router: Router, stats: PoolStats | None = None) -> None:
+        self.router = router
+        self.stats = stats or getattr(router, "stats", None) or PoolStats()
+
+    def __call__(self, *, prompt: str, kind: str = "llm", depth: int = 1, tag: str = "",
+                 exclude: Iterable[str] = (), budget_left: float = 1.0) -> RouteDecision:
+        task = Task(prompt=prompt, kind=kind, depth=depth, tag=tag, budget_left=budget_left)
+        decision = self.router.route(task, exclude=exclude)
+        if decision is None:
+            raise NoPoolFits(task, "no router chose a pool (are any pools with a model "
+                                   "configured, and not all failing?)")
+        return decision

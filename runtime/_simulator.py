@@ -1,0 +1,362 @@
+"""The pool simulator: an OpenAI-compatible HTTP server that plays several hardware pools.
+
+Each model name served is a ``Profile``: time to first token, output tokens per second, a
+concurrency limit (requests beyond it queue), prices, an injected error rate, and a responder
+that writes the answer. Everything it says is simulated; the client side is real (litellm over
+real HTTP), so benchmarks and the demo exercise the same path as real providers.
+
+    heterarch simulate --port 8700
+    curl -s localhost:8700/v1/models
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from ._oolong import Accuracy, LabelResponder, RootResponder
+
+log = logging.getLogger("heterarch.simulate")
+
+MAX_BODY = 64 * 1024 * 1024
+
+
+class Responder(Protocol):
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str: ...
+
+
+class EchoResponder:
+    """Answers with the last user message (for smoke tests)."""
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        return str(messages[-1].get("content", "")) if messages else ""
+
+
+class ScriptedResponder:
+    """Answers with the given replies in order (the last one repeats)."""
+
+    def __init__(self, replies: Sequence[str]) -> None:
+        if not replies:
+            raise ValueError("ScriptedResponder needs at least one reply")
+        self.replies = list(replies)
+        self.calls = 0
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        text = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        return text
+
+
+class RoutingResponder:
+    """The demo's models: the root prompt (it has a system message) gets the root program,
+    sub-prompts get labels."""
+
+    def __init__(self, label: Responder, root: Responder | None = None) -> None:
+        self.label = label
+        self.root = root or RootResponder()
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        if any(m.get("role") == "system" for m in messages):
+            return self.root.reply(messages, model)
+        return self.label.reply(messages, model)
+
+
+@dataclass
+class Profile:
+    """One simulated pool: its hardware, speed, limits and prices."""
+
+    model: str
+    hardware: str
+    ttft_s: float
+    tokens_per_s: float
+    concurrency: int
+    input_price_per_mtok: float
+    output_price_per_mtok: float
+    tier: int
+    error_rate: float = 0.0
+    responder: Responder = field(default_factory=EchoResponder)
+    description: str = ""
+
+
+def default_profiles() -> dict[str, Profile]:
+    """Four pools: a wafer-scale chip, an H100 with an open model, a frontier API, a CPU."""
+    def demo(easy: float, hard: float) -> RoutingResponder:
+        return RoutingResponder(LabelResponder(Accuracy(easy, hard)))
+
+    profiles = [
+        Profile("sim/wafer-small", "wafer-scale", 0.02, 2000.0, 64, 0.10, 0.10, 1,
+                responder=demo(0.97, 0.55),
+                description="small fast model on a wafer-scale chip (simulated)"),
+        Profile("sim/h100-open", "h100", 0.15, 150.0, 64, 0.60, 0.60, 2,
+                responder=demo(0.98, 0.80), description="open model on an H100 (simulated)"),
+        Profile("sim/frontier", "api", 0.50, 80.0, 64, 3.00, 15.00, 3,
+                responder=demo(0.995, 0.97), description="frontier API model (simulated)"),
+        Profile("sim/cpu-tiny", "cpu", 0.30, 20.0, 8, 0.05, 0.05, 0,
+                responder=demo(0.90, 0.40), description="tiny model on CPU (simulated)"),
+    ]
+    return {p.model: p for p in profiles}
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token: cheap, deterministic, good enough for prices."""
+    return max(1, (len(text) + 3) // 4)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self.status = status
+        self.message = message
+        self.kind = kind
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+class Simulator:
+    """The server. Use as an async context manager in-process, or ``heterarch simulate``.
+
+    >>> async with Simulator() as sim:  # doctest: +SKIP
+    ...     print(sim.base_url)          # http://127.0.0.1:PORT/v1
+    """
+
+    def __init__(self, profiles: dict[str, Profile] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, seed: int = 1, time_scale: float = 1.0) -> None:
+        self.profiles = profiles if profiles is not None else default_profiles()
+        self.host = host
+        self.port = port
+        self.time_scale = time_scale
+        self._rng = random.Random(seed)
+        self._slots = {name: asyncio.Semaphore(p.concurrency) for name, p in self.profiles.items()}
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.requests = 0
+        self.in_flight: dict[str, int] = {name: 0 for name in self.profiles}
+        self.peak_in_flight: dict[str, int] = {name: 0 for name in self.profiles}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):  # idle keep-alive connections included
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    # -- HTTP/1.1 with keep-alive --------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                try:
+                    request = await self._read_request(reader)
+                except _HttpError as exc:
+                    await self._send_json(writer, exc.status, _error_body(exc))
+                    break
+                if request is None:
+                    break
+                method, path, headers, body = request
+                try:
+                    await self._route(writer, method, path, body)
+                except _HttpError as exc:
+                    await self._send_json(writer, exc.status, _error_body(exc))
+                if headers.get("connection", "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[
+        str, str, dict[str, str], bytes
+    ] | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError:
+            raise _HttpError(400, "request head too large") from None
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            raise _HttpError(400, f"malformed request line {lines[0][:100]!r}")
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            raise _HttpError(400, "bad Content-Length") from None
+        if length < 0 or length > MAX_BODY:
+            raise _HttpError(413, "body too large")
+        body = await reader.readexactly(length) if length else b""
+        return parts[0], parts[1], headers, body
+
+    async def _route(self, writer: asyncio.StreamWriter, method: str, path: str,
+                     body: bytes) -> None:
+        path = path.split("?")[0].rstrip("/")
+        if path in ("/health", "/v1/health"):
+            await self._send_json(writer, 200, {"status": "ok", "simulated": True})
+        elif path == "/v1/models":
+            await self._send_json(writer, 200, {"object": "list", "data": [
+                {"id": name, "object": "model", "owned_by": "heterarch-simulator",
+                 "hardware": p.hardware, "description": p.description}
+                for name, p in self.profiles.items()]})
+        elif path == "/v1/chat/completions":
+            if method != "POST":
+                raise _HttpError(405, "use POST")
+            await self._chat(writer, body)
+        else:
+            raise _HttpError(404, f"no route {path!r}")
+
+    async def _chat(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        try:
+            request = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _HttpError(400, "body is not JSON") from None
+        if not isinstance(request, dict):
+            raise _HttpError(400, "body must be a JSON object")
+        model = request.get("model")
+        profile = self.profiles.get(model) if isinstance(model, str) else None
+        if profile is None:
+            raise _HttpError(404, f"unknown model {model!r}; serving {sorted(self.profiles)}",
+                             "model_not_found")
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise _HttpError(400, "messages must be a list of objects")
+        messages = [{"role": str(m.get("role", "")), "content": _text(m.get("content"))}
+                    for m in messages]
+        self.requests += 1
+        if profile.error_rate and self._rng.random() < profile.error_rate:
+            status = 429 if self._rng.random() < 0.5 else 500
+            raise _HttpError(status, "simulated failure", "rate_limit_error" if status == 429
+                             else "server_error")
+        async with self._slots[profile.model]:
+            self.in_flight[profile.model] += 1
+            self.peak_in_flight[profile.model] = max(self.peak_in_flight[profile.model],
+                                                     self.in_flight[profile.model])
+            try:
+                text = profile.responder.reply(messages, profile.model)
+                prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+                completion_tokens = estimate_tokens(text)
+                delay = profile.ttft_s + completion_tokens / profile.tokens_per_s
+                if request.get("stream"):
+                    await self._stream(writer, profile, text, prompt_tokens, completion_tokens)
+                else:
+                    await asyncio.sleep(delay * self.time_scale)
+                    await self._send_json(writer, 200, self._completion(
+                        profile, text, prompt_tokens, completion_tokens))
+            finally:
+                self.in_flight[profile.model] -= 1
+
+    def _completion(self, profile: Profile, text: str, prompt_tokens: int,
+                    completion_tokens: int) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-sim{self.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": profile.model,
+            "system_fingerprint": "heterarch-simulator",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    async def _stream(self, writer: asyncio.StreamWriter, profile: Profile, text: str,
+                      prompt_tokens: int, completion_tokens: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await asyncio.sleep(profile.ttft_s * self.time_scale)
+        pieces = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
+        per_piece = completion_tokens / profile.tokens_per_s / len(pieces) * self.time_scale
+        base = {"id": f"chatcmpl-sim{self.requests}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": profile.model}
+        for i, piece in enumerate(pieces):
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            await self._chunk(writer, {**base, "choices": [
+                {"index": 0, "delta": delta, "finish_reason": None}]})
+            await asyncio.sleep(per_piece)
+        await self._chunk(writer, {**base, "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}})
+        data = b"data: [DONE]\n\n"
+        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+        await writer.drain()
+
+    @staticmethod
+    async def _chunk(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+        data = f"data: {json.dumps(obj)}\n\n".encode()
+        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+
+    @staticmethod
+    async def _send_json(writer: asyncio.StreamWriter, status: int, obj: Any) -> None:
+        body = json.dumps(obj).encode()
+        writer.write(
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        await writer.drain()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _error_body(exc: _HttpError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
+
+
+def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Sequence[str],
+                  capacity: int = 256) -> str:
+    """A pools config for these simulated pools (what the demo writes for its workers)."""
+    names = {"sim/wafer-small": "wafer", "sim/h100-open": "h100", "sim/frontier": "frontier",
+             "sim/cpu-tiny": "cpu"}
+    out = []
+    for model, p in profiles.items():
+        name = names.get(model, model.replace("/", "-"))
+        out += [f"[pools.{name}]", f'hardware = "{p.hardware}"', f"capacity = {capacity}",
+                f"modules = {json.dumps(list(modules))}", f'model = "openai/{model}"',
+                f'api_base = "{base_url}"', f"input_price_per_mtok = {p.input_price_per_mtok}",
+                f"output_price_per_mtok = {p.output_price_per_mtok}",
+                f"max_concurrency = {p.concurrency}", f"tier = {p.tier}",
+                f'description = "{p.description}"', ""]
+    return "\n".join(out)
