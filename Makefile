@@ -13,7 +13,7 @@ $(BIN)/heterarch: pyproject.toml
 
 install: $(BIN)/heterarch
 
-demo: install
+demo: install sandbox-image
 	$(BIN)/heterarch demo
 
 # The sandbox image is built locally; machines that cannot pull images build it from a Debian
