@@ -34,6 +34,10 @@ def docker_client(url: str | None = None) -> Any:
     import docker
     import docker.errors
 
+    target = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if target.startswith("unix://") and not os.path.exists(target[len("unix://"):]):
+        # Checked here: docker-py leaks the socket of a failed unix connect.
+        raise DockerUnavailable(f"no Docker socket at {target[len('unix://'):]}")
     try:
         client = docker.DockerClient(base_url=url) if url else docker.from_env()
         client.ping()
@@ -165,7 +169,8 @@ class DockerSandbox(Sandbox):
     async def _watch_exit(self, container: Any, channel: Channel) -> None:
         try:
             await anyio.to_thread.run_sync(
-                _wait_quietly, container, abandon_on_cancel=True, limiter=_WAITERS
+                _wait_quietly, container.id, self.docker_url, abandon_on_cancel=True,
+                limiter=_WAITERS,
             )
         finally:
             self.process_exited(channel)
@@ -179,6 +184,9 @@ class DockerSandbox(Sandbox):
         if container is not None:
             await anyio.to_thread.run_sync(_remove, container)
         if watch is not None:
+            # The waiting thread returns once the container is gone; let it finish with its
+            # connection before the client closes.
+            await asyncio.wait({watch}, timeout=5)
             watch.cancel()
 
     async def _crash_reason(self) -> SandboxCrashed:
@@ -228,11 +236,20 @@ def _close_attach_socket(sock: Any) -> None:
 _WAITERS = anyio.CapacityLimiter(10_000)
 
 
-def _wait_quietly(container: Any) -> None:
+def _wait_quietly(container_id: str, docker_url: str | None) -> None:
+    """Block until the container stops, on a client of its own (closed here, whatever happens)."""
+    import docker
+
     try:
-        container.wait()
+        client = docker.DockerClient(base_url=docker_url) if docker_url else docker.from_env()
+    except Exception:
+        return
+    try:
+        client.api.wait(container_id)
     except Exception:  # removed, engine gone: either way it is not running
         pass
+    finally:
+        client.close()
 
 
 def _remove(container: Any) -> None:
