@@ -1,6 +1,7 @@
 """The programming model: actors, references, messages, supervision. No I/O of its own."""
 
 from ._actor import Actor as Actor
+from ._actor import Handler as Handler
 from ._agent_messages import Answer as Answer
 from ._agent_messages import Budget as Budget
 from ._agent_messages import LLMReply as LLMReply
@@ -8,7 +9,6 @@ from ._agent_messages import PoolUsage as PoolUsage
 from ._agent_messages import Prompt as Prompt
 from ._agent_messages import Query as Query
 from ._agent_messages import merge_usage as merge_usage
-from ._actor import Handler as Handler
 from ._context import Context as Context
 from ._llm_agent import LLMAgent as LLMAgent
 from ._messages import Ask as Ask
@@ -17,10 +17,10 @@ from ._messages import Terminated as Terminated
 from ._messages import message_type_name as message_type_name
 from ._messages import reply_type_of as reply_type_of
 from ._ref import DEFAULT_ASK_TIMEOUT as DEFAULT_ASK_TIMEOUT
-from ._rlm import RLMAgent as RLMAgent
 from ._ref import ActorRef as ActorRef
 from ._ref import Address as Address
 from ._ref import Messenger as Messenger
+from ._rlm import RLMAgent as RLMAgent
 from ._supervision import Backoff as Backoff
 from ._supervision import Restart as Restart
 from ._supervision import RestartIntensity as RestartIntensity
@@ -36,6 +36,7 @@ from .errors import SpawnFailed as SpawnFailed
 from .errors import Undeliverable as Undeliverable
 
 __all__ = (
+    "DEFAULT_ASK_TIMEOUT",
     "Actor",
     "ActorDead",
     "ActorRef",
@@ -48,7 +49,6 @@ __all__ = (
     "BudgetExceeded",
     "ChildExit",
     "Context",
-    "DEFAULT_ASK_TIMEOUT",
     "Handler",
     "HeterarchError",
     "InvalidMessage",

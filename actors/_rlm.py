@@ -32,6 +32,7 @@ from ._agent_messages import (
 )
 from ._lanes import Lanes
 from ._llm_agent import LLMAgent
+from ._semconv import content_capture_enabled, truncate_content
 from .errors import BudgetExceeded
 
 tracer = trace.get_tracer("heterarch")
@@ -150,6 +151,7 @@ class _Run:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
         text = final if final is not None else self.best_partial
+        self._record_rollups(stop_reason if final is None else "final")
         return Answer(
             text=text,
             ok=final is not None,
@@ -161,6 +163,23 @@ class _Run:
             agents_by_depth=self.agents_by_depth,
             trace_id=_trace_id(),
         )
+
+    def _record_rollups(self, stop_reason: str) -> None:
+        """Totals of the whole subtree on this agent's span (the root's span: the whole run)."""
+        span = trace.get_current_span()
+        attributes: dict[str, Any] = {
+            "heterarch.cost_usd": total_cost(self.usage),
+            "heterarch.usage.tokens": total_tokens(self.usage),
+            "heterarch.stop_reason": stop_reason,
+            "heterarch.iterations": self.iterations,
+        }
+        for pool, u in self.usage.items():
+            attributes[f"heterarch.usage.{pool}.tokens"] = u.tokens
+            attributes[f"heterarch.usage.{pool}.cost_usd"] = u.cost_usd
+            attributes[f"heterarch.usage.{pool}.calls"] = u.calls
+        for depth, n in self.agents_by_depth.items():
+            attributes[f"heterarch.agents.depth_{depth}"] = n
+        span.set_attributes(attributes)
 
     async def _loop(self, messages: list[dict[str, str]]) -> tuple[str | None, str]:
         for _ in range(self.query.max_iterations):
@@ -246,6 +265,8 @@ class _Run:
                 "heterarch.cell.chars": len(code),
             },
         ) as span:
+            if content_capture_enabled():
+                span.set_attribute("heterarch.cell.code", truncate_content(code))
             self._callback_context = otel_context.get_current()
             try:
                 result = await self.sandbox.exec(code, timeout=self.query.cell_timeout_s)
@@ -307,8 +328,9 @@ class _Run:
         if len(contexts) != len(prompts):
             raise ValueError("rlm_query_batched needs one context per prompt")
         with self._tool_span("rlm_query_batched", batch=len(prompts)):
+            pairs = zip(prompts, contexts, strict=True)
             return await self._gather(
-                [self._sub_rlm_call(str(p), str(c), options) for p, c in zip(prompts, contexts)]
+                [self._sub_rlm_call(str(p), str(c), options) for p, c in pairs]
             )
 
     def _sub_llm_call(self, prompt: str, options: dict[str, Any]) -> Any:

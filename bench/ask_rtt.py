@@ -1,4 +1,4 @@
-"""Actor ``ask`` round trip between two processes vs raw nats-py request/reply, same server, same run.
+"""Actor ``ask`` round trip across two processes vs raw nats-py request/reply, in one run.
 
     python bench/ask_rtt.py [--n 3000] [--concurrency 50]
 
@@ -18,8 +18,8 @@ import time
 import _common  # noqa: F401  (sets sys.path)
 import anyio
 import nats
-
 from _common import ROOT, percentile, result, summary, worker_process
+
 from bench.actors_app import Echo, Ping
 from runtime import ActorSystem, NatsServer
 

@@ -12,14 +12,13 @@ on the same server in the same run (the floor for a work-queue spawn).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import _common  # noqa: F401  (sets sys.path)
 import anyio
 import nats
-
 from _common import percentile, result, rss_mb, summary, worker_process
+
 from bench.actors_app import Echo, Idle, Ping
 from runtime import ActorSystem, NatsServer
 

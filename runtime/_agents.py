@@ -7,7 +7,7 @@ from typing import Any
 
 from ._config import RuntimeConfig
 from ._llm import LLMClient
-from ._routing import BudgetAwareRouter, ComplexityRouter, RouteService, Router
+from ._routing import BudgetAwareRouter, ComplexityRouter, Router, RouteService
 from .errors import RuntimeConfigError
 
 

@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0)
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("trace", help="read traces")
+    trace_sub = p.add_subparsers(dest="trace_command", metavar="SUBCOMMAND")
+    t = trace_sub.add_parser("show", help="print the spawning tree of one trace")
+    t.add_argument("trace_id", help="a trace id (a unique prefix will do with --file)")
+    t.add_argument("--file", default=None,
+                   help="span file (default: $HETERARCH_TRACE_FILE or heterarch-spans.jsonl)")
+    t.add_argument("--jaeger", default=None, help="Jaeger query URL, e.g. http://localhost:16686")
+    t.set_defaults(func=cmd_trace_show)
+
     p = sub.add_parser("rlm", help="answer a question over a large context with an RLM")
     p.add_argument("question")
     p.add_argument("--context", required=True, help="a text file (any size)")
@@ -92,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, default=0)
     p.add_argument("--budget-seconds", type=float, default=0.0)
     p.add_argument("--namespace", default="heterarch")
+    p.add_argument("--trace", action="store_true", help="send traces to the local Jaeger")
     _add_nats_arg(p)
     p.set_defaults(func=cmd_rlm)
     return parser
@@ -188,11 +198,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _start_tracing(args: argparse.Namespace, *, role: str) -> Any:
-    try:
-        from ._tracing import configure_tracing
-    except ImportError:
-        return None
-    endpoint = "http://localhost:4318" if getattr(args, "trace", False) else None
+    from ._tracing import LOCAL_JAEGER, configure_tracing
+
+    endpoint = LOCAL_JAEGER if getattr(args, "trace", False) else None
     return configure_tracing(role=role, endpoint=endpoint)
 
 
@@ -260,6 +268,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     from ._system import ActorSystem
 
     text = Path(args.context).read_text(encoding="utf-8", errors="replace")
+    tracing = _start_tracing(args, role="cli")
 
     async def run() -> int:
         async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
@@ -279,9 +288,23 @@ def cmd_rlm(args: argparse.Namespace) -> int:
         for pool, u in sorted(answer.usage.items()):
             print(f"  {pool:12} calls={u.calls} tokens={u.tokens:,} ${u.cost_usd:.4f}",
                   file=sys.stderr)
+        if answer.trace_id:
+            link = tracing.trace_url(answer.trace_id) if tracing is not None else None
+            print(f"trace: {link or answer.trace_id}", file=sys.stderr)
         return 0 if answer.ok else 3
 
-    return anyio.run(run)
+    try:
+        return anyio.run(run)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    from ._trace_show import trace_show_command
+
+    jsonl = args.file or os.environ.get("HETERARCH_TRACE_FILE")
+    return trace_show_command(args.trace_id, jsonl=jsonl, jaeger=args.jaeger)
 
 
 # -- sandbox -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from opentelemetry import trace
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +31,7 @@ from ._simulator import Simulator, default_profiles, profiles_toml
 from ._system import ActorSystem
 
 POOLS = ("wafer", "h100", "frontier", "cpu")
+tracer = trace.get_tracer("heterarch")
 ROOT_POOL = "frontier"
 
 
@@ -50,14 +52,23 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
                   max_depth: int = 1, max_iterations: int = 8, budget: Budget | None = None,
                   timeout: float = 900.0) -> Answer:
     """Spawn a root RLM agent on ``root_pool``, ask it, stop it."""
-    root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root", supervision="temporary")
-    try:
-        query = Query(question=question, context=context, context_ref=context_ref,
-                      max_depth=max_depth, max_iterations=max_iterations,
-                      budget=budget or Budget(), pool_override=pool_override)
-        return await root.ask(query, timeout=timeout)
-    finally:
-        await system.stop(root)
+    with tracer.start_as_current_span(
+        "invoke_agent rlm", attributes={"gen_ai.operation.name": "invoke_agent",
+                                        "gen_ai.agent.name": "rlm", "heterarch.pool": root_pool},
+    ):
+        root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
+                                  supervision="temporary")
+        try:
+            query = Query(question=question, context=context, context_ref=context_ref,
+                          max_depth=max_depth, max_iterations=max_iterations,
+                          budget=budget or Budget(), pool_override=pool_override)
+            answer: Answer = await root.ask(query, timeout=timeout)
+        finally:
+            await system.stop(root)
+        span = trace.get_current_span()
+        span.set_attribute("heterarch.cost_usd", answer.cost_usd)
+        span.set_attribute("heterarch.stop_reason", answer.stop_reason)
+        return answer
 
 
 def start_workers(config: Path, nats_url: str, pools: tuple[str, ...]) -> list[
@@ -88,7 +99,7 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0, question_ind
         async with Simulator(profiles, time_scale=time_scale) as sim:
             console.print(f"[dim]pool simulator (SIMULATED models) at {sim.base_url}[/]")
             config = Path(tmp) / "pools.toml"
-            config.write_text(f'namespace = "demo"\n\n'
+            config.write_text('namespace = "demo"\n\n'
                               + profiles_toml(profiles, sim.base_url, modules=["actors"]))
             workers = start_workers(config, nats.url, POOLS)
             try:

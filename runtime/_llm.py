@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -13,6 +14,7 @@ import msgspec
 from opentelemetry import trace
 
 from actors import HeterarchError
+from actors._semconv import content_capture_enabled, truncate_content
 
 from ._config import PoolConfig
 
@@ -157,6 +159,10 @@ class LLMClient:
             output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
             text = response.choices[0].message.content or ""
             cost = self.cost(input_tokens, output_tokens)
+            if content_capture_enabled():
+                span.set_attribute("gen_ai.input.messages",
+                                   truncate_content(json.dumps(messages)))
+                span.set_attribute("gen_ai.output.messages", truncate_content(text))
             span.set_attributes({
                 "gen_ai.response.model": str(getattr(response, "model", "") or ""),
                 "gen_ai.usage.input_tokens": input_tokens,

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
 from opentelemetry import trace
 
 from actors import (

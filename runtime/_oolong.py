@@ -93,7 +93,7 @@ def generate_task(*, n_records: int = 3000, n_users: int = 40, hard_fraction: fl
     rng = random.Random(seed)
     users = sorted(rng.sample(range(10_000, 99_999), n_users))
     records = []
-    for i in range(n_records):
+    for _ in range(n_records):
         label = rng.choice(CATEGORIES)
         hard = rng.random() < hard_fraction
         template = rng.choice((_HARD if hard else _EASY)[label])

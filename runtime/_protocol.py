@@ -6,7 +6,6 @@ import msgspec
 
 from actors import Address
 
-
 #: ``ErrorInfo.type`` of errors the runtime itself reports (a handler's exceptions keep their
 #: own class name, so a handler raising ``ActorDead`` is still a ``RemoteError`` to its asker).
 DEAD = "heterarch.ActorDead"

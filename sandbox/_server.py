@@ -175,7 +175,7 @@ class Server:
         try:
             compiled = compile(code, "<cell>", "exec")
             exec(compiled, self.namespace)
-        except BaseException as exc:  # noqa: B036 - user code may raise anything
+        except BaseException as exc:
             if isinstance(exc, SystemExit):
                 exc = RuntimeError("the cell called exit(); the REPL stays up")
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__)

@@ -37,8 +37,8 @@ from ._envelope import (
     error_envelope,
     new_id,
 )
-from ._tasks import HostedTaskGroup
 from ._subjects import check_subject, subject_matches
+from ._tasks import HostedTaskGroup
 from .errors import BlobNotFound, NoResponders, NotConnected, RequestTimeout
 
 log = logging.getLogger("heterarch.transport")

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from transports._memory import MemoryBus
 
 from runtime import ActorSystem, NatsServer, PoolConfig, Worker
 from transports import ConnectOptions, MemoryTransport, NatsTransport, Transport, new_id
+from transports._memory import MemoryBus
 
 POOLS = {
     "cpu": PoolConfig(name="cpu", hardware="cpu", capacity=64, modules=["tests.actors.app"]),
