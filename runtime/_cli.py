@@ -272,7 +272,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
-                               embedded=False) as system:
+                               embedded=False, placement_timeout=60.0) as system:
             ref = await system.node.transport.put_blob(text.encode())
             started = time.monotonic()
             answer = await ask_rlm(
