@@ -33,3 +33,11 @@ lint: install
 bench: install
 	$(BIN)/python bench/ask_rtt.py
 	$(BIN)/python bench/spawn.py
+
+# The local stack (compose/): the NATS image is built from the pinned static binary.
+compose-nats: install
+	cp $(BIN)/nats-server compose/nats/nats-server
+	docker-compose -f compose/docker-compose.yml build nats
+
+compose-up: compose-nats
+	docker-compose -f compose/docker-compose.yml up -d
