@@ -313,9 +313,18 @@ class _Run:
         with self._tool_span("llm_query"):
             return await self._sub_llm(str(prompt), options)
 
-    async def llm_query_batched(self, prompts: list[str], **options: Any) -> list[str]:
+    async def llm_query_batched(
+        self, prompts: list[str], pools: list[str] | None = None, **options: Any
+    ) -> list[str]:
+        """``pools`` (optional) names a pool per prompt; else ``pool=`` or the router decides."""
+        if pools is not None and len(pools) != len(prompts):
+            raise ValueError("llm_query_batched needs one pool per prompt in `pools`")
+        per_prompt = [dict(options, pool=pools[i]) if pools else options
+                      for i in range(len(prompts))]
         with self._tool_span("llm_query_batched", batch=len(prompts)):
-            return await self._gather([self._sub_llm_call(str(p), options) for p in prompts])
+            return await self._gather(
+                [self._sub_llm_call(str(p), o) for p, o in zip(prompts, per_prompt, strict=True)]
+            )
 
     async def rlm_query(self, prompt: str, context: str = "", **options: Any) -> str:
         with self._tool_span("rlm_query"):
