@@ -14,8 +14,10 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH = ROOT / "bench"
+# Run as `python bench/x.py`, bench/ is first on sys.path and bench/sandbox.py would shadow the
+# `sandbox` package: put the project root first instead.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if p and Path(p).resolve() != BENCH]
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -9,7 +9,7 @@ The simulated models (used by ``runtime.simulate``):
 
 * ``RootResponder`` plays the root model of an RLM run. It reads the question from the chat and
   answers, turn by turn: look at the context; run a chunk-and-aggregate program that routes
-  ambiguous records to careful sub-calls; finish with ``FINAL_VAR(answer_count)``.
+  ambiguous records to careful sub-calls; finish by setting ``answer["ready"]``.
 * ``LabelResponder`` plays a sub-model: it labels the numbered records in its prompt by rule,
   and mislabels some of them with a probability set by the pool's accuracy profile and each
   record's difficulty (deterministic: seeded by the record and the model).
@@ -181,7 +181,12 @@ for reply in replies:
 print(f"{{len(mine)}} records, {{len(prompts)}} sub-calls, {{answer_count}} about {{target}}")
 ```'''
 
-ROOT_FINISH = "The count is computed.\nFINAL_VAR(answer_count)"
+# The `answer` dict is the finishing protocol both heterarch and the reference RLM accept.
+ROOT_FINISH = """The count is computed.
+```repl
+answer["content"] = str(answer_count)
+answer["ready"] = True
+```"""
 
 
 class RootResponder:

@@ -137,5 +137,7 @@ def test_root_responder_turns() -> None:
     assert "```repl" in root.reply(q, "m")
     program = root.reply([*q, {"role": "assistant", "content": "x"}], "m")
     assert "llm_query_batched" in program and "'location'" in program
-    assert "FINAL_VAR" in root.reply([*q, {"role": "assistant", "content": "x"}] * 2, "m")
+    assert 'answer["ready"] = True' in root.reply(
+        [*q, {"role": "assistant", "content": "x"}] * 2, "m"
+    )
     assert set(CATEGORIES) >= {"location"}
