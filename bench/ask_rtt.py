@@ -22,6 +22,7 @@ from _common import ROOT, percentile, result, summary, worker_process
 
 from bench.actors_app import Echo, Ping
 from runtime import ActorSystem, NatsServer
+from runtime._tracing import configure_tracing
 
 RAW_RESPONDER = """
 import asyncio, sys, nats
@@ -84,6 +85,7 @@ async def actor_round_trips(url: str, n: int, concurrency: int) -> tuple[list[fl
 
 
 async def main(n: int, concurrency: int) -> None:
+    tracing = configure_tracing(role="bench")  # on only when the environment asks for it
     with NatsServer() as server:
         responder = subprocess.Popen([sys.executable, "-c", RAW_RESPONDER, server.url],
                                      stdout=subprocess.PIPE, text=True)
@@ -99,6 +101,8 @@ async def main(n: int, concurrency: int) -> None:
         finally:
             responder.terminate()
             responder.wait()
+    if tracing is not None:
+        tracing.shutdown()
     raw, ours = raw_a + raw_b, ours_a + ours_b
     raw_tp, ours_tp = (raw_tp_a + raw_tp_b) / 2, (ours_tp_a + ours_tp_b) / 2
     print(summary("raw nats-py request/reply", raw))

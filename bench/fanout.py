@@ -30,6 +30,7 @@ from _common import ROOT, result
 from actors import Query, RLMAgent
 from runtime import ActorSystem, NatsServer, PoolConfig
 from runtime._llm import LLMClient, litellm_module
+from runtime._tracing import configure_tracing
 from runtime._simulator import Profile, ScriptedResponder, Simulator
 
 PROGRAM = """```repl
@@ -85,6 +86,7 @@ async def client_cpu_per_call(url: str, n: int = 200) -> float:
 
 async def main(calls: int, latency: float, concurrency: int) -> None:
     litellm_module()
+    tracing = configure_tracing(role="bench")  # on only when the environment asks for it
     root = ScriptedResponder([PROGRAM.format(calls=calls), "FINAL_VAR(answer_count)"])
     profiles = {
         "root": Profile("root", "api", 0.0, 1e9, 8, 0, 0, 3, responder=root),
@@ -128,6 +130,8 @@ async def main(calls: int, latency: float, concurrency: int) -> None:
             for w in workers:
                 w.wait(30)
     stop_sim()
+    if tracing is not None:
+        tracing.shutdown()
     assert answer.text == str(calls), answer
     ideal = math.ceil(calls / (2 * concurrency)) * latency
     sub_calls = calls + 2  # plus the root model's two turns
