@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test sandbox-image lint bench
+.PHONY: install demo test sandbox-image lint bench compose-nats compose-up
 
 $(BIN)/heterarch: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,9 +30,14 @@ lint: install
 	$(BIN)/ruff check actors runtime transports sandbox examples tests bench
 	$(BIN)/mypy
 
-bench: install
+bench: install sandbox-image
 	$(BIN)/python bench/ask_rtt.py
 	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/rlm_vs_reference.py
+	$(BIN)/python bench/hetero.py
+	$(BIN)/python bench/tracing.py
 
 # The local stack (compose/): the NATS image is built from the pinned static binary.
 compose-nats: install

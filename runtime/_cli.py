@@ -273,14 +273,16 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
                                embedded=False, placement_timeout=60.0) as system:
+            from ._live import run_with_live_view
+
             ref = await system.node.transport.put_blob(text.encode())
             started = time.monotonic()
-            answer = await ask_rlm(
+            answer = await run_with_live_view(system.node, lambda: ask_rlm(
                 system, args.question, context_ref=ref, root_pool=args.root_pool,
                 max_depth=args.max_depth, max_iterations=args.max_iterations,
                 budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
                               wall_s=args.budget_seconds),
-            )
+            ), title=f"rlm on {args.root_pool}: {args.question[:60]}")
             await system.node.transport.delete_blob(ref)
         print(answer.text)
         print(f"[{answer.stop_reason}] {answer.iterations} iterations, "

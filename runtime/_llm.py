@@ -80,6 +80,11 @@ class LLMClient:
         self.hardware = pool.hardware
         self.backoff_s = backoff_s
         self._limit = anyio.CapacityLimiter(pool.max_concurrency)
+        # Running totals (shown live by `heterarch rlm` through `heterarch ping`'s channel).
+        self.calls = 0
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self.in_flight = 0
         self.provider = pool.model.split("/", 1)[0] if "/" in pool.model else "openai"
         self.request_model = pool.model.split("/", 1)[1] if "/" in pool.model else pool.model
 
@@ -131,29 +136,12 @@ class LLMClient:
             },
         ) as span:
             started = time.monotonic()
-            attempts = 0
-            async with self._limit:
-                while True:
-                    attempts += 1
-                    try:
-                        response = await litellm.acompletion(**kwargs)
-                        break
-                    except _retryable(litellm) as exc:
-                        span.add_event("retry", {"attempt": attempts, "error": str(exc)[:300]})
-                        if attempts > self.pool.max_retries:
-                            failure = LLMCallFailed(self.pool.name, self.pool.model,
-                                                    _short(exc), attempts)
-                            span.record_exception(failure)
-                            span.set_status(trace.StatusCode.ERROR, str(failure))
-                            raise failure from None
-                        delay = self.backoff_s * 2 ** (attempts - 1)
-                        await anyio.sleep(delay * (0.5 + random.random()))
-                    except Exception as exc:
-                        failure = LLMCallFailed(self.pool.name, self.pool.model, _short(exc),
-                                                attempts)
-                        span.record_exception(failure)
-                        span.set_status(trace.StatusCode.ERROR, str(failure))
-                        raise failure from None
+            self.in_flight += 1
+            try:
+                async with self._limit:
+                    response, attempts = await self._call_with_retries(litellm, kwargs, span)
+            finally:
+                self.in_flight -= 1
             usage = getattr(response, "usage", None)
             input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
             output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -170,11 +158,37 @@ class LLMClient:
                 "heterarch.cost_usd": cost,
                 "heterarch.attempts": attempts,
             })
+            self.calls += 1
+            self.tokens += input_tokens + output_tokens
+            self.cost_usd += cost
             return Completion(
                 text=text, input_tokens=input_tokens, output_tokens=output_tokens,
                 cost_usd=cost, model=self.pool.model, pool=self.pool.name,
                 latency_s=time.monotonic() - started, attempts=attempts,
             )
+
+
+    async def _call_with_retries(self, litellm: Any, kwargs: dict[str, Any],
+                                 span: trace.Span) -> tuple[Any, int]:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await litellm.acompletion(**kwargs), attempts
+            except _retryable(litellm) as exc:
+                span.add_event("retry", {"attempt": attempts, "error": str(exc)[:300]})
+                if attempts > self.pool.max_retries:
+                    raise self._failed(span, exc, attempts) from None
+                delay = self.backoff_s * 2 ** (attempts - 1)
+                await anyio.sleep(delay * (0.5 + random.random()))
+            except Exception as exc:
+                raise self._failed(span, exc, attempts) from None
+
+    def _failed(self, span: trace.Span, exc: BaseException, attempts: int) -> LLMCallFailed:
+        failure = LLMCallFailed(self.pool.name, self.pool.model, _short(exc), attempts)
+        span.record_exception(failure)
+        span.set_status(trace.StatusCode.ERROR, str(failure))
+        return failure
 
 
 def _short(exc: BaseException) -> str:

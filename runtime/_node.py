@@ -55,6 +55,7 @@ from ._protocol import (
     UNDELIVERABLE,
     ActorInfo,
     Exited,
+    ModelLoad,
     NodeInfo,
     NodeStats,
     Spawned,
@@ -287,6 +288,12 @@ class Node:
                     if c is not self._guardian
                 ],
                 dead_letters=dict(self.transport.dead_letters.counts),
+                models={
+                    pool: ModelLoad(calls=llm.calls, tokens=llm.tokens, cost_usd=llm.cost_usd,
+                                    in_flight=llm.in_flight)
+                    for pool, services in self.pool_services.items()
+                    if (llm := services.get("llm")) is not None and hasattr(llm, "in_flight")
+                },
             )
             await self.reply_value(env, stats)
 

@@ -70,10 +70,20 @@ class NodeStatsRequest(msgspec.Struct, frozen=True, tag="heterarch.sys.stats"):
     pass
 
 
+class ModelLoad(msgspec.Struct, frozen=True, kw_only=True):
+    """A node's model client for one pool: totals since it started, and calls in flight."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    in_flight: int = 0
+
+
 class NodeStats(msgspec.Struct, frozen=True, kw_only=True):
     info: NodeInfo
     actors: list[ActorInfo]
     dead_letters: dict[str, int]
+    models: dict[str, ModelLoad] = {}
 
 
 SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited | NodeStatsRequest

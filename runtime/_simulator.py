@@ -196,6 +196,10 @@ class Simulator:
         finally:
             self._connections.discard(task)
             writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
 
     async def _read_request(self, reader: asyncio.StreamReader) -> tuple[
         str, str, dict[str, str], bytes

@@ -52,10 +52,12 @@ def nats_container() -> Iterator[tuple[int, str]]:
         environment={"NATS_CLIENT_PASSWORD": "pw-client", "NATS_WORKER_PASSWORD": "pw-worker"},
         labels={"heterarch.test": "1"},
     )
+    logs = container.logs(stream=True)
     try:
-        for line in container.logs(stream=True):
+        for line in logs:
             if b"Server is ready" in line:
                 break
+        logs.close()
         yield port, "pw-client"
     finally:
         container.remove(force=True)
