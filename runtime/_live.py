@@ -20,12 +20,25 @@ def _render(stats: list[NodeStats], baseline: dict[str, tuple[int, int, float]],
             started: float, title: str) -> Group:
     actors = {a.actor_id: a for s in stats for a in s.actors}
     tree = Tree(f"[bold]{title}[/]  {time.monotonic() - started:.1f}s")
-    nodes: dict[str, Tree] = {}
-    for actor in sorted(actors.values(), key=lambda a: a.depth):
-        name = actor.actor_class.rsplit(":", 1)[-1]
-        label = f"{name} [dim]{actor.actor_id[:8]}[/] pool={actor.pool or '-'}"
-        parent = nodes.get(actor.parent_id, tree)
-        nodes[actor.actor_id] = parent.add(label)
+    children: dict[str, list[Any]] = {}
+    for actor in actors.values():
+        key = actor.parent_id if actor.parent_id in actors else ""
+        children.setdefault(key, []).append(actor)
+
+    def add(node: Tree, parent_id: str) -> None:
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for actor in children.get(parent_id, []):
+            name = actor.actor_class.rsplit(":", 1)[-1]
+            groups.setdefault((name, actor.pool), []).append(actor)
+        for (name, pool), members in sorted(groups.items()):
+            if len(members) > 3 and not any(children.get(m.actor_id) for m in members):
+                node.add(f"{name} x{len(members)} pool={pool or '-'}")
+                continue
+            for actor in members:
+                branch = node.add(f"{name} [dim]{actor.actor_id[:8]}[/] pool={pool or '-'}")
+                add(branch, actor.actor_id)
+
+    add(tree, "")
     table = Table(title="pools (all workers)", expand=False)
     for column in ("pool", "agents", "model calls in flight", "calls", "tokens", "$"):
         table.add_column(column, justify="right" if column != "pool" else "left")
