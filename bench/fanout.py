@@ -25,13 +25,13 @@ from typing import Any
 
 import _common  # noqa: F401  (sets sys.path)
 import anyio
-
 from _common import ROOT, result
+
 from actors import Query, RLMAgent
 from runtime import ActorSystem, NatsServer, PoolConfig
 from runtime._llm import LLMClient, litellm_module
-from runtime._tracing import configure_tracing
 from runtime._simulator import Profile, ScriptedResponder, Simulator
+from runtime._tracing import configure_tracing
 
 PROGRAM = """```repl
 prompts = [f"item {{i}}" for i in range({calls})]

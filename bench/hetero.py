@@ -12,8 +12,8 @@ import argparse
 
 import _common  # noqa: F401  (sets sys.path)
 import anyio
-
 from _common import result
+
 from runtime._demo import run_demo
 
 

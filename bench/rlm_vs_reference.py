@@ -22,8 +22,8 @@ from pathlib import Path
 
 import _common  # noqa: F401  (sets sys.path)
 import anyio
-
 from _common import ROOT, result
+
 from actors import Query, RLMAgent
 from bench.fanout import simulator_thread
 from runtime import ActorSystem, NatsServer

@@ -17,7 +17,6 @@ import sys
 import tempfile
 
 import _common  # noqa: F401  (sets sys.path)
-
 from _common import ROOT, result
 
 
