@@ -13,15 +13,12 @@ spends per sub-call (messaging, spawn, callback, tracing off) net of the model c
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import _common  # noqa: F401  (sets sys.path)
 import anyio
@@ -30,7 +27,7 @@ from _common import ROOT, result
 from actors import Query, RLMAgent
 from runtime import ActorSystem, NatsServer, PoolConfig
 from runtime._llm import LLMClient, litellm_module
-from runtime._simulator import Profile, ScriptedResponder, Simulator
+from runtime._simulator import Profile, ScriptedResponder, serve_in_thread
 from runtime._tracing import configure_tracing
 
 PROGRAM = """```repl
@@ -40,26 +37,6 @@ replies = llm_query_batched(prompts, pools=pools)
 answer_count = len(replies)
 print(answer_count)
 ```"""
-
-
-def simulator_thread(profiles: dict[str, Profile]) -> tuple[str, Any]:
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def run() -> None:
-        async def serve() -> None:
-            async with Simulator(profiles) as sim:
-                holder.update(url=sim.base_url, stop=asyncio.Event(),
-                              loop=asyncio.get_running_loop())
-                ready.set()
-                await holder["stop"].wait()
-
-        asyncio.run(serve())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    return holder["url"], lambda: holder["loop"].call_soon_threadsafe(holder["stop"].set)
 
 
 def process_cpu_s(pids: list[int]) -> float:
@@ -94,9 +71,9 @@ async def main(calls: int, latency: float, concurrency: int) -> None:
         "right": Profile("right", "wafer-scale", latency, 1e9, concurrency, 0, 0, 1),
         "fast": Profile("fast", "cpu", 0.0, 1e9, 64, 0, 0, 1),
     }
-    url, stop_sim = simulator_thread(profiles)
-    model_cpu = await client_cpu_per_call(url)
-    with NatsServer() as server, tempfile.TemporaryDirectory() as tmp:
+    with serve_in_thread(profiles) as url, NatsServer() as server, \
+            tempfile.TemporaryDirectory() as tmp:
+        model_cpu = await client_cpu_per_call(url)
         config = Path(tmp) / "pools.toml"
         lines = ['namespace = "fanout"', 'sandbox = "docker"']
         for name in ("root", "left", "right"):
@@ -129,7 +106,6 @@ async def main(calls: int, latency: float, concurrency: int) -> None:
                 w.terminate()
             for w in workers:
                 w.wait(30)
-    stop_sim()
     if tracing is not None:
         tracing.shutdown()
     assert answer.text == str(calls), answer

@@ -25,11 +25,10 @@ import anyio
 from _common import ROOT, result
 
 from actors import Query, RLMAgent
-from bench.fanout import simulator_thread
 from runtime import ActorSystem, NatsServer
 from runtime._llm import litellm_module
 from runtime._oolong import generate_task
-from runtime._simulator import default_profiles, profiles_toml
+from runtime._simulator import default_profiles, profiles_toml, serve_in_thread
 
 VENV = ROOT / "bench" / ".venv-rlms"
 REFERENCE = r"""
@@ -63,9 +62,9 @@ async def main(records: int, time_scale: float) -> None:
     for profile in profiles.values():
         profile.ttft_s *= time_scale
         profile.tokens_per_s /= time_scale
-    url, stop_sim = simulator_thread(profiles)
     python = reference_python()
-    with tempfile.TemporaryDirectory() as tmp, NatsServer() as server:
+    with serve_in_thread(profiles) as url, tempfile.TemporaryDirectory() as tmp, \
+            NatsServer() as server:
         context_file = Path(tmp) / "context.txt"
         context_file.write_text(task.context)
         done = subprocess.run([python, "-c", REFERENCE, url, str(context_file), question.text],
@@ -95,7 +94,6 @@ async def main(records: int, time_scale: float) -> None:
         finally:
             worker.terminate()
             worker.wait(30)
-    stop_sim()
     same = answer.text.strip() == str(reference["answer"]).strip()
     print(f"question: {question.text} (truth {question.answer})")
     print(f"reference rlms: answer {reference['answer']!r} in {reference['wall']:.2f}s")

@@ -12,11 +12,13 @@ real HTTP), so benchmarks and the demo exercise the same path as real providers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -335,6 +337,31 @@ class Simulator:
             f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
         )
         await writer.drain()
+
+
+@contextlib.contextmanager
+def serve_in_thread(profiles: dict[str, Profile] | None = None, *,
+                    time_scale: float = 1.0) -> Iterator[str]:
+    """Run a simulator on its own event loop in a background thread; yields its base URL."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def serve() -> None:
+        async with Simulator(profiles, time_scale=time_scale) as sim:
+            holder.update(url=sim.base_url, stop=asyncio.Event(),
+                          loop=asyncio.get_running_loop())
+            ready.set()
+            await holder["stop"].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError("the simulator did not start")
+    try:
+        yield holder["url"]
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(30)
 
 
 def _text(content: Any) -> str:

@@ -23,6 +23,7 @@ Semantics every backend keeps:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import time
 from abc import ABC, abstractmethod
@@ -30,7 +31,10 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+import msgspec
+
 from ._envelope import Envelope
+from .errors import TransportError
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
@@ -207,3 +211,21 @@ class Transport(ABC):
 
     @abstractmethod
     async def delete_blob(self, ref: str) -> None: ...
+
+    # -- payload offload, shared by the backends ------------------------------------------------
+    async def _offload(self, env: Envelope) -> Envelope:
+        """A payload above ``blob_threshold`` goes to the blob store; the envelope names it."""
+        if len(env.payload) > self.blob_threshold:
+            ref = await self.put_blob(env.payload)
+            return msgspec.structs.replace(env, payload=b"", blob=ref)
+        return env
+
+    async def _restore(self, env: Envelope, *, delete: bool) -> Envelope:
+        """Put an offloaded payload back; ``delete`` it from the store when read only once."""
+        if not env.blob:
+            return env
+        payload = await self.get_blob(env.blob)
+        if delete:
+            with contextlib.suppress(TransportError):
+                await self.delete_blob(env.blob)
+        return msgspec.structs.replace(env, payload=payload, blob="")

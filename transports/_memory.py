@@ -169,7 +169,7 @@ class _MemoryWorkQueue(WorkQueue):
                 item_id, data, n = self._queue.ready.popleft()
                 n += 1
                 self._queue.pending[item_id] = (data, n, time.monotonic() + self._ack_wait)
-                env = await self._transport._restore(decode_envelope(data))
+                env = await self._transport._restore(decode_envelope(data), delete=False)
                 item = _MemoryWorkItem(self._queue, item_id, data, env, n)
                 item._ack_wait = self._ack_wait
                 return item
@@ -262,20 +262,6 @@ class MemoryTransport(Transport):
         if not self._connected:
             raise NotConnected("MemoryTransport")
 
-    # -- payload offload ------------------------------------------------------------------------
-    async def _offload(self, env: Envelope) -> Envelope:
-        if len(env.payload) > self.blob_threshold:
-            ref = await self.put_blob(env.payload)
-            return msgspec.structs.replace(env, payload=b"", blob=ref)
-        return env
-
-    async def _restore(self, env: Envelope) -> Envelope:
-        if env.blob:
-            # Kept, not deleted: a work item may be delivered again, a subject may fan out.
-            payload = await self.get_blob(env.blob)
-            return msgspec.structs.replace(env, payload=payload, blob="")
-        return env
-
     # -- messages -------------------------------------------------------------------------------
     async def publish(self, subject: str, env: Envelope) -> None:
         self._check()
@@ -318,7 +304,7 @@ class MemoryTransport(Transport):
                 raise NoResponders(subject)
             with anyio.move_on_after(timeout):
                 raw = await receive.receive()
-                return await self._restore(decode_envelope(raw))
+                return await self._restore(decode_envelope(raw), delete=False)
             raise RequestTimeout(subject, timeout)
         finally:
             self.bus.subs.remove(sub)
@@ -362,7 +348,7 @@ class MemoryTransport(Transport):
                 self.bus.route(reply, encode_envelope(err), "")
             return
         try:
-            env = await self._restore(env)
+            env = await self._restore(env, delete=False)
         except BlobNotFound as exc:
             self.dead_letters.record(subject, "blob-missing", str(exc), len(data))
             return

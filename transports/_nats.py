@@ -3,6 +3,9 @@
 Core NATS carries mailboxes and replies; a JetStream work-queue stream ``{ns}_spawn`` holds
 spawn requests; KV buckets ``{ns}_{bucket}`` hold the node registry; the Object Store
 ``{ns}_blobs`` holds payloads above ``blob_threshold`` and explicit blobs (contexts).
+
+Offloaded mailbox and reply payloads are read once and deleted after reading; work items keep
+theirs (they may be delivered again); the bucket's max age is the safety net for the rest.
 """
 
 from __future__ import annotations
@@ -174,7 +177,7 @@ class _NatsWorkQueue(WorkQueue):
             raise TransportError(f"fetch from pool {self.pool!r} failed: {exc}") from exc
         msg = msgs[0]
         try:
-            env = await self._t._restore(decode_envelope(msg.data), point_to_point=False)
+            env = await self._t._restore(decode_envelope(msg.data), delete=False)
         except (*DECODE_ERRORS, BlobNotFound) as exc:
             self._t.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
             await msg.term()
@@ -331,24 +334,6 @@ class NatsTransport(Transport):
         with contextlib.suppress(nats.errors.Error):
             await nc.flush(timeout=max(1, round(timeout)))
 
-    # -- blobs for large payloads ---------------------------------------------------------------
-    async def _offload(self, env: Envelope) -> Envelope:
-        if len(env.payload) > self.blob_threshold:
-            ref = await self.put_blob(env.payload)
-            return msgspec.structs.replace(env, payload=b"", blob=ref)
-        return env
-
-    async def _restore(self, env: Envelope, *, point_to_point: bool) -> Envelope:
-        if not env.blob:
-            return env
-        payload = await self.get_blob(env.blob)
-        if point_to_point:
-            # Mailbox and reply payloads are read once; the bucket's max age is the safety net
-            # for everything else (work items may be delivered again, so they keep theirs).
-            with contextlib.suppress(TransportError):
-                await self.delete_blob(env.blob)
-        return msgspec.structs.replace(env, payload=payload, blob="")
-
     # -- messages -------------------------------------------------------------------------------
     async def publish(self, subject: str, env: Envelope) -> None:
         nc = self._check()
@@ -389,7 +374,7 @@ class NatsTransport(Transport):
             reply = decode_envelope(msg.data)
         except DECODE_ERRORS as exc:
             raise TransportError(f"malformed reply from {subject!r}: {exc}") from None
-        return await self._restore(reply, point_to_point=True)
+        return await self._restore(reply, delete=True)
 
     async def subscribe(
         self, subject: str, handler: Handler, *, queue: str | None = None
@@ -419,7 +404,7 @@ class NatsTransport(Transport):
                         error_envelope(bad, info)))
             return
         try:
-            env = await self._restore(env, point_to_point=True)
+            env = await self._restore(env, delete=True)
         except (BlobNotFound, TransportError) as exc:
             self.dead_letters.record(msg.subject, "blob-missing", str(exc), len(msg.data))
             return

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from runtime import NatsServer
 from runtime._oolong import generate_task
-from runtime._simulator import Simulator, default_profiles, profiles_toml
+from runtime._simulator import default_profiles, profiles_toml, serve_in_thread
 from transports import new_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,27 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def demo_simulator() -> Iterator[str]:
-    import asyncio
-
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def run() -> None:
-        async def serve() -> None:
-            async with Simulator(default_profiles(), time_scale=0.05) as sim:
-                holder["url"], holder["stop"] = sim.base_url, asyncio.Event()
-                holder["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await holder["stop"].wait()
-
-        asyncio.run(serve())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield holder["url"]
-    holder["loop"].call_soon_threadsafe(holder["stop"].set)
-    thread.join(10)
+    with serve_in_thread(default_profiles(), time_scale=0.05) as url:
+        yield url
 
 
 def test_three_processes_one_trace(nats_server: NatsServer, demo_simulator: str,

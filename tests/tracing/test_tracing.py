@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from runtime._simulator import Profile, Simulator
+from runtime._simulator import Profile, serve_in_thread
 from runtime._trace_show import build_tree, load_spans_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,28 +59,8 @@ class Receiver:
 @pytest.fixture
 def simulator_url() -> Iterator[str]:
     """A simulator in a thread of its own (the traced app is another process)."""
-    import asyncio
-
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def run() -> None:
-        async def serve() -> None:
-            profile = Profile("m", "wafer-scale", 0.0, 1e6, 8, 1.0, 1.0, 1)
-            async with Simulator({"m": profile}) as sim:
-                holder["url"], holder["stop"] = sim.base_url, asyncio.Event()
-                holder["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await holder["stop"].wait()
-
-        asyncio.run(serve())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield holder["url"]
-    holder["loop"].call_soon_threadsafe(holder["stop"].set)
-    thread.join(10)
+    with serve_in_thread({"m": Profile("m", "wafer-scale", 0.0, 1e6, 8, 1.0, 1.0, 1)}) as url:
+        yield url
 
 
 def _run_app(simulator_url: str, **env: str) -> subprocess.CompletedProcess[str]:
