@@ -29,6 +29,11 @@ OWNER_LABEL = "heterarch.sandbox.owner"
 DATA_DIR = "/data"
 
 
+def default_owner() -> str:
+    """The owner label of this process's sandboxes (host and pid)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def docker_client(url: str | None = None) -> Any:
     """A docker SDK client; ``DockerUnavailable`` (naming both fixes) if the engine is not there."""
     import docker
@@ -112,7 +117,7 @@ class DockerSandbox(Sandbox):
         self.cpus = cpus
         self.pids = pids
         self.docker_url = docker_url
-        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
+        self.owner = owner or default_owner()
         self._client: Any = None
         self.container: Any = None
         self._socket: Any = None

@@ -15,7 +15,7 @@ from runtime._llm import litellm_module
 from runtime._oolong import generate_task, score
 from runtime._simulator import Simulator, default_profiles, profiles_toml
 from sandbox import build_image
-from sandbox._docker import LABEL
+from sandbox._docker import OWNER_LABEL, default_owner
 from transports import MemoryTransport
 from transports._memory import MemoryBus
 
@@ -85,7 +85,8 @@ async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[H
         await system_t.close()
     client = docker.from_env()
     try:
-        assert not client.containers.list(all=True, filters={"label": LABEL}), "sandbox leaked"
+        mine = f"{OWNER_LABEL}={default_owner()}"
+        assert not client.containers.list(all=True, filters={"label": mine}), "sandbox leaked"
     finally:
         client.close()
 

@@ -8,15 +8,16 @@ import docker
 import pytest
 
 from sandbox import DockerSandbox, ProcessSandbox, Sandbox, build_image
-from sandbox._docker import LABEL
+from sandbox._docker import OWNER_LABEL, default_owner
 
 
 @pytest.fixture(scope="session")
 def sandbox_image() -> Iterator[str]:
     yield build_image(if_missing=True, progress=lambda line: None)
     client = docker.from_env()
-    try:  # nothing of ours may outlive the suite
-        leftovers = client.containers.list(all=True, filters={"label": LABEL})
+    try:  # nothing this test process started may outlive the suite
+        leftovers = client.containers.list(
+            all=True, filters={"label": f"{OWNER_LABEL}={default_owner()}"})
         for container in leftovers:
             container.remove(force=True)
         assert not leftovers, f"sandbox containers leaked: {[c.name for c in leftovers]}"

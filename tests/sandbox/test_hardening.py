@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from sandbox import DockerSandbox, SandboxCrashed, SandboxOOM, SandboxPool, reap_leftovers
-from sandbox._docker import LABEL, OWNER_LABEL
+from sandbox._docker import LABEL, OWNER_LABEL, default_owner
 
 pytestmark = pytest.mark.anyio
 
@@ -100,7 +100,8 @@ async def test_pool_acquire_release_and_cleanup(sandbox_image: str) -> None:
             assert (await sb2.exec("print('secret' in globals())")).stdout == "False\n"
     client = docker.from_env()
     try:
-        assert not client.containers.list(all=True, filters={"label": LABEL})
+        mine = f"{OWNER_LABEL}={default_owner()}"
+        assert not client.containers.list(all=True, filters={"label": mine})
     finally:
         client.close()
 
