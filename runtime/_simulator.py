@@ -94,14 +94,14 @@ def default_profiles() -> dict[str, Profile]:
 
     profiles = [
         Profile("sim/wafer-small", "wafer-scale", 0.02, 2000.0, 64, 0.10, 0.10, 1,
-                responder=demo(0.97, 0.55),
+                responder=demo(0.998, 0.55),
                 description="small fast model on a wafer-scale chip (simulated)"),
         Profile("sim/h100-open", "h100", 0.15, 150.0, 64, 0.60, 0.60, 2,
-                responder=demo(0.98, 0.80), description="open model on an H100 (simulated)"),
+                responder=demo(0.998, 0.80), description="open model on an H100 (simulated)"),
         Profile("sim/frontier", "api", 0.50, 80.0, 64, 3.00, 15.00, 3,
-                responder=demo(0.995, 0.97), description="frontier API model (simulated)"),
+                responder=demo(0.999, 0.99), description="frontier API model (simulated)"),
         Profile("sim/cpu-tiny", "cpu", 0.30, 20.0, 8, 0.05, 0.05, 0,
-                responder=demo(0.90, 0.40), description="tiny model on CPU (simulated)"),
+                responder=demo(0.95, 0.40), description="tiny model on CPU (simulated)"),
     ]
     return {p.model: p for p in profiles}
 
