@@ -33,6 +33,7 @@ from ._agent_messages import (
 from ._lanes import Lanes
 from ._llm_agent import LLMAgent
 from ._semconv import content_capture_enabled, truncate_content
+from ._supervision import Backoff, SupervisorStrategy
 from .errors import BudgetExceeded
 
 tracer = trace.get_tracer("heterarch")
@@ -80,6 +81,11 @@ def truncate(text: str, limit: int) -> str:
 
 class RLMAgent(Actor):
     """Answers ``Query`` by the recursive REPL loop; see the module docstring."""
+
+    # Dozens of lanes may live on one worker: losing it restarts them all at once, which must
+    # not count as a crash loop.
+    supervisor_strategy = SupervisorStrategy(max_restarts=512, period=10.0,
+                                             backoff=Backoff(initial=0.01, maximum=1.0))
 
     def __init__(self, output_limit: int = 8000, lanes_per_pool: int = 64) -> None:
         self.output_limit = output_limit

@@ -7,108 +7,40 @@ real HTTP), so benchmarks and the demo exercise the same path as real providers.
 
     heterarch simulate --port 8700
     curl -s localhost:8700/v1/models
+
+Routes: ``POST /v1/chat/completions`` (JSON, or server-sent events with ``"stream": true``;
+``usage`` in the reply and in the last chunk), ``GET /v1/models``, ``GET /health``. HTTP/1.1
+with keep-alive on ``asyncio.start_server``; a malformed request gets a JSON 400 and never
+takes the server down.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
-from ._oolong import Accuracy, LabelResponder, RootResponder
+from ._sim_profiles import EchoResponder as EchoResponder
+from ._sim_profiles import Profile as Profile
+from ._sim_profiles import Responder as Responder
+from ._sim_profiles import RoutingResponder as RoutingResponder
+from ._sim_profiles import ScriptedResponder as ScriptedResponder
+from ._sim_profiles import default_profiles as default_profiles
+from ._sim_profiles import estimate_tokens as estimate_tokens
+from ._sim_profiles import profiles_toml as profiles_toml
 
 log = logging.getLogger("heterarch.simulate")
 
 MAX_BODY = 64 * 1024 * 1024
-
-
-class Responder(Protocol):
-    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str: ...
-
-
-class EchoResponder:
-    """Answers with the last user message (for smoke tests)."""
-
-    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
-        return str(messages[-1].get("content", "")) if messages else ""
-
-
-class ScriptedResponder:
-    """Answers with the given replies in order (the last one repeats)."""
-
-    def __init__(self, replies: Sequence[str]) -> None:
-        if not replies:
-            raise ValueError("ScriptedResponder needs at least one reply")
-        self.replies = list(replies)
-        self.calls = 0
-
-    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
-        text = self.replies[min(self.calls, len(self.replies) - 1)]
-        self.calls += 1
-        return text
-
-
-class RoutingResponder:
-    """The demo's models: the root prompt (it has a system message) gets the root program,
-    sub-prompts get labels."""
-
-    def __init__(self, label: Responder, root: Responder | None = None) -> None:
-        self.label = label
-        self.root = root or RootResponder()
-
-    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
-        if any(m.get("role") == "system" for m in messages):
-            return self.root.reply(messages, model)
-        return self.label.reply(messages, model)
-
-
-@dataclass
-class Profile:
-    """One simulated pool: its hardware, speed, limits and prices."""
-
-    model: str
-    hardware: str
-    ttft_s: float
-    tokens_per_s: float
-    concurrency: int
-    input_price_per_mtok: float
-    output_price_per_mtok: float
-    tier: int
-    error_rate: float = 0.0
-    responder: Responder = field(default_factory=EchoResponder)
-    description: str = ""
-
-
-def default_profiles() -> dict[str, Profile]:
-    """Four pools: a wafer-scale chip, an H100 with an open model, a frontier API, a CPU."""
-    def demo(easy: float, hard: float) -> RoutingResponder:
-        return RoutingResponder(LabelResponder(Accuracy(easy, hard)))
-
-    profiles = [
-        Profile("sim/wafer-small", "wafer-scale", 0.02, 2000.0, 64, 0.10, 0.10, 1,
-                responder=demo(0.998, 0.55),
-                description="small fast model on a wafer-scale chip (simulated)"),
-        Profile("sim/h100-open", "h100", 0.15, 150.0, 64, 0.60, 0.60, 2,
-                responder=demo(0.998, 0.80), description="open model on an H100 (simulated)"),
-        Profile("sim/frontier", "api", 0.50, 80.0, 64, 3.00, 15.00, 3,
-                responder=demo(0.999, 0.99), description="frontier API model (simulated)"),
-        Profile("sim/cpu-tiny", "cpu", 0.30, 20.0, 8, 0.05, 0.05, 0,
-                responder=demo(0.95, 0.40), description="tiny model on CPU (simulated)"),
-    ]
-    return {p.model: p for p in profiles}
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token: cheap, deterministic, good enough for prices."""
-    return max(1, (len(text) + 3) // 4)
 
 
 class _HttpError(Exception):
@@ -129,9 +61,18 @@ class Simulator:
     ...     print(sim.base_url)          # http://127.0.0.1:PORT/v1
     """
 
-    def __init__(self, profiles: dict[str, Profile] | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, seed: int = 1, time_scale: float = 1.0) -> None:
-        self.profiles = profiles if profiles is not None else default_profiles()
+    def __init__(self, profiles: Mapping[str, Profile] | None = None,
+                 responders: Mapping[str, Responder] | None = None, host: str = "127.0.0.1",
+                 port: int = 0, *, seed: int = 1, time_scale: float = 1.0) -> None:
+        """``profiles``: model name -> ``Profile`` (default: ``default_profiles()``);
+        ``responders``: model name -> a responder replacing that profile's own; ``port`` 0
+        picks a free one; ``seed`` seeds error injection; ``time_scale`` multiplies every
+        simulated delay (0 = answer at once)."""
+        self.profiles = dict(profiles) if profiles is not None else default_profiles()
+        for name, responder in (responders or {}).items():
+            if name not in self.profiles:
+                raise ValueError(f"responder for unknown model {name!r}")
+            self.profiles[name] = dataclasses.replace(self.profiles[name], responder=responder)
         self.host = host
         self.port = port
         self.time_scale = time_scale
@@ -374,20 +315,3 @@ def _text(content: Any) -> str:
 
 def _error_body(exc: _HttpError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
-
-
-def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Sequence[str],
-                  capacity: int = 256) -> str:
-    """A pools config for these simulated pools (what the demo writes for its workers)."""
-    names = {"sim/wafer-small": "wafer", "sim/h100-open": "h100", "sim/frontier": "frontier",
-             "sim/cpu-tiny": "cpu"}
-    out = []
-    for model, p in profiles.items():
-        name = names.get(model, model.replace("/", "-"))
-        out += [f"[pools.{name}]", f'hardware = "{p.hardware}"', f"capacity = {capacity}",
-                f"modules = {json.dumps(list(modules))}", f'model = "openai/{model}"',
-                f'api_base = "{base_url}"', f"input_price_per_mtok = {p.input_price_per_mtok}",
-                f"output_price_per_mtok = {p.output_price_per_mtok}",
-                f"max_concurrency = {p.concurrency}", f"tier = {p.tier}",
-                f'description = "{p.description}"', ""]
-    return "\n".join(out)
