@@ -287,25 +287,29 @@ class ActorCell:
         }
 
     # -- supervision ------------------------------------------------------------------------------
-    async def child_exited(self, exited: Exited) -> None:
-        """Apply this actor's supervisor strategy to a child's exit (outside its mailbox)."""
+    async def child_exited(self, exited: Exited, *, counts: bool = True) -> None:
+        """Apply this actor's supervisor strategy to a child's exit (outside its mailbox).
+
+        ``counts=False``: part of one event already counted against the restart intensity (the
+        loss of a node takes all the children there with it: one event, not one per child).
+        """
         async with self.supervision_lock:
             record = self.children.get(exited.actor_id)
             if record is None or record.removed or record.generation != exited.generation:
                 return  # stopped by us, or a stale notice from an older incarnation
             if record.restarting:
                 return  # we are stopping it ourselves to restart it (one_for_all/rest_for_one)
-            action = await self._supervise(record, exited)
+            action = await self._supervise(record, exited, counts)
         self._notify_child_exit(exited, record, action)
 
-    async def _supervise(self, record: ChildRecord, exited: Exited) -> str:
+    async def _supervise(self, record: ChildRecord, exited: Exited, counts: bool) -> str:
         if not record.restart.wants_restart(exited.abnormal):
             self._remove_child(record)
             return "stopped"
         if self.state is not CellState.RUNNING:
             self._remove_child(record)
             return "stopped"
-        if not self.intensity.allow():
+        if counts and not self.intensity.allow():
             self._remove_child(record)
             self.fail(
                 f"restart intensity exceeded ({self.intensity.max_restarts} restarts in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -845,13 +846,15 @@ class Node:
         for scope in self._inflight.pop(node_id, set()):
             scope.cancel()
         for cell in list(self.cells.values()):
-            for record in list(cell.children.values()):
-                if record.ref.address.node_id == node_id and not record.restarting:
-                    exited = Exited(
-                        actor_id=record.ref.actor_id, reason=f"node {node_id} lost",
-                        abnormal=True, generation=record.generation,
-                    )
-                    self.task_group.start_soon(cell.child_exited, exited)
+            lost = [r for r in cell.children.values()
+                    if r.ref.address.node_id == node_id and not r.restarting]
+            for i, record in enumerate(lost):
+                exited = Exited(
+                    actor_id=record.ref.actor_id, reason=f"node {node_id} lost",
+                    abnormal=True, generation=record.generation,
+                )
+                lost_child = functools.partial(cell.child_exited, exited, counts=i == 0)
+                self.task_group.start_soon(lost_child)
             if cell.parent is not None and cell.parent.node_id == node_id:
                 self.task_group.start_soon(cell.stop_abnormally, "parent's node lost")
 
