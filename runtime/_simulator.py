@@ -132,6 +132,11 @@ class Simulator:
                     await self._route(writer, method, path, body)
                 except _HttpError as exc:
                     await self._send_json(writer, exc.status, _error_body(exc))
+                except Exception as exc:  # a responder bug: answer 500, keep the server up
+                    log.exception("simulator: request to %s failed", path)
+                    await self._send_json(writer, 500, _error_body(_HttpError(
+                        500, f"simulator error: {type(exc).__name__}: {exc}", "server_error")))
+                    break  # a stream may have been half written: do not reuse the connection
                 if headers.get("connection", "").lower() == "close":
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -162,6 +167,8 @@ class Simulator:
             if ":" in line:
                 key, _, value = line.partition(":")
                 headers[key.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return parts[0], parts[1], headers, await self._read_chunked(reader)
         try:
             length = int(headers.get("content-length", "0"))
         except ValueError:
@@ -170,6 +177,25 @@ class Simulator:
             raise _HttpError(413, "body too large")
         body = await reader.readexactly(length) if length else b""
         return parts[0], parts[1], headers, body
+
+    @staticmethod
+    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+        body = bytearray()
+        while True:
+            size_line = await reader.readline()
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise _HttpError(400, "bad chunk size in a chunked body") from None
+            if size < 0 or len(body) + size > MAX_BODY:
+                raise _HttpError(413, "body too large")
+            if size == 0:
+                while (await reader.readline()).strip():  # trailers, up to the blank line
+                    pass
+                return bytes(body)
+            body += await reader.readexactly(size)
+            if await reader.readexactly(2) != b"\r\n":
+                raise _HttpError(400, "chunk not followed by CRLF")
 
     async def _route(self, writer: asyncio.StreamWriter, method: str, path: str,
                      body: bytes) -> None:
@@ -218,7 +244,7 @@ class Simulator:
                 text = profile.responder.reply(messages, profile.model)
                 prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
                 completion_tokens = estimate_tokens(text)
-                delay = profile.ttft_s + completion_tokens / profile.tokens_per_s
+                delay = profile.latency(completion_tokens)
                 if request.get("stream"):
                     await self._stream(writer, profile, text, prompt_tokens, completion_tokens)
                 else:
@@ -246,9 +272,13 @@ class Simulator:
                       prompt_tokens: int, completion_tokens: int) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await asyncio.sleep(profile.ttft_s * self.time_scale)
         pieces = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
-        per_piece = completion_tokens / profile.tokens_per_s / len(pieces) * self.time_scale
+        if profile.fixed_latency_s is not None:
+            first, per_piece = profile.fixed_latency_s * self.time_scale, 0.0
+        else:
+            first = profile.ttft_s * self.time_scale
+            per_piece = completion_tokens / profile.tokens_per_s / len(pieces) * self.time_scale
+        await asyncio.sleep(first)
         base = {"id": f"chatcmpl-sim{self.requests}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": profile.model}
         for i, piece in enumerate(pieces):
@@ -315,3 +345,57 @@ def _text(content: Any) -> str:
 
 def _error_body(exc: _HttpError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
+
+
+# -- the command line (`heterarch simulate`) -----------------------------------------------------
+def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``heterarch simulate`` (for the CLI to add to its subparser)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8700, help="port (0: any free port)")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiply every simulated delay (0: answer at once)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the error injection")
+    parser.add_argument("--error-rate", type=float, default=None,
+                        help="override every profile's injected 429/500 rate (0..1)")
+
+
+def describe(sim: Simulator) -> str:
+    """What the simulator serves, one line per pool (printed at start)."""
+    lines = [f"pool simulator (SIMULATED models) at {sim.base_url}"]
+    for name, p in sim.profiles.items():
+        speed = (f"fixed {p.fixed_latency_s}s" if p.fixed_latency_s is not None
+                 else f"ttft={p.ttft_s}s {p.tokens_per_s:g} tok/s")
+        lines.append(f"  {name:18} {p.hardware:12} {speed} max {p.concurrency} at once "
+                     f"${p.input_price_per_mtok}/${p.output_price_per_mtok} per Mtok "
+                     f"tier {p.tier} errors {p.error_rate:.0%}")
+    return "\n".join(lines)
+
+
+async def serve(*, host: str = "127.0.0.1", port: int = 8700, time_scale: float = 1.0,
+                seed: int = 1, error_rate: float | None = None,
+                profiles: Mapping[str, Profile] | None = None) -> None:
+    """Run the simulator until cancelled (Ctrl-C), printing what it serves."""
+    chosen = dict(profiles) if profiles is not None else default_profiles()
+    if error_rate is not None:
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError("--error-rate must be between 0 and 1")
+        chosen = {n: dataclasses.replace(p, error_rate=error_rate) for n, p in chosen.items()}
+    async with Simulator(chosen, host=host, port=port, seed=seed, time_scale=time_scale) as sim:
+        print(describe(sim), flush=True)
+        await sim.serve_forever()
+
+
+def run_simulator_cli(args: argparse.Namespace) -> int:
+    """``heterarch simulate``: the entry the CLI calls with the options of
+    ``add_simulator_arguments``. Returns the exit status."""
+    try:
+        asyncio.run(serve(host=args.host, port=args.port, time_scale=args.time_scale,
+                          seed=getattr(args, "seed", 1),
+                          error_rate=getattr(args, "error_rate", None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"heterarch simulate: cannot listen on {args.host}:{args.port}: {exc}")
+        return 2
+    return 0
+
