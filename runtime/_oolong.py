@@ -187,28 +187,72 @@ ROOT_FINISH = """The count is computed.
 answer["content"] = str(answer_count)
 answer["ready"] = True
 ```"""
+ROOT_FINISH_VAR = "The count is computed.\nFINAL_VAR(answer_count)"
+ROOT_RETRY = "The program failed; running it again.\n"
+SUMMARY = re.compile(r"(\d+) records, (\d+) sub-calls, (\d+) about ")
+ERROR_MARKS = ("[error]", "Traceback", "Error:")
 
 
 class RootResponder:
-    """The root model: explore, run the chunk-and-aggregate program, finish."""
+    """The root model of an RLM run on an OOLONG question (a rule-based stand-in).
 
-    def __init__(self, chunk: int = 25) -> None:
+    What it expects (the RLM agent's chat, see ``actors._rlm``):
+
+    1. a system message (ignored here: ``RoutingResponder`` sends chats *with* a system
+       message to this responder, all others to the sub-model);
+    2. a user message containing ``How many records [of users U1, U2, ...] are about a
+       <category>?`` (e.g. ``Question: How many ...``); the first such message is the
+       question. Without one it answers ``FINAL(unknown)``;
+    3. after each assistant turn, a user message with the cells' (truncated) output.
+
+    What it answers, keyed on the assistant turns so far and on that output:
+
+    * no assistant turn yet: ``ROOT_EXPLORE`` (print ``len(context)`` and its head);
+    * then ``ROOT_PROGRAM``: keep the ``Date: ... || User: N || Instance: ...`` lines of the
+      asked users, split them into plain and hedged (ambiguous) records, and build one
+      sub-prompt per ``chunk`` records: ``Label each record with one of: <categories>.
+      Answer one line per record as `<number>: <label>`.`` followed by ``<i>: <instance>``
+      lines; hedged chunks start with ``These records are ambiguous: reason carefully about
+      each one.`` -- the signal the complexity router reads to send them to a strong pool.
+      It calls ``llm_query_batched(prompts)``, counts the labels equal to the category into
+      ``answer_count`` and prints ``<n> records, <k> sub-calls, <count> about <category>``;
+    * once an output shows that summary line (or, after the program, an output without an
+      error mark): the finish -- ``finish="answer"`` (default) sets ``answer["content"]`` and
+      ``answer["ready"] = True`` in a ```repl block; ``finish="final_var"`` answers
+      ``FINAL_VAR(answer_count)``;
+    * an output with an error mark (``[error]``, ``Traceback``) re-sends the program, at most
+      ``retries`` times, then answers ``FINAL(unknown)``.
+    """
+
+    def __init__(self, chunk: int = 25, *, finish: str = "answer", retries: int = 2) -> None:
+        if finish not in ("answer", "final_var"):
+            raise ValueError("finish must be 'answer' or 'final_var'")
         self.chunk = chunk
+        self.finish = finish
+        self.retries = retries
 
     def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
         question = next((m["content"] for m in messages if m.get("role") == "user"
-                         and "How many records" in m.get("content", "")), "")
+                         and QUESTION.search(m.get("content", ""))), "")
         match = QUESTION.search(question)
         if match is None:
             return "I cannot parse this question.\nFINAL(unknown)"
         turns = sum(1 for m in messages if m.get("role") == "assistant")
         if turns == 0:
             return ROOT_EXPLORE
+        users = {int(u) for u in re.findall(r"\d+", match.group("users") or "")}
+        program = ROOT_PROGRAM.format(users=users or set(), target=match.group("category"),
+                                      categories=list(CATEGORIES), chunk=self.chunk)
         if turns == 1:
-            users = {int(u) for u in re.findall(r"\d+", match.group("users") or "")}
-            return ROOT_PROGRAM.format(users=users or set(), target=match.group("category"),
-                                       categories=list(CATEGORIES), chunk=self.chunk)
-        return ROOT_FINISH
+            return program
+        last = messages[-1].get("content", "") if messages[-1].get("role") == "user" else ""
+        done = any(SUMMARY.search(m.get("content", "")) for m in messages
+                   if m.get("role") == "user")
+        if done or not any(mark in last for mark in ERROR_MARKS):
+            return ROOT_FINISH_VAR if self.finish == "final_var" else ROOT_FINISH
+        if turns - 1 <= self.retries:
+            return ROOT_RETRY + program
+        return "The program keeps failing.\nFINAL(unknown)"
 
 
 def _vocabulary() -> dict[str, str]:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from actors.errors import HeterarchError
+
 from ._config import PoolConfig
 
 
@@ -35,17 +37,26 @@ class Complexity(enum.IntEnum):
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
-    """What the router sees of a sub-call."""
+    """What the router sees of a sub-call.
 
-    prompt: str
-    kind: str = "llm"  # "llm" (plain completion) or "rlm" (a recursive agent)
+    ``prompt``: the text (may be empty when only ``tokens`` is known); ``kind``: ``"llm"`` (a
+    plain completion) or ``"rlm"`` (a recursive agent); ``depth``: 1 for the root's children;
+    ``tag``: a caller's label for static rules (``"zoom"``); ``budget_left``: fraction of the
+    run's budget still unspent; ``tokens``: a token estimate overriding the prompt's length;
+    ``hint``: ``"easy"`` or ``"hard"`` when the caller knows better than the keywords.
+    """
+
+    prompt: str = ""
+    kind: str = "llm"
     depth: int = 1
     tag: str = ""
-    budget_left: float = 1.0  # fraction of the run's budget still unspent
+    budget_left: float = 1.0
+    tokens: int = 0
+    hint: str = ""
 
     @property
     def prompt_tokens(self) -> int:
-        return max(1, len(self.prompt) // 4)
+        return self.tokens or max(1, len(self.prompt) // 4)
 
 
 class RouteDecision(msgspec.Struct, frozen=True):
@@ -53,8 +64,12 @@ class RouteDecision(msgspec.Struct, frozen=True):
     reason: str
 
 
-class NoPoolFits(LookupError):
+class NoPoolFits(HeterarchError, LookupError):
+    """No router chose a pool for a task (none configured, or all excluded after failures)."""
+
     def __init__(self, task: Task, why: str) -> None:
+        self.task = task
+        self.why = why
         super().__init__(f"no pool can take this {task.kind} call: {why}")
 
 
@@ -141,16 +156,20 @@ class ComplexityRouter(Router):
 
     Required tier: constant or linear work -> ``easy_tier``; quadratic or ambiguous ->
     ``hard_tier``; prompts over ``long_prompt_tokens`` -> at least ``long_tier``; recursive
-    agents (``kind="rlm"``) -> at least ``agent_tier``. A pool whose expected wait (recent
-    latency x (queue / concurrency + 1)) exceeds ``latency_goal_s`` is skipped when another
-    fits. Only pools with a model are candidates.
+    agents (``kind="rlm"``) -> at least ``agent_tier``; ``task.hint`` ("easy"/"hard")
+    overrides the keyword estimate. Among the pools of a sufficient tier, cheapest first: a
+    pool with ``error_limit`` or more failures in the last 30 s (``PoolStats``) is skipped
+    when another fits, and so is one whose expected wait (recent latency x (queue /
+    concurrency + 1)) exceeds ``latency_goal_s``. Only pools with a model are candidates.
+    If no pool is strong enough, the strongest left is used (the reason says so).
     """
 
     def __init__(self, pools: Mapping[str, PoolConfig], *, stats: PoolStats | None = None,
                  easy_tier: int = 1, hard_tier: int = 3, long_tier: int = 2,
                  agent_tier: int = 2, long_prompt_tokens: int = 32_000,
-                 latency_goal_s: float | None = None) -> None:
+                 latency_goal_s: float | None = None, error_limit: int = 3) -> None:
         self.pools = {n: p for n, p in pools.items() if p.model}
+        self.error_limit = error_limit
         self.stats = stats or PoolStats()
         self.easy_tier, self.hard_tier, self.long_tier = easy_tier, hard_tier, long_tier
         self.agent_tier = agent_tier
@@ -158,9 +177,14 @@ class ComplexityRouter(Router):
         self.latency_goal_s = latency_goal_s
 
     def required_tier(self, task: Task) -> tuple[int, str]:
-        complexity = estimate_complexity(task.prompt)
+        """The tier ``task`` needs, and why (the start of the decision's reason)."""
+        if task.hint in ("easy", "hard"):
+            complexity = Complexity.QUADRATIC if task.hint == "hard" else Complexity.LINEAR
+            why = f"caller says {task.hint}"
+        else:
+            complexity = estimate_complexity(task.prompt)
+            why = f"{complexity.name.lower()} instruction"
         tier = self.hard_tier if complexity is Complexity.QUADRATIC else self.easy_tier
-        why = f"{complexity.name.lower()} instruction"
         if task.prompt_tokens > self.long_prompt_tokens and tier < self.long_tier:
             tier, why = self.long_tier, f"{why}, long prompt ({task.prompt_tokens} tokens)"
         if task.kind == "rlm" and tier < self.agent_tier:
@@ -189,6 +213,10 @@ class ComplexityRouter(Router):
             why += f"; no pool of tier {tier} available, using the strongest"
         if not fitting:
             return None
+        healthy = [p for p in fitting if self.stats.recent_errors(p.name) < self.error_limit]
+        if healthy and healthy[0] is not fitting[0]:
+            why += f"; {fitting[0].name} failing lately, skipped"
+        fitting = healthy or fitting
         choice = fitting[0]
         if self.latency_goal_s is not None:
             for p in fitting:
@@ -243,8 +271,11 @@ class RouteService:
         self.stats = stats or getattr(router, "stats", None) or PoolStats()
 
     def __call__(self, *, prompt: str, kind: str = "llm", depth: int = 1, tag: str = "",
-                 exclude: Iterable[str] = (), budget_left: float = 1.0) -> RouteDecision:
-        task = Task(prompt=prompt, kind=kind, depth=depth, tag=tag, budget_left=budget_left)
+                 exclude: Iterable[str] = (), budget_left: float = 1.0, tokens: int = 0,
+                 hint: str = "") -> RouteDecision:
+        """Route one sub-call. Raises ``NoPoolFits`` when no router chose a pool."""
+        task = Task(prompt=prompt, kind=kind, depth=depth, tag=tag, budget_left=budget_left,
+                    tokens=tokens, hint=hint)
         decision = self.router.route(task, exclude=exclude)
         if decision is None:
             raise NoPoolFits(task, "no router chose a pool (are any pools with a model "
