@@ -83,6 +83,7 @@ class Simulator:
         self.requests = 0
         self.in_flight: dict[str, int] = {name: 0 for name in self.profiles}
         self.peak_in_flight: dict[str, int] = {name: 0 for name in self.profiles}
+        self.queued: dict[str, int] = {name: 0 for name in self.profiles}  # waiting for a slot
 
     @property
     def base_url(self) -> str:
@@ -236,7 +237,12 @@ class Simulator:
             status = 429 if self._rng.random() < 0.5 else 500
             raise _HttpError(status, "simulated failure", "rate_limit_error" if status == 429
                              else "server_error")
-        async with self._slots[profile.model]:
+        self.queued[profile.model] += 1
+        try:
+            await self._slots[profile.model].acquire()
+        finally:
+            self.queued[profile.model] -= 1
+        try:
             self.in_flight[profile.model] += 1
             self.peak_in_flight[profile.model] = max(self.peak_in_flight[profile.model],
                                                      self.in_flight[profile.model])
@@ -253,6 +259,8 @@ class Simulator:
                         profile, text, prompt_tokens, completion_tokens))
             finally:
                 self.in_flight[profile.model] -= 1
+        finally:
+            self._slots[profile.model].release()
 
     def _completion(self, profile: Profile, text: str, prompt_tokens: int,
                     completion_tokens: int) -> dict[str, Any]:

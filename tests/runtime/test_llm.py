@@ -1,0 +1,211 @@
+"""The model client, always through litellm over real HTTP to the pool simulator."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from actors._agent_messages import PoolUsage, merge_usage
+from runtime import PoolConfig
+from runtime._llm import (
+    LLMCallFailed,
+    LLMClient,
+    LLMTimeout,
+    PoolOverloaded,
+    RateLimited,
+    litellm_module,
+)
+from runtime._sim_profiles import EchoResponder, Profile, ScriptedResponder
+from runtime._simulator import Simulator
+
+pytestmark = pytest.mark.anyio
+USER = [{"role": "user", "content": "hello there"}]  # 11 characters: 3 tokens
+
+
+def profile(model: str, **kw: object) -> Profile:
+    base: dict[str, object] = dict(hardware="test-hw", ttft_s=0.0, tokens_per_s=1e6,
+                                   concurrency=16, input_price_per_mtok=1.0,
+                                   output_price_per_mtok=2.0, tier=1,
+                                   responder=EchoResponder())
+    base.update(kw)
+    return Profile(model, **base)  # type: ignore[arg-type]
+
+
+def pool(sim: Simulator, model: str, **kw: object) -> PoolConfig:
+    fields: dict[str, object] = dict(name="p", hardware="test-hw", model=f"openai/{model}",
+                                     api_base=sim.base_url)
+    fields.update(kw)
+    return PoolConfig(**fields)  # type: ignore[arg-type]
+
+
+async def test_usage_and_cost_from_the_pool_prices() -> None:
+    async with Simulator({"m": profile("m")}) as sim:
+        client = LLMClient(pool(sim, "m", input_price_per_mtok=10.0, output_price_per_mtok=30.0))
+        first = await client.complete(USER)
+        second = await client.complete(USER, max_tokens=50, temperature=0.0)
+    assert first.text == "hello there" and first.model == "openai/m" and first.pool == "p"
+    assert (first.input_tokens, first.output_tokens, first.attempts) == (3, 3, 1)
+    assert first.cost_usd == pytest.approx((3 * 10.0 + 3 * 30.0) / 1e6)
+    assert second.cost_usd == first.cost_usd
+    u = client.usage
+    assert (u.calls, u.input_tokens, u.output_tokens, u.errors) == (2, 6, 6, 0)
+    assert u.cost_usd == pytest.approx(2 * first.cost_usd)
+    assert (client.calls, client.tokens) == (2, 12)
+
+
+async def test_price_falls_back_to_litellms_table() -> None:
+    # The simulator serves a model named like a real one; the pool config gives no price.
+    async with Simulator({"gpt-4o-mini": profile("gpt-4o-mini")}) as sim:
+        client = LLMClient(pool(sim, "gpt-4o-mini"))
+        done = await client.complete(USER)
+    table = litellm_module().model_cost["gpt-4o-mini"]
+    expected = 3 * table["input_cost_per_token"] + 3 * table["output_cost_per_token"]
+    assert done.cost_usd == pytest.approx(expected) and done.cost_usd > 0
+
+
+async def test_unknown_price_counts_as_zero() -> None:
+    async with Simulator({"m": profile("m")}) as sim:
+        done = await LLMClient(pool(sim, "m")).complete(USER)
+    assert done.cost_usd == 0.0 and done.input_tokens == 3
+
+
+async def test_streaming_gives_the_same_completion() -> None:
+    text = "streamed " * 20
+    responder = ScriptedResponder([text])
+    async with Simulator({"m": profile("m", responder=responder)}) as sim:
+        client = LLMClient(pool(sim, "m", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+        streamed = await client.complete(USER, stream=True)
+        plain = await client.complete(USER)
+    assert streamed.text == plain.text == text
+    assert (streamed.input_tokens, streamed.output_tokens) == (plain.input_tokens,
+                                                               plain.output_tokens)
+    assert streamed.cost_usd == plain.cost_usd > 0
+
+
+async def test_retries_on_429_and_500_then_a_typed_error() -> None:
+    profiles = {"bad": profile("bad", error_rate=1.0), "flaky": profile("flaky", error_rate=0.5)}
+    async with Simulator(profiles, seed=3) as sim:
+        bad = LLMClient(pool(sim, "bad", max_retries=2), backoff_s=0.001)
+        with pytest.raises(LLMCallFailed) as info:
+            await bad.complete(USER)
+        assert isinstance(info.value, RateLimited | PoolOverloaded)
+        assert info.value.attempts == 3 and info.value.pool == "p"
+        assert bad.usage.errors == 1 and bad.usage.calls == 0
+        assert sim.requests == 3
+        flaky = LLMClient(pool(sim, "flaky", max_retries=20), backoff_s=0.001)
+        results = [await flaky.complete(USER) for _ in range(6)]
+    assert any(r.attempts > 1 for r in results)
+    assert flaky.usage.calls == 6 and flaky.usage.errors == 0
+
+
+async def test_rate_limited_and_overloaded_are_told_apart() -> None:
+    seen: set[type[LLMCallFailed]] = set()
+    async with Simulator({"bad": profile("bad", error_rate=1.0)}, seed=5) as sim:
+        client = LLMClient(pool(sim, "bad", max_retries=0), backoff_s=0.001)
+        for _ in range(12):
+            with pytest.raises(LLMCallFailed) as info:
+                await client.complete(USER)
+            seen.add(type(info.value))
+    assert seen == {RateLimited, PoolOverloaded}
+
+
+async def test_a_4xx_is_not_retried() -> None:
+    async with Simulator({"m": profile("m")}) as sim:
+        client = LLMClient(pool(sim, "no-such-model", max_retries=5), backoff_s=0.001)
+        with pytest.raises(LLMCallFailed) as info:
+            await client.complete(USER)
+        assert sim.requests == 0  # the 404 came before any model work
+    assert type(info.value) is LLMCallFailed and info.value.attempts == 1
+    assert "NotFound" in info.value.reason
+
+
+async def test_timeouts_are_retried_then_raise_llm_timeout() -> None:
+    async with Simulator({"slow": profile("slow", fixed_latency_s=30.0)}) as sim:
+        client = LLMClient(pool(sim, "slow", timeout_s=0.2, max_retries=1), backoff_s=0.001)
+        with pytest.raises(LLMTimeout) as info:
+            await client.complete(USER)
+    assert info.value.attempts == 2
+    assert isinstance(info.value, TimeoutError)
+
+
+async def test_the_pool_concurrency_limit_queues_calls() -> None:
+    # The simulator would take 16 at once; the client lets only 2 out. Checked by counts.
+    async with Simulator({"slow": profile("slow", fixed_latency_s=30.0)}) as sim:
+        client = LLMClient(pool(sim, "slow", max_concurrency=2))
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(client.complete, USER)
+            with anyio.fail_after(30):
+                while client.in_flight < 6 or sim.in_flight["slow"] < 2:
+                    await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
+            assert sim.in_flight["slow"] == 2 and sim.queued["slow"] == 0
+            assert client.in_flight == 6
+            tg.cancel_scope.cancel()
+    assert sim.peak_in_flight["slow"] == 2
+
+
+async def test_span_per_call_with_genai_attributes() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("heterarch")
+    profiles = {"m": profile("m"), "bad": profile("bad", error_rate=1.0)}
+    async with Simulator(profiles) as sim:
+        client = LLMClient(pool(sim, "m", input_price_per_mtok=1.0, output_price_per_mtok=2.0),
+                           tracer=tracer)
+        await client.complete(USER)
+        failing = LLMClient(pool(sim, "bad", name="q", max_retries=1), tracer=tracer,
+                            backoff_s=0.001)
+        with pytest.raises(LLMCallFailed):
+            await failing.complete(USER)
+    ok, failed = exporter.get_finished_spans()
+    assert ok.name == "chat m" and ok.kind is trace.SpanKind.CLIENT
+    attrs = dict(ok.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.model"] == "m" and attrs["gen_ai.response.model"] == "m"
+    assert attrs["gen_ai.usage.input_tokens"] == 3 and attrs["gen_ai.usage.output_tokens"] == 3
+    assert attrs["heterarch.pool"] == "p" and attrs["heterarch.hardware"] == "test-hw"
+    assert attrs["heterarch.cost_usd"] == pytest.approx(9e-6)
+    assert failed.name == "chat bad" and failed.status.status_code is trace.StatusCode.ERROR
+    assert (failed.attributes or {})["heterarch.pool"] == "q"
+    assert [e.name for e in failed.events] == ["retry", "exception"]
+    assert (failed.attributes or {})["error.type"] in ("RateLimited", "PoolOverloaded")
+    provider.shutdown()
+
+
+async def test_usage_rolls_up_across_clients() -> None:
+    async with Simulator({"m": profile("m")}) as sim:
+        a = LLMClient(pool(sim, "m", name="a", input_price_per_mtok=1.0,
+                           output_price_per_mtok=1.0))
+        b = LLMClient(pool(sim, "m", name="b"))
+        await a.complete(USER)
+        await a.complete(USER)
+        await b.complete(USER)
+    total = merge_usage(a.usage_by_pool(), b.usage_by_pool())
+    total = merge_usage(total, a.usage_by_pool())
+    assert set(total) == {"a", "b"}
+    assert total["a"].calls == 4 and total["b"].calls == 1
+    assert total["a"].tokens == 24 and total["a"].hardware == "test-hw"
+    assert a.usage.calls == 2  # the copies do not alias the live totals
+    assert isinstance(total["b"], PoolUsage)
+
+
+async def test_bad_input_to_the_client() -> None:
+    with pytest.raises(ValueError, match="no model"):
+        LLMClient(PoolConfig(name="cpu"))
+    async with Simulator({"m": profile("m")}) as sim:
+        with pytest.raises(ValueError):
+            await LLMClient(pool(sim, "m")).complete([])
+
+
+async def test_a_missing_api_key_for_a_remote_pool() -> None:
+    client = LLMClient(PoolConfig(name="x", model="openai/gpt-4o-mini",
+                                  api_key_env="HETERARCH_TEST_NO_SUCH_KEY"))
+    with pytest.raises(LLMCallFailed, match="HETERARCH_TEST_NO_SUCH_KEY"):
+        await client.complete(USER)
