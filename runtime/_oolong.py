@@ -89,7 +89,12 @@ class Task:
 
 def generate_task(*, n_records: int = 3000, n_users: int = 40, hard_fraction: float = 0.3,
                   seed: int = 7, target_chars: int = 0) -> Task:
-    """Dated records with user ids (about 330 characters each with ``target_chars`` padding)."""
+    """A seeded task: ``n_records`` dated records of ``n_users`` users, ``hard_fraction`` of
+    them hedged, and six questions (per category of the first three: some users, all users).
+
+    Records are about 100 characters; ``target_chars`` pads each line with spaces so that the
+    context comes to about that size (``target_chars=1_000_000`` for the demo's ~1 MB).
+    The same arguments always give the same task."""
     rng = random.Random(seed)
     users = sorted(rng.sample(range(10_000, 99_999), n_users))
     records = []
@@ -241,7 +246,8 @@ class RootResponder:
         if turns == 0:
             return ROOT_EXPLORE
         users = {int(u) for u in re.findall(r"\d+", match.group("users") or "")}
-        program = ROOT_PROGRAM.format(users=users or set(), target=match.group("category"),
+        literal = "{" + ", ".join(map(str, sorted(users))) + "}" if users else "set()"
+        program = ROOT_PROGRAM.format(users=literal, target=match.group("category"),
                                       categories=list(CATEGORIES), chunk=self.chunk)
         if turns == 1:
             return program
@@ -279,8 +285,16 @@ def true_label(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class Accuracy:
+    """Chance of a right label on an easy record and on a hard (hedged) one.
+
+    A wrong label on a hard record is ``unsure`` (a model that cannot tell falls back on the
+    most generic category), so a weak model's errors do not cancel out in a count: it
+    under-counts every other category. A wrong label on an easy record is any other category.
+    """
+
     easy: float
     hard: float
+    unsure: str = "description"
 
 
 class LabelResponder:
@@ -304,6 +318,9 @@ class LabelResponder:
             digest = hashlib.sha256(f"{self.seed}|{model}|{text}".encode()).digest()
             if digest[0] / 255 > p:
                 others = [c for c in CATEGORIES if c != label]
-                label = others[digest[1] % len(others)]
+                if hard and self.accuracy.unsure in others:
+                    label = self.accuracy.unsure
+                else:
+                    label = others[digest[1] % len(others)]
             out.append(f"{number.strip()}: {label}")
         return "\n".join(out) if out else "(no records found)"
