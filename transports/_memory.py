@@ -3,6 +3,12 @@
 Several ``MemoryTransport`` objects on one ``MemoryBus`` talk to each other as separate nodes
 would over NATS. Envelopes are encoded to bytes and decoded again on every hop, so what works
 here also survives the wire.
+
+Each subscription has its own task reading an unbounded memory object stream: publishing never
+blocks (as on NATS, where the client buffers), and a handler that cannot keep up grows its
+backlog in memory. Offloaded payloads follow ``NatsTransport``'s rule (``request`` deletes its own
+request blob once answered and the reply's blob once restored; subscribers never delete); blobs
+older than ``MemoryBus.blob_max_age`` are dropped at the next ``put_blob``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from ._contract import (
     WorkQueue,
 )
 from ._envelope import (
+    DECODE_ERRORS,
     Envelope,
     ErrorInfo,
     Kind,
@@ -65,12 +72,27 @@ class _Queue:
 class MemoryBus:
     """The shared in-process "server": subscriptions, work queues, buckets and blobs."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, blob_max_age: float = 24 * 3600.0) -> None:
         self.subs: list[_Sub] = []
         self.queues: dict[str, _Queue] = {}
         self.buckets: dict[str, dict[str, tuple[bytes, float]]] = {}
         self.blobs: dict[str, bytes] = {}
+        self.blob_max_age = blob_max_age
+        self._blob_times: dict[str, float] = {}
         self._rr = 0
+
+    def put_blob(self, ref: str, data: bytes) -> None:
+        now = time.monotonic()
+        expired = [r for r, at in self._blob_times.items() if now - at > self.blob_max_age]
+        for r in expired:
+            self.blobs.pop(r, None)
+            self._blob_times.pop(r, None)
+        self.blobs[ref] = data
+        self._blob_times[ref] = now
+
+    def delete_blob(self, ref: str) -> None:
+        self.blobs.pop(ref, None)
+        self._blob_times.pop(ref, None)
 
     def route(self, subject: str, data: bytes, reply: str) -> int:
         """Deliver to every plain subscriber and one member of each queue group."""
@@ -278,8 +300,11 @@ class MemoryTransport(Transport):
     async def request(self, subject: str, env: Envelope, *, timeout: float) -> Envelope:
         self._check()
         check_subject(subject)
-        data = encode_envelope(await self._offload(env))
-        return await self._request_bytes(subject, data, timeout)
+        sent = await self._offload(env)
+        reply = await self._request_bytes(subject, encode_envelope(sent), timeout)
+        if sent.blob:  # answered, so the responder has read it
+            self.bus.delete_blob(sent.blob)
+        return reply
 
     async def request_raw(self, subject: str, data: bytes, *, timeout: float) -> Envelope:
         """Request with raw bytes as the body; the reply is decoded as an envelope."""
@@ -304,7 +329,7 @@ class MemoryTransport(Transport):
                 raise NoResponders(subject)
             with anyio.move_on_after(timeout):
                 raw = await receive.receive()
-                return await self._restore(decode_envelope(raw), delete=False)
+                return await self._restore(decode_envelope(raw), delete=True)
             raise RequestTimeout(subject, timeout)
         finally:
             self.bus.subs.remove(sub)
@@ -340,7 +365,7 @@ class MemoryTransport(Transport):
     async def _dispatch(self, subject: str, data: bytes, reply: str, handler: Handler) -> None:
         try:
             env = decode_envelope(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             self.dead_letters.record(subject, "malformed", str(exc), len(data))
             if reply:
                 bad = Envelope(id="", kind=Kind.ERROR)
@@ -388,7 +413,7 @@ class MemoryTransport(Transport):
     async def put_blob(self, data: bytes, *, name: str | None = None) -> str:
         self._check()
         ref = name or new_id()
-        self.bus.blobs[ref] = bytes(data)
+        self.bus.put_blob(ref, bytes(data))
         return ref
 
     async def get_blob(self, ref: str) -> bytes:
@@ -399,4 +424,4 @@ class MemoryTransport(Transport):
             raise BlobNotFound(ref) from None
 
     async def delete_blob(self, ref: str) -> None:
-        self.bus.blobs.pop(ref, None)
+        self.bus.delete_blob(ref)

@@ -4,8 +4,12 @@ Core NATS carries mailboxes and replies; a JetStream work-queue stream ``{ns}_sp
 spawn requests; KV buckets ``{ns}_{bucket}`` hold the node registry; the Object Store
 ``{ns}_blobs`` holds payloads above ``blob_threshold`` and explicit blobs (contexts).
 
-Offloaded mailbox and reply payloads are read once and deleted after reading; work items keep
-theirs (they may be delivered again); the bucket's max age is the safety net for the rest.
+Offloaded payloads (``blob_threshold``), who deletes them: ``request`` deletes the blob of its
+own request once the reply came (the responder restored it before answering) and the blob of the
+reply once restored (only the requester reads its inbox). Subscribers never delete: a published
+envelope may reach many subscribers (wildcards, several nodes), and work items may be delivered
+again. The Object Store's max age (``ConnectOptions.blob_max_age_s``, 24 h) is the safety net for
+everything else.
 """
 
 from __future__ import annotations
@@ -167,22 +171,25 @@ class _NatsWorkQueue(WorkQueue):
 
     async def fetch(self, *, timeout: float) -> WorkItem | None:
         self._t._check()
-        try:
-            sub = await self._subscription()
-            msgs = await sub.fetch(1, timeout=timeout)
-        except nats.errors.TimeoutError:
-            return None
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            self._sub = None  # re-create after a reconnect or a deleted consumer
-            raise TransportError(f"fetch from pool {self.pool!r} failed: {exc}") from exc
-        msg = msgs[0]
-        try:
-            env = await self._t._restore(decode_envelope(msg.data), delete=False)
-        except (*DECODE_ERRORS, BlobNotFound) as exc:
-            self._t.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
-            await msg.term()
-            return await self.fetch(timeout=0.01)
-        return _NatsWorkItem(msg, env)
+        while True:
+            try:
+                sub = await self._subscription()
+                msgs = await sub.fetch(1, timeout=timeout)
+            except nats.errors.TimeoutError:
+                return None
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                self._sub = None  # re-create after a reconnect or a deleted consumer
+                raise TransportError(f"fetch from pool {self.pool!r} failed: {exc}") from exc
+            msg = msgs[0]
+            try:
+                env = await self._t._restore(decode_envelope(msg.data), delete=False)
+            except (*DECODE_ERRORS, BlobNotFound) as exc:
+                self._t.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.term()
+                timeout = 0.01  # poison is gone; look once more without waiting long
+                continue
+            return _NatsWorkItem(msg, env)
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -293,7 +300,13 @@ class NatsTransport(Transport):
             raise ConnectFailed(list(o.servers), reason) from None
         await nc.close()
         nc = Client()
-        await nc.connect(**kwargs)
+        try:
+            with anyio.fail_after(max(2 * o.connect_timeout * len(o.servers), 3.0)):
+                await nc.connect(**kwargs)
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise ConnectFailed(list(o.servers), str(exc) or type(exc).__name__) from None
         self.nc = nc
         self.js = nc.jetstream()
 
@@ -352,8 +365,12 @@ class NatsTransport(Transport):
 
     async def request(self, subject: str, env: Envelope, *, timeout: float) -> Envelope:
         check_subject(subject)
-        data = encode_envelope(await self._offload(env))
-        return await self._request_bytes(subject, data, timeout)
+        sent = await self._offload(env)
+        reply = await self._request_bytes(subject, encode_envelope(sent), timeout)
+        if sent.blob:  # answered, so the responder has read it
+            with contextlib.suppress(TransportError):
+                await self.delete_blob(sent.blob)
+        return reply
 
     async def request_raw(self, subject: str, data: bytes, *, timeout: float) -> Envelope:
         """Request with raw bytes as the body; the reply is decoded as an envelope."""
@@ -404,7 +421,7 @@ class NatsTransport(Transport):
                         error_envelope(bad, info)))
             return
         try:
-            env = await self._restore(env, delete=True)
+            env = await self._restore(env, delete=False)
         except (BlobNotFound, TransportError) as exc:
             self.dead_letters.record(msg.subject, "blob-missing", str(exc), len(msg.data))
             return

@@ -17,15 +17,19 @@ from transports import (
     MemoryTransport,
     NatsTransport,
     Transport,
+    WorkItem,
+    WorkQueue,
     decode_error,
     new_id,
 )
+from transports._memory import MemoryBus
 from transports.errors import (
     BlobNotFound,
     ConnectFailed,
     InvalidSubject,
     NoResponders,
     RequestTimeout,
+    TransportError,
 )
 
 pytestmark = pytest.mark.anyio
@@ -217,3 +221,88 @@ def test_envelope_round_trip_is_compact() -> None:
     data = msgspec.msgpack.encode(e)
     assert msgspec.msgpack.decode(data, type=Envelope) == e
     assert len(data) < 40
+
+
+async def test_large_payload_reaches_every_subscriber(transport: Transport) -> None:
+    big = b"y" * 50_000
+    one, two = Inbox(), Inbox()
+    await transport.subscribe("fan.x", one)
+    await transport.subscribe("fan.*", two)
+    await transport.flush()
+    await transport.publish("fan.x", env(big))
+    assert (await one.wait_for(1))[0].payload == big
+    assert (await two.wait_for(1))[0].payload == big
+    assert transport.dead_letters.total == 0
+
+
+async def test_memory_transports_share_a_bus() -> None:
+    bus = MemoryBus()
+    async with MemoryTransport(bus=bus) as a, MemoryTransport(bus=bus) as b:
+        inbox = Inbox()
+        await b.subscribe("node.b", inbox)
+
+        async def echo(e: Envelope) -> None:
+            await b.publish(e.reply_to, env(b"pong"))
+
+        await b.subscribe("svc.b", echo)
+        await a.publish("node.b", env(b"hi"))
+        assert (await inbox.wait_for(1))[0].payload == b"hi"
+        assert (await a.request("svc.b", env(b"ping"), timeout=5)).payload == b"pong"
+        await a.enqueue("p", env(b"job"))
+        item = await (await b.work_queue("p")).fetch(timeout=5)
+        assert item is not None and item.envelope.payload == b"job"
+        await item.ack()
+        ref = await a.put_blob(b"data")
+        assert await b.get_blob(ref) == b"data"
+
+
+async def test_nats_reconnects_and_delivers_buffered_publishes(
+    private_nats_server: NatsServer,
+) -> None:
+    options = ConnectOptions(servers=[private_nats_server.url], reconnect_time_wait=0.1)
+    async with NatsTransport(options, namespace="rc") as t:
+        assert isinstance(t, NatsTransport)
+        inbox = Inbox()
+        await t.subscribe("rc.x", inbox)
+        queue = await t.work_queue("p", ack_wait=5)
+        await t.enqueue("p", env(b"before"))
+        item = await queue.fetch(timeout=5)
+        assert item is not None
+        await item.ack()
+        await t.flush()
+
+        private_nats_server.stop()
+        with anyio.fail_after(10):
+            while t.is_connected:
+                await anyio.sleep(0.02)
+        for i in range(10):  # buffered by the client while the server is away
+            await t.publish("rc.x", env(str(i).encode()))
+        private_nats_server.start()
+
+        got = await inbox.wait_for(10)
+        assert [e.payload for e in got] == [str(i).encode() for i in range(10)]
+        assert t.is_connected and t.reconnects >= 1
+        await t.enqueue("p", env(b"after"))
+        with anyio.fail_after(20):
+            while (item := await _fetch_retrying(queue)) is None:
+                pass
+        assert item.envelope.payload == b"after"
+        await item.ack()
+        await queue.close()
+
+
+async def _fetch_retrying(queue: WorkQueue) -> WorkItem | None:
+    try:
+        return await queue.fetch(timeout=1)
+    except TransportError:  # the consumer's subscription is re-created on the next fetch
+        return None
+
+
+async def test_nats_token_auth() -> None:
+    with NatsServer(extra_args=["--auth", "t0ken"]) as server:
+        async with NatsTransport(ConnectOptions(servers=[server.url], token="t0ken")) as t:
+            assert t.is_connected
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed):
+            await NatsTransport(ConnectOptions(servers=[server.url], token="nope")).connect()
+        assert time.monotonic() - started < 10
