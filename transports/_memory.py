@@ -372,11 +372,12 @@ class MemoryTransport(Transport):
                 err = error_envelope(bad, ErrorInfo("MalformedEnvelope", f"not an envelope: {exc}"))
                 self.bus.route(reply, encode_envelope(err), "")
             return
-        try:
-            env = await self._restore(env, delete=False)
-        except BlobNotFound as exc:
-            self.dead_letters.record(subject, "blob-missing", str(exc), len(data))
-            return
+        if env.blob:
+            try:
+                env = await self._restore(env, delete=False)
+            except BlobNotFound as exc:
+                self.dead_letters.record(subject, "blob-missing", str(exc), len(data))
+                return
         if reply and env.reply_to != reply:
             env = msgspec.structs.replace(env, reply_to=reply)
         try:

@@ -351,9 +351,10 @@ class NatsTransport(Transport):
     async def publish(self, subject: str, env: Envelope) -> None:
         nc = self._check()
         check_subject(subject)
-        data = encode_envelope(await self._offload(env))
+        if len(env.payload) > self.blob_threshold:
+            env = await self._offload(env)
         try:
-            await nc.publish(subject, data, reply=env.reply_to)
+            await nc.publish(subject, encode_envelope(env), reply=env.reply_to)
         except nats.errors.Error as exc:
             raise TransportError(f"publish to {subject!r} failed: {exc}") from exc
 
@@ -365,7 +366,7 @@ class NatsTransport(Transport):
 
     async def request(self, subject: str, env: Envelope, *, timeout: float) -> Envelope:
         check_subject(subject)
-        sent = await self._offload(env)
+        sent = await self._offload(env) if len(env.payload) > self.blob_threshold else env
         reply = await self._request_bytes(subject, encode_envelope(sent), timeout)
         if sent.blob:  # answered, so the responder has read it
             with contextlib.suppress(TransportError):
@@ -391,7 +392,7 @@ class NatsTransport(Transport):
             reply = decode_envelope(msg.data)
         except DECODE_ERRORS as exc:
             raise TransportError(f"malformed reply from {subject!r}: {exc}") from None
-        return await self._restore(reply, delete=True)
+        return await self._restore(reply, delete=True) if reply.blob else reply
 
     async def subscribe(
         self, subject: str, handler: Handler, *, queue: str | None = None
@@ -420,11 +421,12 @@ class NatsTransport(Transport):
                     await self._check().publish(msg.reply, encode_envelope(
                         error_envelope(bad, info)))
             return
-        try:
-            env = await self._restore(env, delete=False)
-        except (BlobNotFound, TransportError) as exc:
-            self.dead_letters.record(msg.subject, "blob-missing", str(exc), len(msg.data))
-            return
+        if env.blob:
+            try:
+                env = await self._restore(env, delete=False)
+            except (BlobNotFound, TransportError) as exc:
+                self.dead_letters.record(msg.subject, "blob-missing", str(exc), len(msg.data))
+                return
         if msg.reply and env.reply_to != msg.reply:
             env = msgspec.structs.replace(env, reply_to=msg.reply)
         try:

@@ -6,19 +6,18 @@ import re
 
 from .errors import InvalidSubject
 
-_TOKEN = re.compile(r"[A-Za-z0-9_\-$:]+")
+_T = r"[A-Za-z0-9_\-$:]+"
+# One regex per subject (not one per token): this runs on every publish and request.
+_PLAIN = re.compile(rf"{_T}(?:\.{_T})*")
+_PATTERN = re.compile(rf"(?:{_T}|\*)(?:\.(?:{_T}|\*))*(?:\.>)?|>")
 
 
 def check_subject(subject: str, *, wildcards: bool = False) -> None:
     """Raise ``InvalidSubject`` unless ``subject`` is well formed (wildcards only if allowed)."""
-    if not isinstance(subject, str) or not subject:
+    if not isinstance(subject, str) or (
+        (_PATTERN if wildcards else _PLAIN).fullmatch(subject) is None
+    ):
         raise InvalidSubject(str(subject))
-    tokens = subject.split(".")
-    for i, token in enumerate(tokens):
-        if wildcards and (token == "*" or (token == ">" and i == len(tokens) - 1)):
-            continue
-        if not _TOKEN.fullmatch(token):
-            raise InvalidSubject(subject)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
