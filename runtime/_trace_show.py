@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
+
+from actors._semconv import (
+    ATTR_COST_USD,
+    ATTR_GENAI_INPUT_TOKENS,
+    ATTR_GENAI_OUTPUT_TOKENS,
+    ATTR_HARDWARE,
+    ATTR_POOL,
+)
 
 from .errors import RuntimeConfigError
 
@@ -35,86 +47,162 @@ def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:
 
 
 def load_spans_jaeger(query_url: str, trace_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Spans of one trace from Jaeger's query API (``GET /api/traces/{id}``)."""
+    """Spans of one trace from Jaeger's query API (``GET /api/traces/{id}``, full id).
+
+    Raises :class:`RuntimeConfigError` when Jaeger cannot be reached; an unknown trace gives [].
+    """
     url = f"{query_url.rstrip('/')}/api/traces/{trace_id}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = json.load(response)
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        raise RuntimeConfigError(f"cannot read trace from Jaeger at {url}: {exc}") from None
-    spans = []
-    for trace in data.get("data", []):
-        processes = trace.get("processes", {})
-        for s in trace.get("spans", []):
-            parent = next((r["spanID"] for r in s.get("references", [])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise RuntimeConfigError(f"Jaeger at {url} answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RuntimeConfigError(f"cannot read trace from Jaeger at {url}: {exc} "
+                                 "(is it running? `docker compose -f compose/docker-compose.yml "
+                                 "up -d`)") from None
+    return jaeger_to_spans(data)
+
+
+def jaeger_to_spans(data: Any) -> list[dict[str, Any]]:
+    """Jaeger's query JSON (``{"data": [trace...]}``) as span-file dicts."""
+    spans: list[dict[str, Any]] = []
+    for trace in (data or {}).get("data") or []:
+        processes = trace.get("processes") or {}
+        for s in trace.get("spans") or []:
+            parent = next((r["spanID"] for r in s.get("references") or []
                            if r.get("refType") == "CHILD_OF"), "")
+            tags = {t["key"]: t.get("value") for t in s.get("tags") or []}
+            error = tags.get("otel.status_code") == "ERROR" or tags.get("error") is True
+            start_us = int(s.get("startTime", 0))
             spans.append({
-                "trace_id": s["traceID"], "span_id": s["spanID"], "parent_span_id": parent,
-                "name": s["operationName"], "start_ns": s["startTime"] * 1000,
-                "end_ns": (s["startTime"] + s["duration"]) * 1000,
-                "attributes": {t["key"]: t["value"] for t in s.get("tags", [])},
-                "service": processes.get(s.get("processID"), {}).get("serviceName", ""),
+                "trace_id": s["traceID"].rjust(32, "0"), "span_id": s["spanID"].rjust(16, "0"),
+                "parent_span_id": parent.rjust(16, "0") if parent else "",
+                "name": s.get("operationName", "?"),
+                "start_ns": start_us * 1000,
+                "end_ns": (start_us + int(s.get("duration", 0))) * 1000,
+                "status": "ERROR" if error else str(tags.get("otel.status_code", "UNSET")),
+                "attributes": tags,
+                "service": (processes.get(s.get("processID")) or {}).get("serviceName", ""),
             })
     return spans
 
 
-def _label(span: dict[str, Any]) -> str:
-    a = span.get("attributes", {})
-    parts = [f"[bold]{span['name']}[/]"]
-    if a.get("heterarch.pool"):
-        parts.append(f"pool={a['heterarch.pool']}")
-    if a.get("heterarch.hardware"):
-        parts.append(f"hw={a['heterarch.hardware']}")
-    duration_ms = (int(span.get("end_ns") or 0) - int(span.get("start_ns") or 0)) / 1e6
+@dataclass
+class SpanNode:
+    """One span of the spawning tree with its children (in start order)."""
+
+    span: dict[str, Any]
+    children: list[SpanNode] = field(default_factory=list)
+    orphan: bool = False  # its parent span is not in the trace (lost, or not exported yet)
+
+
+@dataclass
+class SpanTree:
+    trace_id: str
+    roots: list[SpanNode]
+    count: int
+
+
+def build_tree(spans: list[dict[str, Any]]) -> SpanTree:
+    """Children in start order; spans whose parent is not in the trace become flagged roots."""
+    ids = {s["span_id"] for s in spans}
+    nodes = {s["span_id"]: SpanNode(s) for s in spans}
+    roots: list[SpanNode] = []
+    for s in sorted(spans, key=lambda s: int(s.get("start_ns") or 0)):
+        node = nodes[s["span_id"]]
+        parent = s.get("parent_span_id") or ""
+        if parent and parent in ids and parent != s["span_id"]:
+            nodes[parent].children.append(node)
+        else:
+            node.orphan = bool(parent)
+            roots.append(node)
+    roots.sort(key=lambda n: n.orphan)  # the real root first, orphans after it
+    trace_id = spans[0]["trace_id"] if spans else "?"
+    return SpanTree(trace_id, roots, len(spans))
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def node_label(span: dict[str, Any]) -> str:
+    """One line: name, pool, hardware, duration, tokens, cost, status (plain text)."""
+    a = span.get("attributes") or {}
+    parts = [str(span.get("name", "?"))]
+    if a.get(ATTR_POOL):
+        parts.append(f"pool={a[ATTR_POOL]}")
+    if a.get(ATTR_HARDWARE):
+        parts.append(f"hw={a[ATTR_HARDWARE]}")
+    duration_ms = (_int(span.get("end_ns")) - _int(span.get("start_ns"))) / 1e6
     parts.append(f"{duration_ms:.1f} ms")
-    tokens = int(a.get("gen_ai.usage.input_tokens", 0))
-    tokens += int(a.get("gen_ai.usage.output_tokens", 0))
-    tokens = tokens or int(a.get("heterarch.usage.tokens", 0))
-    if tokens:
-        parts.append(f"{tokens:,} tok")
-    if a.get("heterarch.cost_usd"):
-        parts.append(f"${float(a['heterarch.cost_usd']):.5f}")
+    tin, tout = _int(a.get(ATTR_GENAI_INPUT_TOKENS)), _int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
+    if tin or tout:
+        parts.append(f"tokens={tin:,}+{tout:,}")
+    elif _int(a.get("heterarch.usage.tokens")):
+        parts.append(f"tokens={_int(a.get('heterarch.usage.tokens')):,}")
+    try:
+        cost = float(a.get(ATTR_COST_USD) or 0.0)
+    except (TypeError, ValueError):
+        cost = 0.0
+    if cost:
+        parts.append(f"${cost:.5f}")
     if span.get("status") == "ERROR":
-        parts.append("[red]ERROR[/]")
+        parts.append("ERROR")
     return "  ".join(parts)
 
 
-def build_tree(spans: list[dict[str, Any]], *, max_children: int = 12) -> Tree:
-    """Children in start order; orphans (parent not in the trace) shown at the top, flagged."""
-    ids = {s["span_id"] for s in spans}
-    children: dict[str, list[dict[str, Any]]] = {}
-    roots = []
-    for s in sorted(spans, key=lambda s: int(s.get("start_ns") or 0)):
-        parent = s.get("parent_span_id") or ""
-        if parent and parent in ids:
-            children.setdefault(parent, []).append(s)
-        else:
-            roots.append(s)
-    trace_id = spans[0]["trace_id"] if spans else "?"
-    tree = Tree(f"trace {trace_id} ({len(spans)} spans)")
+def render_tree(tree: SpanTree, *, max_children: int = 12) -> Tree:
+    """The tree as a rich renderable (print it with a ``Console``)."""
+    out = Tree(f"trace {tree.trace_id} ({tree.count} spans)")
 
-    def add(node: Tree, span: dict[str, Any]) -> None:
-        branch = node.add(_label(span))
-        kids = children.get(span["span_id"], [])
-        for kid in kids[:max_children]:
+    def add(parent: Tree, node: SpanNode) -> None:
+        label = escape(node_label(node.span))
+        name = escape(str(node.span.get("name", "?")))
+        label = label.replace(name, f"[bold]{name}[/]", 1)
+        if node.span.get("status") == "ERROR":
+            label = label[: -len("ERROR")] + "[red]ERROR[/]"
+        if node.orphan:
+            label = (f"[yellow]ORPHAN (parent {node.span.get('parent_span_id')} not in trace)"
+                     f"[/] {label}")
+        branch = parent.add(label)
+        for kid in node.children[:max_children]:
             add(branch, kid)
-        if len(kids) > max_children:
-            branch.add(f"[dim]... {len(kids) - max_children} more like these[/]")
+        if len(node.children) > max_children:
+            branch.add(f"[dim]... {len(node.children) - max_children} more[/]")
 
-    for root in roots:
-        if root.get("parent_span_id"):
-            tree.add(f"[yellow]orphan (parent {root['parent_span_id']} not in trace)[/]")
-        add(tree, root)
-    return tree
+    for root in tree.roots:
+        add(out, root)
+    return out
 
 
-def trace_show_command(trace_id: str, *, jsonl: str | None = None, jaeger: str | None = None,
-                       console: Console | None = None) -> int:
+def render_text(tree: SpanTree, *, width: int = 200, max_children: int = 12) -> str:
+    """The tree as plain text (no colour), for logs and tests."""
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    console.print(render_tree(tree, max_children=max_children))
+    return console.export_text()
+
+
+def trace_show_command(trace_id: str, *, jsonl: str | Path | None = None,
+                       jaeger: str | None = None, console: Console | None = None) -> int:
+    """``heterarch trace show``: print the tree; 0 when found, 1 when not, 2 on a read error."""
     console = console or Console()
-    spans = load_spans_jaeger(jaeger, trace_id) if jaeger else load_spans_jsonl(
-        jsonl or "heterarch-spans.jsonl", trace_id)
+    try:
+        if jaeger:
+            spans = load_spans_jaeger(jaeger, trace_id)
+        else:
+            spans = load_spans_jsonl(jsonl or os.environ.get("HETERARCH_TRACE_FILE")
+                                     or "heterarch-spans.jsonl", trace_id)
+    except RuntimeConfigError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        return 2
     if not spans:
         console.print(f"no spans of trace {trace_id!r} found")
         return 1
-    console.print(build_tree(spans))
+    console.print(render_tree(build_tree(spans)))
     return 0
