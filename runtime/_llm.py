@@ -60,7 +60,6 @@ def litellm_module() -> Any:
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     litellm.drop_params = True
-    litellm.turn_off_message_logging = True
     return litellm
 
 

@@ -267,3 +267,20 @@ def test_the_command_line_entry_serves_until_interrupted() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_the_sample_config_matches_the_shipped_profiles() -> None:
+    from pathlib import Path
+
+    from runtime import load_config
+
+    config = load_config(Path(__file__).parents[2] / "examples" / "sim_pools.toml")
+    profiles = default_profiles()
+    assert len(config.pools) == len(profiles)
+    for pool in config.pools.values():
+        p = profiles[pool.model.removeprefix("openai/")]
+        assert (pool.hardware, pool.tier, pool.max_concurrency) == (p.hardware, p.tier,
+                                                                    p.concurrency)
+        assert (pool.input_price_per_mtok, pool.output_price_per_mtok) == (
+            p.input_price_per_mtok, p.output_price_per_mtok)
+        assert pool.api_base == "http://127.0.0.1:8700/v1"
