@@ -286,22 +286,32 @@ class NatsTransport(Transport):
         tls = o.ssl_context()
         if tls is not None:
             kwargs["tls"] = tls
-        nc = Client()
+        # The first connection must not wait forever (nats-py retries the pool forever unless
+        # max_reconnect_attempts > 0): a probe tries each server twice and tells us why it
+        # failed; then the real client connects with the reconnect policy asked for.
+        bound = max(2 * o.connect_timeout * len(o.servers), 3.0)
+        failures: list[Exception] = []
+
+        async def on_probe_error(exc: Exception) -> None:
+            failures.append(exc)
+
+        probe = Client()
         try:
-            # The first connection must not wait forever (reconnects later may).
-            with anyio.fail_after(max(2 * o.connect_timeout * len(o.servers), 3.0)):
-                await nc.connect(**{**kwargs, "max_reconnect_attempts": 0,
-                                    "allow_reconnect": False, "disconnected_cb": None,
-                                    "reconnected_cb": None})
+            with anyio.fail_after(bound):
+                await probe.connect(**{**kwargs, "max_reconnect_attempts": 1,
+                                       "allow_reconnect": False, "error_cb": on_probe_error,
+                                       "disconnected_cb": None, "reconnected_cb": None})
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):
-                await nc.close()
-            reason = str(exc) or type(exc).__name__
-            raise ConnectFailed(list(o.servers), reason) from None
-        await nc.close()
+                await probe.close()
+            # A refusal by the server (auth) says more than the resets of later attempts.
+            said = [f for f in failures if isinstance(f, nats.errors.Error)]
+            cause = (said or failures or [exc])[0]
+            raise ConnectFailed(list(o.servers), str(cause) or type(cause).__name__) from None
+        await probe.close()
         nc = Client()
         try:
-            with anyio.fail_after(max(2 * o.connect_timeout * len(o.servers), 3.0)):
+            with anyio.fail_after(bound):
                 await nc.connect(**kwargs)
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):

@@ -199,9 +199,10 @@ async def test_blobs(transport: Transport) -> None:
 async def test_nats_connect_failure_is_fast_and_clear() -> None:
     started = time.monotonic()
     transport = NatsTransport(ConnectOptions(servers=["nats://127.0.0.1:9"]))
-    with pytest.raises(ConnectFailed, match="heterarch nats"):
+    with pytest.raises(ConnectFailed, match="heterarch nats") as caught:
         await transport.connect()
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 3
+    assert "refused" in str(caught.value) or "failed" in str(caught.value)
 
 
 async def test_nats_user_password_auth(tmp_path: object) -> None:
@@ -211,7 +212,7 @@ async def test_nats_user_password_auth(tmp_path: object) -> None:
         await good.connect()
         assert good.is_connected
         await good.close()
-        with pytest.raises(ConnectFailed):
+        with pytest.raises(ConnectFailed, match="Authorization"):
             await NatsTransport(ConnectOptions(servers=[server.url], user="alice",
                                                password="wrong")).connect()
 
