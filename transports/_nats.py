@@ -324,6 +324,10 @@ class NatsTransport(Transport):
         nc, self.nc = self.nc, None
         if nc is None:
             return
+        # Handles bound to this connection; a later connect() opens them again.
+        self._kv.clear()
+        self._objects = None
+        self._spawn_stream_ready = False
         with contextlib.suppress(Exception):
             with anyio.move_on_after(5):
                 await nc.drain()

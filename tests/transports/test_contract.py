@@ -307,3 +307,53 @@ async def test_nats_token_auth() -> None:
         with pytest.raises(ConnectFailed):
             await NatsTransport(ConnectOptions(servers=[server.url], token="nope")).connect()
         assert time.monotonic() - started < 10
+
+
+async def test_work_queue_nak_term_and_in_progress(transport: Transport) -> None:
+    queue = await transport.work_queue("pool2", ack_wait=1.0, max_deliver=5)
+    await transport.enqueue("pool2", env(b"a"))
+    item = await queue.fetch(timeout=5)
+    assert item is not None
+    await item.nak()
+    again = await queue.fetch(timeout=5)  # nak without delay: at once
+    assert again is not None and again.deliveries == 2 and again.envelope.payload == b"a"
+    started = time.monotonic()
+    await again.nak(delay=0.3)
+    third = await queue.fetch(timeout=5)
+    assert third is not None and third.deliveries == 3
+    assert time.monotonic() - started >= 0.25
+    assert await queue.fetch(timeout=0.6) is None
+    await third.in_progress()  # the ack timer starts again: not due for another second
+    assert await queue.fetch(timeout=0.7) is None
+    await third.term()
+    assert await queue.fetch(timeout=1.2) is None
+    await queue.close()
+
+
+async def test_nats_stores_open_concurrently_from_many_clients(nats_server: NatsServer) -> None:
+    namespace = "cc" + new_id()[:8]
+    clients = [NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
+               for _ in range(4)]
+    for c in clients:
+        await c.connect()
+    try:
+        async def open_all(c: NatsTransport) -> None:
+            kv = await c.key_value("registry", ttl=30)
+            await kv.put(f"k{clients.index(c)}", b"v")
+            await c.enqueue("p", env(b"job"))
+            await c.put_blob(b"b")
+
+        async with anyio.create_task_group() as tg:
+            for c in clients:
+                tg.start_soon(open_all, c)
+        kv = await clients[0].key_value("registry", ttl=30)
+        assert sorted(await kv.items()) == ["k0", "k1", "k2", "k3"]
+        queue = await clients[1].work_queue("p")
+        for _ in range(4):
+            item = await queue.fetch(timeout=5)
+            assert item is not None
+            await item.ack()
+        await queue.close()
+    finally:
+        for c in clients:
+            await c.close()
