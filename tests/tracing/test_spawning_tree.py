@@ -61,7 +61,7 @@ def test_three_processes_one_trace(nats_server: NatsServer, demo_simulator: str,
     assert done.returncode == 0, done.stderr
     spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
     assert len({s["trace_id"] for s in spans}) == 1, "one run, one trace"
-    by_id = {s["span_id"]: s for s in spans}
+    by_id: dict[str, dict[str, Any]] = {s["span_id"]: s for s in spans}
     roots = [s for s in spans if not s["parent_span_id"]]
     assert [r["name"] for r in roots] == ["invoke_agent rlm"]
     for s in spans:

@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from runtime._simulator import Profile, serve_in_thread
-from runtime._trace_show import build_tree, load_spans_jsonl
+from runtime._trace_show import build_tree, load_spans_jsonl, render_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +26,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.resources: list[Any] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +35,7 @@ class Receiver:
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 for rs in request.resource_spans:
+                    receiver.resources.append(rs.resource)
                     for ss in rs.scope_spans:
                         receiver.spans.extend(ss.spans)
                 self.send_response(200)
@@ -102,12 +104,7 @@ def test_content_capture_opt_in_and_span_file(simulator_url: str, tmp_path: Path
     spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
     chat = next(s for s in spans if s["name"] == "chat m")
     assert "the secret prompt text" in chat["attributes"]["gen_ai.input.messages"]
-    tree = build_tree(load_spans_jsonl(spans_file, spans[0]["trace_id"][:8]))
-    from rich.console import Console
-
-    console = Console(record=True, width=200)
-    console.print(tree)
-    text = console.export_text()
+    text = render_text(build_tree(load_spans_jsonl(spans_file, spans[0]["trace_id"][:8])))
     assert "invoke_agent test-root" in text and "chat m" in text and "tok" in text
 
 
@@ -117,3 +114,4 @@ def test_bad_tracing_config_never_breaks_a_run(simulator_url: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "run complete" in done.stdout
     assert "unknown OTLP protocol" in done.stderr
+    assert "Traceback" not in done.stderr
