@@ -192,7 +192,7 @@ class LLMClient:
                 async with self._limit:
                     text, model, input_tokens, output_tokens, attempts = (
                         await self._call_with_retries(litellm, kwargs, span))
-            except BaseException:
+            except Exception:  # a failed call counts; a cancelled one does not
                 self.usage.errors += 1
                 raise
             finally:
