@@ -147,6 +147,7 @@ async def test_the_pool_concurrency_limit_queues_calls() -> None:
             assert client.in_flight == 6
             tg.cancel_scope.cancel()
     assert sim.peak_in_flight["slow"] == 2
+    assert client.in_flight == 0 and client.usage.errors == 0  # cancelled is not failed
 
 
 async def test_span_per_call_with_genai_attributes() -> None:
