@@ -310,7 +310,7 @@ async def test_nats_token_auth() -> None:
 
 
 async def test_work_queue_nak_term_and_in_progress(transport: Transport) -> None:
-    queue = await transport.work_queue("pool2", ack_wait=1.0, max_deliver=5)
+    queue = await transport.work_queue("pool2", ack_wait=2.0, max_deliver=5)
     await transport.enqueue("pool2", env(b"a"))
     item = await queue.fetch(timeout=5)
     assert item is not None
@@ -322,11 +322,11 @@ async def test_work_queue_nak_term_and_in_progress(transport: Transport) -> None
     third = await queue.fetch(timeout=5)
     assert third is not None and third.deliveries == 3
     assert time.monotonic() - started >= 0.25
-    assert await queue.fetch(timeout=0.6) is None
-    await third.in_progress()  # the ack timer starts again: not due for another second
-    assert await queue.fetch(timeout=0.7) is None
-    await third.term()
     assert await queue.fetch(timeout=1.2) is None
+    await third.in_progress()  # the ack timer starts again: due 3.2 s after delivery, not 2
+    assert await queue.fetch(timeout=1.3) is None
+    await third.term()
+    assert await queue.fetch(timeout=1.0) is None  # past when it would have been due
     await queue.close()
 
 
