@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 from typing import Any
 
 import anyio
@@ -36,7 +35,6 @@ from ._contract import (
     KeyValue,
     Subscription,
     Transport,
-    WorkItem,
     WorkQueue,
 )
 from ._envelope import (
@@ -49,6 +47,8 @@ from ._envelope import (
     error_envelope,
     new_id,
 )
+from ._nats_options import ConnectOptions as ConnectOptions
+from ._nats_stores import _NatsKeyValue, _NatsWorkQueue
 from ._subjects import check_subject
 from .errors import (
     BlobNotFound,
@@ -61,51 +61,6 @@ from .errors import (
 
 log = logging.getLogger("heterarch.transport")
 
-BLOB_HEADER = "Heterarch-Blob"
-
-
-class ConnectOptions(msgspec.Struct, kw_only=True):
-    """How to reach and authenticate with NATS. Every field is optional.
-
-    ``servers`` is a list of URLs (``nats://``, ``tls://``); ``user``/``password``, ``token``,
-    ``nkeys_seed`` (a file) or ``creds_file`` (a ``.creds`` file) authenticate; TLS comes from
-    ``tls_ca_file``/``tls_cert_file``/``tls_key_file`` (or ``tls_context``). The client
-    reconnects forever by default and buffers up to ``pending_size`` bytes of publishes while
-    disconnected.
-    """
-
-    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
-    name: str = "heterarch"
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    nkeys_seed: str | None = None
-    creds_file: str | None = None
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_hostname: str | None = None
-    tls_context: Any = None
-    connect_timeout: float = 2.0
-    max_reconnect_attempts: int = -1
-    reconnect_time_wait: float = 0.25
-    ping_interval: float = 20.0
-    pending_size: int = 64 * 1024 * 1024
-    blob_max_age_s: float = 24 * 3600.0
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if self.tls_context is not None:
-            ctx: ssl.SSLContext = self.tls_context
-            return ctx
-        if not (self.tls_ca_file or self.tls_cert_file):
-            if any(s.startswith("tls://") for s in self.servers):
-                return ssl.create_default_context()
-            return None
-        ctx = ssl.create_default_context(cafile=self.tls_ca_file)
-        if self.tls_cert_file:
-            ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        return ctx
-
 
 class _NatsSubscription(Subscription):
     def __init__(self, subject: str, sub: Any) -> None:
@@ -115,130 +70,6 @@ class _NatsSubscription(Subscription):
     async def unsubscribe(self) -> None:
         with contextlib.suppress(nats.errors.Error):
             await self._sub.unsubscribe()
-
-
-class _NatsWorkItem(WorkItem):
-    def __init__(self, msg: Msg, env: Envelope) -> None:
-        self._msg = msg
-        self.envelope = env
-        self.deliveries = int(msg.metadata.num_delivered or 1)
-
-    async def ack(self) -> None:
-        await self._settle(self._msg.ack())
-
-    async def nak(self, delay: float | None = None) -> None:
-        await self._settle(self._msg.nak(delay=delay))
-
-    async def term(self) -> None:
-        await self._settle(self._msg.term())
-
-    async def in_progress(self) -> None:
-        await self._settle(self._msg.in_progress())
-
-    @staticmethod
-    async def _settle(op: Any) -> None:
-        try:
-            await op
-        except nats.errors.Error as exc:
-            raise TransportError(f"could not settle work item: {exc}") from exc
-
-
-class _NatsWorkQueue(WorkQueue):
-    def __init__(self, transport: NatsTransport, pool: str, ack_wait: float, max_deliver: int):
-        self.pool = pool
-        self._t = transport
-        self._ack_wait = ack_wait
-        self._max_deliver = max_deliver
-        self._sub: Any = None
-
-    async def _subscription(self) -> Any:
-        if self._sub is None:
-            t = self._t
-            await t._ensure_spawn_stream()
-            durable = f"{t.namespace}_pool_{self.pool}"
-            config = nats.js.api.ConsumerConfig(
-                durable_name=durable,
-                ack_policy=nats.js.api.AckPolicy.EXPLICIT,
-                ack_wait=self._ack_wait,
-                max_deliver=self._max_deliver,
-                filter_subject=t.spawn_subject(self.pool),
-                max_ack_pending=-1,
-            )
-            self._sub = await t.js.pull_subscribe(
-                t.spawn_subject(self.pool), durable=durable, stream=t.spawn_stream, config=config
-            )
-        return self._sub
-
-    async def fetch(self, *, timeout: float) -> WorkItem | None:
-        self._t._check()
-        while True:
-            try:
-                sub = await self._subscription()
-                msgs = await sub.fetch(1, timeout=timeout)
-            except nats.errors.TimeoutError:
-                return None
-            except (nats.errors.Error, nats.js.errors.Error) as exc:
-                self._sub = None  # re-create after a reconnect or a deleted consumer
-                raise TransportError(f"fetch from pool {self.pool!r} failed: {exc}") from exc
-            msg = msgs[0]
-            try:
-                env = await self._t._restore(decode_envelope(msg.data), delete=False)
-            except (*DECODE_ERRORS, BlobNotFound) as exc:
-                self._t.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.term()
-                timeout = 0.01  # poison is gone; look once more without waiting long
-                continue
-            return _NatsWorkItem(msg, env)
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-
-class _NatsKeyValue(KeyValue):
-    def __init__(self, bucket: str, kv: Any) -> None:
-        self.bucket = bucket
-        self._kv = kv
-
-    async def put(self, key: str, value: bytes) -> None:
-        try:
-            await self._kv.put(key, value)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransportError(f"kv put {self.bucket}/{key}: {exc}") from exc
-
-    async def get(self, key: str) -> bytes | None:
-        try:
-            entry = await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransportError(f"kv get {self.bucket}/{key}: {exc}") from exc
-        value: bytes | None = entry.value
-        return value
-
-    async def delete(self, key: str) -> None:
-        try:
-            await self._kv.delete(key)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransportError(f"kv delete {self.bucket}/{key}: {exc}") from exc
-
-    async def items(self) -> dict[str, bytes]:
-        try:
-            keys = await self._kv.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransportError(f"kv keys {self.bucket}: {exc}") from exc
-        out: dict[str, bytes] = {}
-        for key in keys:
-            value = await self.get(key)
-            if value is not None:
-                out[key] = value
-        return out
-
 
 class NatsTransport(Transport):
     """The transport contract over NATS. See the module docstring."""
