@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
+import nats
 import pytest
 
 from runtime import NatsServer
@@ -19,6 +20,7 @@ from transports import (
     Transport,
     WorkItem,
     WorkQueue,
+    decode_envelope,
     decode_error,
     new_id,
 )
@@ -357,3 +359,23 @@ async def test_nats_stores_open_concurrently_from_many_clients(nats_server: Nats
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_nats_garbage_from_a_raw_client_gets_an_error_reply(nats_server: NatsServer) -> None:
+    async with NatsTransport(ConnectOptions(servers=[nats_server.url]),
+                             namespace="raw" + new_id()[:6]) as t:
+        inbox = Inbox()
+        await t.subscribe("raw.in", inbox)
+        await t.flush()
+        raw = await nats.connect(nats_server.url)
+        try:
+            msg = await raw.request("raw.in", b"\x93not-an-envelope", timeout=5,
+                                    headers={"X-Request": "1"})
+        finally:
+            await raw.close()
+        assert not msg.headers  # the request's headers are not echoed back
+        reply = decode_envelope(msg.data)
+        assert reply.kind is Kind.ERROR
+        assert decode_error(reply.payload).type == "MalformedEnvelope"
+        assert t.dead_letters.counts["malformed"] == 1
+        assert inbox.items == []
