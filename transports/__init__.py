@@ -20,6 +20,7 @@ from ._envelope import encode_envelope as encode_envelope
 from ._envelope import encode_error as encode_error
 from ._envelope import error_envelope as error_envelope
 from ._envelope import new_id as new_id
+from ._memory import MemoryBus as MemoryBus
 from ._memory import MemoryTransport as MemoryTransport
 from ._nats import ConnectOptions as ConnectOptions
 from ._nats import NatsTransport as NatsTransport
@@ -36,6 +37,7 @@ __all__ = (
     "Handler",
     "KeyValue",
     "Kind",
+    "MemoryBus",
     "MemoryTransport",
     "NatsTransport",
     "Subscription",
