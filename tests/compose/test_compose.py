@@ -169,6 +169,7 @@ def worker_image(docker_client: docker.DockerClient) -> str:
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(900)  # a cold machine: mmdebstrap, pip wheel, then the build (~3-5 min)
 def test_worker_image_builds_from_local_files(docker_client: docker.DockerClient,
                                               worker_image: str) -> None:
     script = ("import os, runtime, actors, transports, sandbox; "
