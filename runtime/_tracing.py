@@ -391,13 +391,15 @@ def configure_tracing(
     if not processors:
         return _off()
 
-    name = service_name or env.get("OTEL_SERVICE_NAME") or "heterarch"
     instance = f"{role}@{socket.gethostname()}:{os.getpid()}"
-    resource = Resource.create({
-        "service.name": name,
-        "service.instance.id": instance,
-        ATTR_ROLE: role,
-    })
+    attributes: dict[str, str] = {"service.instance.id": instance, ATTR_ROLE: role}
+    if service_name:
+        attributes["service.name"] = service_name
+    resource = Resource.create(attributes)  # + OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+    name = str(resource.attributes.get("service.name", ""))
+    if not name or name.startswith("unknown_service"):
+        name = "heterarch"
+        resource = resource.merge(Resource({"service.name": name}))
     _install(resource, tuple(processors))
     return TracingHandle(enabled=True, endpoint=endpoint, protocol=protocol, jsonl=path,
                          service_name=name, instance_id=instance,

@@ -61,7 +61,12 @@ def fresh_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     (OTel's own test suites do the same), so no other test sees a provider from here."""
     for name in OTEL_VARS:
         monkeypatch.delenv(name, raising=False)
+    _reset()
     yield
+    _reset()
+
+
+def _reset() -> None:
     _tracing._off()
     with _tracing._switch_lock:
         _tracing._switch = None
@@ -86,6 +91,23 @@ def test_off_when_nothing_is_configured() -> None:
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # nothing installed
     handle.shutdown()  # a no-op
     assert handle.trace_url("ab" * 16) is None
+
+
+def test_service_name_from_the_standard_variables(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,team=x")
+    handle = configure_tracing(jsonl_path=tmp_path / "a.jsonl")
+    assert handle.service_name == "from-attrs"
+    handle.shutdown()
+    _reset()
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    handle = configure_tracing(jsonl_path=tmp_path / "b.jsonl")
+    assert handle.service_name == "from-env"
+    handle.shutdown()
+    _reset()
+    monkeypatch.delenv("OTEL_SERVICE_NAME")
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    assert configure_tracing(jsonl_path=tmp_path / "c.jsonl").service_name == "heterarch"
 
 
 def test_sdk_disabled_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
