@@ -344,3 +344,13 @@ def test_trace_show_says_when_jaeger_is_unreachable() -> None:
     console = Console(record=True, width=200, color_system=None)
     assert trace_show_command("ab" * 16, jaeger="http://127.0.0.1:9", console=console) == 2
     assert "cannot read trace from Jaeger" in console.export_text()
+
+
+def test_cli_trace_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime._cli import main
+
+    spans_file = tmp_path / "spans.jsonl"
+    spans_file.write_text("".join(json.dumps(s) + "\n" for s in SPANS))
+    assert main(["trace", "show", "abab", "--file", str(spans_file)]) == 0
+    out = capsys.readouterr().out
+    assert "invoke_agent LLMAgent" in out and "ORPHAN" in out and "tokens=300+5" in out
