@@ -5,6 +5,7 @@ files only. (Jaeger needs a registry; this machine has none.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import docker
+import docker.errors
 import nats
 import pytest
 
@@ -88,7 +90,8 @@ def docker_client() -> Iterator[docker.DockerClient]:
         yield client
     finally:  # containers made here, found by label (a crashed run's too)
         for container in client.containers.list(all=True, filters={"label": LABEL}):
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound):  # auto-removed meanwhile
+                container.remove(force=True)
         client.close()
 
 
