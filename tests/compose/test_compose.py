@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import tomllib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,7 @@ from runtime._nats_server import free_port
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose" / "docker-compose.yml"
 LABEL = "heterarch.test.compose"
+RUN_ID = uuid.uuid4().hex[:12]  # cleanup touches this run's containers, not a parallel run's
 
 
 def _load(name: str) -> ModuleType:
@@ -89,7 +91,8 @@ def docker_client() -> Iterator[docker.DockerClient]:
     try:
         yield client
     finally:  # containers made here, found by label (a crashed run's too)
-        for container in client.containers.list(all=True, filters={"label": LABEL}):
+        for container in client.containers.list(all=True,
+                                                filters={"label": f"{LABEL}={RUN_ID}"}):
             with contextlib.suppress(docker.errors.NotFound):  # auto-removed meanwhile
                 container.remove(force=True)
         client.close()
@@ -106,7 +109,7 @@ def _says_info(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def nats_image(docker_client: docker.DockerClient) -> str:
-    return str(build_images.build_nats_image("heterarch/nats:test", labels={LABEL: "1"},
+    return str(build_images.build_nats_image("heterarch/nats:test", labels={LABEL: RUN_ID},
                                              progress=lambda _: None))
 
 
@@ -116,7 +119,7 @@ def nats_container(docker_client: docker.DockerClient, nats_image: str) -> Itera
     container = docker_client.containers.run(
         nats_image, detach=True, ports={"4222/tcp": ("127.0.0.1", port)},
         environment={"NATS_CLIENT_PASSWORD": "pw-client", "NATS_WORKER_PASSWORD": "pw-worker"},
-        labels={LABEL: "1"},
+        labels={LABEL: RUN_ID},
     )
     try:
         deadline = time.monotonic() + 60
@@ -167,7 +170,8 @@ def worker_image(docker_client: docker.DockerClient) -> str:
     build_images.build_worker_image(tag, labels={LABEL: "worker"}, progress=lambda _: None)
     for image in docker_client.images.list(filters={"label": f"{LABEL}=worker"}):
         if tag not in image.tags:  # older sources' images: keep only the current one
-            docker_client.images.remove(image.id, force=True)
+            with contextlib.suppress(docker.errors.APIError):  # in use by a parallel run
+                docker_client.images.remove(image.id)
     return str(tag)
 
 
@@ -179,9 +183,9 @@ def test_worker_image_builds_from_local_files(docker_client: docker.DockerClient
               "from runtime._tracing import configure_tracing; "
               "print(os.getuid(), configure_tracing().enabled)")
     out = docker_client.containers.run(worker_image, ["python", "-c", script], remove=True,
-                                       network_mode="none", labels={LABEL: "1"})
+                                       network_mode="none", labels={LABEL: RUN_ID})
     assert out.decode().split() == ["10001", "False"]  # non-root; tracing off by default
     help_text = docker_client.containers.run(worker_image, ["heterarch", "worker", "--help"],
                                              remove=True, network_mode="none",
-                                             labels={LABEL: "1"})
+                                             labels={LABEL: RUN_ID})
     assert b"--pool" in help_text
