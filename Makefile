@@ -18,9 +18,10 @@ demo: install sandbox-image
 
 # The sandbox image is built locally; machines that cannot pull images build it from a Debian
 # root fs made with mmdebstrap (installed here from the machine's own apt sources if missing).
+# The compose tests build a NATS image with a static busybox (health check) from Debian too.
 sandbox-image: install
-	@if ! docker image inspect $$($(BIN)/python -c "import sandbox; print(sandbox.DEFAULT_IMAGE)") >/dev/null 2>&1 && ! command -v mmdebstrap >/dev/null; then \
-		(apt-get update -qq && apt-get install -y -qq mmdebstrap) >/dev/null; fi
+	@if ! command -v mmdebstrap >/dev/null || ! test -x /bin/busybox; then \
+		(apt-get update -qq && apt-get install -y -qq mmdebstrap busybox-static) >/dev/null; fi
 	$(BIN)/heterarch sandbox build --if-missing
 
 test: install sandbox-image
@@ -41,8 +42,10 @@ bench: install sandbox-image
 
 # The local stack (compose/): the NATS image is built from the pinned static binary.
 compose-nats: install
-	cp $(BIN)/nats-server compose/nats/nats-server
-	docker-compose -f compose/docker-compose.yml build nats
+	$(BIN)/python compose/build_images.py nats
+
+compose-worker: install
+	$(BIN)/python compose/build_images.py worker
 
 compose-up: compose-nats
 	docker-compose -f compose/docker-compose.yml up -d
