@@ -124,6 +124,8 @@ async def main(n: int) -> None:
           f"{percentile(docker_s, 50) * 1000:.1f} ms; callback p50 "
           f"{percentile(callback_s, 50) * 1000:.2f} ms")
     ours_ms = statistics.median(ours_big) * 1000
+    print("reference = rlms 0.1.3 DockerREPL per-cell method, EMULATED (its image needs the "
+          "network and python:3.11-slim, unavailable here)")
     print(f"reference per-cell (docker exec + pickle of a 1 MB state) p50 "
           f"{percentile(reference_s, 50) * 1000:.1f} ms vs ours {ours_ms:.2f} ms")
     print(f"cold start p50 {percentile(cold, 50) * 1000:.0f} ms; warm pool acquire p50 "
