@@ -7,9 +7,11 @@ import contextlib
 import json
 import logging
 import math
+import os
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -209,6 +211,27 @@ class Sandbox(ABC):
         except (TypeError, ValueError) as exc:
             raise TypeError(f"set_var needs a JSON-able value: {exc}") from None
         await self._request({"op": "set_var", "name": name, "value": value}, timeout=120)
+
+    async def set_text(self, name: str, source: str | bytes | os.PathLike[str]) -> None:
+        """Set ``name`` to a (large) text read from a host file or given as UTF-8 bytes.
+
+        The text travels as a file the server reads, never through a frame.
+        Example: ``await sb.set_text("context", Path("book.txt"))``.
+        """
+        if not name.isidentifier():
+            raise ValueError(f"variable name must be an identifier, not {name!r}")
+        if isinstance(source, bytes):
+            text = source.decode("utf-8")
+        elif isinstance(source, os.PathLike):
+            text = await anyio.to_thread.run_sync(Path(source).read_text, "utf-8")
+        elif isinstance(source, str):
+            text = source
+        else:
+            raise TypeError(f"set_text needs str, bytes or a path, not {type(source).__name__}")
+        if self._channel is None:
+            raise SandboxClosed()
+        path = await self._write_file(name, text)
+        await self._request({"op": "set_var_file", "name": name, "path": path}, timeout=120)
 
     async def get_var(self, name: str) -> Any:
         """A variable's value (JSON-able); ``SandboxRequestError`` if missing or not JSON-able."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import anyio
 import pytest
@@ -185,3 +186,15 @@ async def test_huge_output_does_not_grow_host_memory(any_sandbox: Sandbox) -> No
         tracemalloc.stop()
     assert result.stdout_truncated and len(result.stdout) < 21_000
     assert peak < 5_000_000
+
+
+async def test_text_from_a_host_file_or_bytes(any_sandbox: Sandbox, tmp_path: Path) -> None:
+    await any_sandbox.start()
+    source = tmp_path / "book.txt"
+    source.write_text("page\n" * 400_000, encoding="utf-8")
+    await any_sandbox.set_text("book", source)
+    await any_sandbox.set_text("blob", "héllo".encode())
+    result = await any_sandbox.exec("print(len(book), book[:4], blob)")
+    assert result.stdout == "2000000 page héllo\n"
+    with pytest.raises(TypeError):
+        await any_sandbox.set_text("bad", 42)  # type: ignore[arg-type]
