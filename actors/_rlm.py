@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -329,7 +330,8 @@ class _Run:
                       for i in range(len(prompts))]
         with self._tool_span("llm_query_batched", batch=len(prompts)):
             return await self._gather(
-                [self._sub_llm_call(str(p), o) for p, o in zip(prompts, per_prompt, strict=True)]
+                [partial(self._sub_llm, str(p), o)
+                 for p, o in zip(prompts, per_prompt, strict=True)]
             )
 
     async def rlm_query(self, prompt: str, context: str = "", **options: Any) -> str:
@@ -345,14 +347,8 @@ class _Run:
         with self._tool_span("rlm_query_batched", batch=len(prompts)):
             pairs = zip(prompts, contexts, strict=True)
             return await self._gather(
-                [self._sub_rlm_call(str(p), str(c), options) for p, c in pairs]
+                [partial(self._sub_rlm, str(p), str(c), options) for p, c in pairs]
             )
-
-    def _sub_llm_call(self, prompt: str, options: dict[str, Any]) -> Any:
-        return lambda: self._sub_llm(prompt, options)
-
-    def _sub_rlm_call(self, prompt: str, context: str, options: dict[str, Any]) -> Any:
-        return lambda: self._sub_rlm(prompt, context, options)
 
     async def _gather(self, calls: list[Any]) -> list[str]:
         results: list[str] = [""] * len(calls)

@@ -59,7 +59,7 @@ def image_exists(tag: str) -> bool:
 
 def _docker_build(context: Path, tag: str, *, labels: Mapping[str, str] = {},
                   build_args: Mapping[str, str] = {}) -> None:
-    cmd = ["docker", "build", "--rm", "-t", tag]
+    cmd = ["docker", "build", "--force-rm", "-t", tag]  # no containers left by a failed step
     for key, value in labels.items():
         cmd += ["--label", f"{key}={value}"]
     for key, value in build_args.items():

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from actors import (
@@ -29,6 +30,7 @@ from actors import (
     RemoteError,
     Restart,
     SpawnFailed,
+    SupervisorStrategy,
     Terminated,
     Undeliverable,
     message_type_name,
@@ -41,7 +43,6 @@ from transports import (
     Kind,
     Transport,
     decode_error,
-    encode_error,
     error_envelope,
     new_id,
 )
@@ -66,7 +67,7 @@ from ._protocol import (
     Watch,
     system_decoder,
 )
-from ._trace_context import inject_headers, tracer, tracing_enabled
+from ._trace_context import extract_context, inject_headers, tracer, tracing_enabled
 from .errors import ClassNotServed, NoWorkerForPool
 
 log = logging.getLogger("heterarch.node")
@@ -339,7 +340,7 @@ class Node:
             target=address.actor_id,
             type=message_type_name(type(msg)),
             payload=encode(msg),
-            headers=inject_headers() if tracing_enabled() else {},
+            headers=inject_headers(),
         )
 
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
@@ -733,14 +734,8 @@ class Node:
             return
         try:
             actor_class = resolve_actor_class(request.actor_class, pool.modules)
-            from ._trace_context import extract_context
-
             ctx = extract_context(env.headers)
-            token = None
-            if ctx is not None:
-                from opentelemetry import context as otel_context
-
-                token = otel_context.attach(ctx)
+            token = otel_context.attach(ctx) if ctx is not None else None
             try:
                 address = await self._start_local(
                     actor_class, request.args, pool=pool.name, name=request.name,
@@ -880,11 +875,9 @@ class Node:
 
 
 class _Guardian(Actor):
-    """The invisible parent of a node's root actors."""
+    """The invisible parent of a node's root actors: restarts them, never gives up."""
 
-    from actors import SupervisorStrategy as _S
-
-    supervisor_strategy = _S(max_restarts=1_000_000, period=1.0)
+    supervisor_strategy = SupervisorStrategy(max_restarts=1_000_000, period=1.0)
 
 
 def _check_message(msg: Any) -> None:
@@ -971,5 +964,3 @@ def _instantiate(cls: type[Actor], args: list[Any], kwargs: dict[str, Any]) -> A
             raise SpawnFailed(_class_path(cls), "", f"argument {name!r}: {exc}") from None
     return cls(*bound.args, **bound.kwargs)
 
-
-__all__ = ["Node", "encode_error", "error_from_info", "resolve_actor_class"]

@@ -73,7 +73,7 @@ def _build(client: object, dockerfile: str, tag: str, buildargs: dict[str, str],
 
     try:
         for chunk in client.api.build(  # type: ignore[attr-defined]
-            fileobj=_context_tar(dockerfile), custom_context=True, tag=tag, rm=True,
+            fileobj=_context_tar(dockerfile), custom_context=True, tag=tag, rm=True, forcerm=True,
             buildargs=buildargs, decode=True, labels={"heterarch.sandbox.image": "1"},
         ):
             if "error" in chunk:

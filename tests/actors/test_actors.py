@@ -234,7 +234,7 @@ async def test_watch_delivers_terminated(cluster: Cluster) -> None:
     assert deaths == [f"{target.actor_id}:stopped:False"]
 
 
-async def test_spawn_load_is_spread_and_capacity_is_respected(cluster: Cluster) -> None:
+async def test_spawns_on_a_pool_land_only_on_its_workers(cluster: Cluster) -> None:
     system = await cluster.system()
     w1 = await cluster.worker(["cpu"])
     w2 = await cluster.worker(["cpu"])
