@@ -24,9 +24,7 @@ class Lanes:
         self._actor_class = actor_class
         self._limit_of = limit_of  # pool -> int
         self._free: dict[str, list[ActorRef[Any]]] = {}
-        self._count: dict[str, int] = {}
         self._slots: dict[str, anyio.Semaphore] = {}
-        self._spawn_lock = anyio.Lock()
         self.spawned: list[ActorRef[Any]] = []
 
     @asynccontextmanager
@@ -45,7 +43,6 @@ class Lanes:
 
     async def _spawn(self, pool: str) -> ActorRef[Any]:
         ref = await self._ctx.spawn(self._actor_class, pool=pool, name=f"{pool}-lane")
-        self._count[pool] = self._count.get(pool, 0) + 1
         self.spawned.append(ref)
         return ref
 

@@ -2,7 +2,7 @@
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions (still "development":
 ``gen_ai.provider.name`` replaced ``gen_ai.system``) plus heterarch's own ``heterarch.*`` names.
-The ``actors`` package must not import ``runtime``; ``runtime._tracing`` re-exports these.
+The ``actors`` package must not import ``runtime``; ``runtime._observe.tracing`` re-exports these.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from _common import ROOT, percentile, result, summary, worker_process
 
 from bench.actors_app import Echo, Ping
 from runtime import ActorSystem, NatsServer
-from runtime._tracing import configure_tracing
+from runtime._observe.tracing import configure_tracing
 
 RAW_RESPONDER = """
 import asyncio, sys, nats

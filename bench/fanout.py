@@ -26,9 +26,9 @@ from _common import ROOT, result
 
 from actors import Query, RLMAgent
 from runtime import ActorSystem, NatsServer, PoolConfig
-from runtime._llm import LLMClient, litellm_module
-from runtime._simulator import Profile, ScriptedResponder, serve_in_thread
-from runtime._tracing import configure_tracing
+from runtime._models.llm import LLMClient, litellm_module
+from runtime._observe.tracing import configure_tracing
+from runtime._sim.simulator import Profile, ScriptedResponder, serve_in_thread
 
 PROGRAM = """```repl
 prompts = [f"item {{i}}" for i in range({calls})]

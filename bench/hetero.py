@@ -14,7 +14,7 @@ import _common  # noqa: F401  (sets sys.path)
 import anyio
 from _common import result
 
-from runtime._demo import run_demo
+from runtime._cli.demo import run_demo
 
 
 async def main(records: int, time_scale: float) -> None:

@@ -26,9 +26,9 @@ from _common import ROOT, result
 
 from actors import Query, RLMAgent
 from runtime import ActorSystem, NatsServer
-from runtime._llm import litellm_module
-from runtime._oolong import generate_task
-from runtime._simulator import default_profiles, profiles_toml, serve_in_thread
+from runtime._models.llm import litellm_module
+from runtime._sim.oolong import generate_task
+from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 
 VENV = ROOT / "bench" / ".venv-rlms"
 REFERENCE = r"""

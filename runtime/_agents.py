@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._config import RuntimeConfig
-from ._llm import LLMClient
-from ._routing import BudgetAwareRouter, ComplexityRouter, Router, RouteService
+from ._models.llm import LLMClient
+from ._models.routing import BudgetAwareRouter, ComplexityRouter, Router, RouteService
 from .errors import RuntimeConfigError
 
 

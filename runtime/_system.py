@@ -15,8 +15,8 @@ from actors import Actor, ActorRef, Address, Restart, Terminated
 from transports import ConnectOptions, NatsTransport, Transport
 
 from ._config import PoolConfig, RuntimeConfig
+from ._core.node import Node
 from ._nats_server import NatsServer, port_answers
-from ._node import Node
 
 log = logging.getLogger("heterarch")
 A = TypeVar("A", bound=Actor)

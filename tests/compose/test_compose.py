@@ -180,7 +180,7 @@ def worker_image(docker_client: docker.DockerClient) -> str:
 def test_worker_image_builds_from_local_files(docker_client: docker.DockerClient,
                                               worker_image: str) -> None:
     script = ("import os, runtime, actors, transports, sandbox; "
-              "from runtime._tracing import configure_tracing; "
+              "from runtime._observe.tracing import configure_tracing; "
               "print(os.getuid(), configure_tracing().enabled)")
     out = docker_client.containers.run(worker_image, ["python", "-c", script], remove=True,
                                        network_mode="none", labels={LABEL: RUN_ID})

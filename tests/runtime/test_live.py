@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from runtime._live import _render
-from runtime._protocol import ActorInfo, ModelLoad, NodeInfo, NodeStats
+from runtime._core.protocol import ActorInfo, ModelLoad, NodeInfo, NodeStats
+from runtime._observe.live import _render
 
 
 def test_live_view_groups_lanes_and_shows_spend_since_start() -> None:

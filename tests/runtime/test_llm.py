@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from actors._agent_messages import PoolUsage, merge_usage
 from runtime import PoolConfig
-from runtime._llm import (
+from runtime._models.llm import (
     LLMCallFailed,
     LLMClient,
     LLMTimeout,
@@ -19,8 +19,8 @@ from runtime._llm import (
     RateLimited,
     litellm_module,
 )
-from runtime._sim_profiles import EchoResponder, Profile, ScriptedResponder
-from runtime._simulator import Simulator
+from runtime._sim.profiles import EchoResponder, Profile, ScriptedResponder
+from runtime._sim.simulator import Simulator
 
 pytestmark = pytest.mark.anyio
 USER = [{"role": "user", "content": "hello there"}]  # 11 characters: 3 tokens

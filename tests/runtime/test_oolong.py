@@ -17,8 +17,9 @@ import anyio.from_thread
 import pytest
 
 from runtime import PoolConfig
-from runtime._llm import LLMClient
-from runtime._oolong import (
+from runtime._models.llm import LLMClient
+from runtime._models.routing import ComplexityRouter, Task
+from runtime._sim.oolong import (
     CATEGORIES,
     QUESTION,
     Accuracy,
@@ -29,9 +30,8 @@ from runtime._oolong import (
     score,
     true_label,
 )
-from runtime._routing import ComplexityRouter, Task
-from runtime._sim_profiles import RoutingResponder, default_profiles
-from runtime._simulator import Simulator
+from runtime._sim.profiles import RoutingResponder, default_profiles
+from runtime._sim.simulator import Simulator
 
 FENCE = re.compile(r"```repl\n(.*?)```", re.S)
 

@@ -11,9 +11,9 @@ import pytest
 from actors import Answer, Budget, Query, RLMAgent
 from runtime import ActorSystem, RuntimeConfig, Worker, parse_config
 from runtime._agents import agent_services
-from runtime._llm import litellm_module
-from runtime._oolong import generate_task, score
-from runtime._simulator import Simulator, default_profiles, profiles_toml
+from runtime._models.llm import litellm_module
+from runtime._sim.oolong import generate_task, score
+from runtime._sim.simulator import Simulator, default_profiles, profiles_toml
 from sandbox import build_image
 from sandbox._docker import OWNER_LABEL, default_owner
 from transports import MemoryTransport

@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from runtime import ActorSystem, NatsServer
-from runtime._demo import ask_rlm
-from runtime._oolong import generate_task
-from runtime._simulator import default_profiles, profiles_toml, serve_in_thread
+from runtime._cli.demo import ask_rlm
+from runtime._sim.oolong import generate_task
+from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from transports import new_id
 
 pytestmark = pytest.mark.anyio

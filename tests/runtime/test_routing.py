@@ -8,7 +8,7 @@ import pytest
 
 from actors.errors import HeterarchError
 from runtime import PoolConfig
-from runtime._routing import (
+from runtime._models.routing import (
     BudgetAwareRouter,
     ChainRouter,
     Complexity,

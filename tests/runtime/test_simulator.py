@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from runtime._sim_profiles import (
+from runtime._sim.profiles import (
     EchoResponder,
     Profile,
     RoutingResponder,
@@ -19,7 +19,7 @@ from runtime._sim_profiles import (
     estimate_tokens,
     profiles_toml,
 )
-from runtime._simulator import Simulator, add_simulator_arguments, describe
+from runtime._sim.simulator import Simulator, add_simulator_arguments, describe
 
 pytestmark = pytest.mark.anyio
 
@@ -247,7 +247,7 @@ def test_the_command_line_entry_serves_until_interrupted() -> None:
     import urllib.request
 
     code = ("import argparse, sys\n"
-            "from runtime._simulator import add_simulator_arguments, run_simulator_cli\n"
+            "from runtime._sim.simulator import add_simulator_arguments, run_simulator_cli\n"
             "p = argparse.ArgumentParser(); add_simulator_arguments(p)\n"
             "sys.exit(run_simulator_cli(p.parse_args(sys.argv[1:])))\n")
     proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--error-rate", "0"],

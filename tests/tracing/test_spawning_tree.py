@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from runtime import NatsServer
-from runtime._oolong import generate_task
-from runtime._simulator import default_profiles, profiles_toml, serve_in_thread
+from runtime._sim.oolong import generate_task
+from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from transports import new_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import sys
 import anyio
 
 from runtime import ActorSystem, PoolConfig
-from runtime._llm import LLMClient
-from runtime._tracing import configure_tracing
+from runtime._models.llm import LLMClient
+from runtime._observe.tracing import configure_tracing
 from tests.actors.app import Add, Worker
 from transports import MemoryTransport
 

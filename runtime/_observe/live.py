@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from ._node import Node
-from ._protocol import NodeStats
+from .._core.node import Node
+from .._core.protocol import NodeStats
 
 
 def _render(stats: list[NodeStats], baseline: dict[str, tuple[int, int, float]],

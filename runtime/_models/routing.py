@@ -27,7 +27,7 @@ import msgspec
 
 from actors.errors import HeterarchError
 
-from ._config import PoolConfig
+from .._config import PoolConfig
 
 
 class Complexity(enum.IntEnum):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._oolong import Accuracy, LabelResponder, RootResponder
+from .oolong import Accuracy, LabelResponder, RootResponder
 
 
 class Responder(Protocol):

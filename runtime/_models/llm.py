@@ -24,8 +24,8 @@ from opentelemetry import trace
 from actors._agent_messages import PoolUsage, Usage
 from actors._semconv import content_capture_enabled, truncate_content
 
-from ._config import PoolConfig
-from ._llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
+from .._config import PoolConfig
+from .llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
 
 __all__ = ("Completion", "LLMCallFailed", "LLMClient", "LLMTimeout", "PoolOverloaded",
            "RateLimited", "litellm_module")

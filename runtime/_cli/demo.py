@@ -25,10 +25,10 @@ from rich.table import Table
 
 from actors import Answer, Budget, Query, RLMAgent
 
-from ._nats_server import NatsServer
-from ._oolong import Task, generate_task, score
-from ._simulator import Simulator, default_profiles, profiles_toml
-from ._system import ActorSystem
+from .._nats_server import NatsServer
+from .._sim.oolong import Task, generate_task, score
+from .._sim.simulator import Simulator, default_profiles, profiles_toml
+from .._system import ActorSystem
 
 POOLS = ("wafer", "h100", "frontier", "cpu")
 tracer = trace.get_tracer("heterarch")

@@ -133,7 +133,7 @@ def _split(value: str | None) -> list[str] | None:
 
 # -- nats ----------------------------------------------------------------------------------------
 def cmd_nats(args: argparse.Namespace) -> int:
-    from ._nats_server import NatsServer
+    from .._nats_server import NatsServer
 
     Path(args.store_dir).mkdir(parents=True, exist_ok=True)
     server = NatsServer(
@@ -164,18 +164,18 @@ def cmd_nats(args: argparse.Namespace) -> int:
 
 # -- worker --------------------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
-    from ._config import load_config
-    from ._system import Worker
+    from .._config import load_config
+    from .._system import Worker
 
     config = load_config(args.config)
     sys.path.insert(0, str(Path(args.app_dir).resolve()))
     tracing = _start_tracing(args, role=f"worker-{'-'.join(args.pool)}")
 
-    from ._agents import agent_services
+    from .._agents import agent_services
 
     services, pool_services = agent_services(config, args.pool)
     if pool_services:  # import the model client now, not on the first call (it takes seconds)
-        from ._llm import litellm_module
+        from .._models.llm import litellm_module
 
         litellm_module()
 
@@ -198,7 +198,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _start_tracing(args: argparse.Namespace, *, role: str) -> Any:
-    from ._tracing import LOCAL_JAEGER, configure_tracing
+    from .._observe.tracing import LOCAL_JAEGER, configure_tracing
 
     endpoint = LOCAL_JAEGER if getattr(args, "trace", False) else None
     return configure_tracing(role=role, endpoint=endpoint)
@@ -206,7 +206,7 @@ def _start_tracing(args: argparse.Namespace, *, role: str) -> Any:
 
 # -- ping ----------------------------------------------------------------------------------------
 def cmd_ping(args: argparse.Namespace) -> int:
-    from ._system import ActorSystem
+    from .._system import ActorSystem
 
     async def ping() -> int:
         async with ActorSystem(nats=_split(args.nats) or None, namespace=args.namespace,
@@ -240,13 +240,13 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 # -- demo, simulate, rlm ------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import demo_command
+    from .demo import demo_command
 
     return demo_command(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ._simulator import Simulator
+    from .._sim.simulator import Simulator
 
     async def serve() -> None:
         async with Simulator(host=args.host, port=args.port, time_scale=args.time_scale) as sim:
@@ -264,8 +264,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_rlm(args: argparse.Namespace) -> int:
     from actors import Budget
 
-    from ._demo import ask_rlm
-    from ._system import ActorSystem
+    from .._system import ActorSystem
+    from .demo import ask_rlm
 
     text = Path(args.context).read_text(encoding="utf-8", errors="replace")
     tracing = _start_tracing(args, role="cli")
@@ -273,7 +273,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
                                embedded=False, placement_timeout=60.0) as system:
-            from ._live import run_with_live_view
+            from .._observe.live import run_with_live_view
 
             ref = await system.node.transport.put_blob(text.encode())
             started = time.monotonic()
@@ -303,7 +303,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
 
 
 def cmd_trace_show(args: argparse.Namespace) -> int:
-    from ._trace_show import trace_show_command
+    from .._observe.trace_show import trace_show_command
 
     jsonl = args.file or os.environ.get("HETERARCH_TRACE_FILE")
     return trace_show_command(args.trace_id, jsonl=jsonl, jaeger=args.jaeger)

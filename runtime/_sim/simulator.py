@@ -29,14 +29,14 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from ._sim_profiles import EchoResponder as EchoResponder
-from ._sim_profiles import Profile as Profile
-from ._sim_profiles import Responder as Responder
-from ._sim_profiles import RoutingResponder as RoutingResponder
-from ._sim_profiles import ScriptedResponder as ScriptedResponder
-from ._sim_profiles import default_profiles as default_profiles
-from ._sim_profiles import estimate_tokens as estimate_tokens
-from ._sim_profiles import profiles_toml as profiles_toml
+from .profiles import EchoResponder as EchoResponder
+from .profiles import Profile as Profile
+from .profiles import Responder as Responder
+from .profiles import RoutingResponder as RoutingResponder
+from .profiles import ScriptedResponder as ScriptedResponder
+from .profiles import default_profiles as default_profiles
+from .profiles import estimate_tokens as estimate_tokens
+from .profiles import profiles_toml as profiles_toml
 
 log = logging.getLogger("heterarch.simulate")
 

@@ -23,7 +23,7 @@ from actors._semconv import (
     ATTR_POOL,
 )
 
-from .errors import RuntimeConfigError
+from ..errors import RuntimeConfigError
 
 
 def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:

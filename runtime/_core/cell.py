@@ -27,11 +27,11 @@ from actors import (
 )
 from transports import DECODE_ERRORS, Envelope, ErrorInfo
 
-from ._protocol import DEAD, UNDELIVERABLE, Exited
-from ._trace_context import extract_context, tracer, tracing_enabled
+from .protocol import DEAD, UNDELIVERABLE, Exited
+from .trace_context import extract_context, tracer, tracing_enabled
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from .node import Node
 
 log = logging.getLogger("heterarch.actor")
 A = TypeVar("A", bound=Actor)

@@ -1,0 +1,1 @@
+"""The ``heterarch`` command line and the demos."""

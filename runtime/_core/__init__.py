@@ -1,0 +1,1 @@
+"""The engine core: node lifecycle, messaging, membership, placement, the pool consumer, cells."""

@@ -1,0 +1,335 @@
+"""Messaging: incoming mailboxes and replies, tell/ask, system messages, stops and watches."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+
+from actors import (
+    Actor,
+    ActorDead,
+    ActorRef,
+    Address,
+    AskTimeout,
+    RemoteError,
+    Terminated,
+    Undeliverable,
+    message_type_name,
+    reply_type_of,
+)
+from transports import (
+    DECODE_ERRORS,
+    Envelope,
+    ErrorInfo,
+    Kind,
+    decode_error,
+    error_envelope,
+    new_id,
+)
+from transports.errors import NoResponders, RequestTimeout, TransportError
+
+from .cell import ActorCell, current_cell
+from .classes import class_path
+from .codec import encode
+from .protocol import (
+    DEAD,
+    UNDELIVERABLE,
+    ActorInfo,
+    Exited,
+    ModelLoad,
+    NodeStats,
+    StopActor,
+    Watch,
+    system_decoder,
+)
+from .state import NodeState
+from .trace_context import inject_headers
+
+log = logging.getLogger("heterarch.node")
+A = TypeVar("A", bound=Actor)
+
+
+class Messaging(NodeState):
+    async def _on_mailbox(self, env: Envelope) -> None:
+        if env.kind is Kind.SYSTEM:
+            await self._on_system(env)
+            return
+        cell = self.cells.get(env.target)
+        if cell is None:
+            self.reject(env, DEAD, f"actor {env.target} is not running on this node")
+            return
+        cell.deliver(env)
+
+    async def _on_system(self, env: Envelope) -> None:
+        try:
+            msg = system_decoder.decode(env.payload)
+        except DECODE_ERRORS as exc:
+            self.reject(env, UNDELIVERABLE, f"invalid system message: {exc}")
+            return
+        cell = self.cells.get(env.target)
+        if isinstance(msg, Exited):
+            if cell is not None:
+                self.task_group.start_soon(cell.child_exited, msg)
+            return
+        if cell is None:
+            if isinstance(msg, Watch):
+                await self.send_terminated(
+                    msg.watcher, Exited(actor_id=env.target, reason="not running", abnormal=False),
+                    Address(env.target, self.node_id),
+                )
+            self.reject(env, DEAD, f"actor {env.target} is not running on this node")
+            return
+        if isinstance(msg, StopActor):
+            self.task_group.start_soon(self._stop_and_reply, cell, env, msg.reason)
+        elif isinstance(msg, Watch):
+            cell.watchers[msg.watcher.actor_id] = msg.watcher
+        else:
+            self.reject(env, UNDELIVERABLE, f"unexpected system message {env.type}")
+
+    async def _stop_and_reply(self, cell: ActorCell, env: Envelope, reason: str) -> None:
+        await cell.stop(reason)
+        if env.reply_to:
+            await self.reply_value(env, True)
+
+    async def _on_reply(self, env: Envelope) -> None:
+        stream = self._pending_spawns.get(env.correlation_id)
+        if stream is None:
+            self.transport.dead_letters.record(env.target, "late-reply", env.type)
+            return
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
+            stream.send_nowait(env)
+
+    async def _on_control(self, env: Envelope) -> None:
+        if env.reply_to:
+            stats = NodeStats(
+                info=self.info(),
+                actors=[
+                    ActorInfo(
+                        actor_id=c.address.actor_id,
+                        actor_class=class_path(type(c.actor)),
+                        name=c.address.name,
+                        pool=c.address.pool,
+                        parent_id=c.parent.actor_id if c.parent else "",
+                        depth=c.depth,
+                    )
+                    for c in self.cells.values()
+                    if c is not self._guardian
+                ],
+                dead_letters=dict(self.transport.dead_letters.counts),
+                models={
+                    pool: ModelLoad(calls=llm.calls, tokens=llm.tokens, cost_usd=llm.cost_usd,
+                                    in_flight=llm.in_flight)
+                    for pool, services in self.pool_services.items()
+                    if (llm := services.get("llm")) is not None and hasattr(llm, "in_flight")
+                },
+            )
+            await self.reply_value(env, stats)
+
+    def reject(self, env: Envelope, error_type: str, message: str) -> None:
+        """Count an envelope as a dead letter; tell the asker why, if it asked."""
+        reason = "actor-dead" if error_type == DEAD else "undeliverable"
+        self.transport.dead_letters.record(env.target, reason, message, len(env.payload))
+        if env.reply_to:
+            self.task_group.start_soon(self.reply_error, env, ErrorInfo(error_type, message))
+
+    async def reply_error(self, env: Envelope, info: ErrorInfo) -> None:
+        reply = error_envelope(env, info, sender=env.target)
+        with contextlib.suppress(TransportError):
+            await self.transport.publish(env.reply_to, reply)
+
+    async def reply_value(self, env: Envelope, value: Any) -> None:
+        try:
+            payload = encode(value)
+        except (TypeError, NotImplementedError) as exc:
+            await self.reply_error(
+                env, ErrorInfo("TypeError", f"the handler's return value cannot be encoded: {exc}")
+            )
+            return
+        reply = Envelope(
+            id=new_id(),
+            kind=Kind.REPLY,
+            sender=env.target,
+            correlation_id=env.correlation_id or env.id,
+            payload=payload,
+        )
+        with contextlib.suppress(TransportError):
+            await self.transport.publish(env.reply_to, reply)
+
+    def _envelope(self, kind: Kind, address: Address, msg: Any) -> Envelope:
+        cell = current_cell.get()
+        return Envelope(
+            id=new_id(),
+            kind=kind,
+            sender=cell.address.actor_id if cell is not None else "",
+            target=address.actor_id,
+            type=message_type_name(type(msg)),
+            payload=encode(msg),
+            headers=inject_headers(),
+        )
+
+    async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
+        _check_message(msg)
+        record = self._records.get(ref.actor_id)
+        address = record.ref.address if record is not None else ref.address
+        env = self._envelope(Kind.TELL, address, msg)
+        await self.transport.publish(self.subjects.mailbox(address.node_id, address.actor_id), env)
+
+    async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float) -> Any:
+        _check_message(msg)
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        deadline = time.monotonic() + timeout
+        reply_type = reply_type_of(type(msg))  # type: ignore[arg-type]
+        while True:
+            # A child supervised here may have moved: its record knows the current address.
+            record = self._records.get(ref.actor_id)
+            address = record.ref.address if record is not None else ref.address
+            generation = record.generation if record is not None else 0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
+            env = self._envelope(Kind.ASK, address, msg)
+            subject = self.subjects.mailbox(address.node_id, address.actor_id)
+            try:
+                if record is None:
+                    reply = await self.transport.request(subject, env, timeout=remaining)
+                else:
+                    maybe: Envelope | None = None
+                    with self._watch_node(address.node_id):
+                        maybe = await self.transport.request(subject, env, timeout=remaining)
+                    if maybe is None:
+                        raise ActorDead(address.actor_id, "node lost")
+                    reply = maybe
+                return self._reply_value(reply, reply_type, address)
+            except RequestTimeout:
+                raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg))) from None
+            except NoResponders:
+                error: ActorDead = ActorDead(address.actor_id, "unreachable (no node serves it)")
+            except ActorDead as exc:
+                error = exc
+            record = self._records.get(address.actor_id)
+            if record is None or record.removed:
+                raise error
+            # A supervised child died before answering: wait for its restart, then ask again.
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                await record.wait_restarted(generation)
+            if record.removed:
+                raise error
+
+    def _reply_value(self, reply: Envelope, reply_type: Any, address: Address) -> Any:
+        if reply.kind is Kind.REPLY:
+            try:
+                return self.codec.decode(reply.payload, reply_type)
+            except DECODE_ERRORS as exc:
+                raise RemoteError(
+                    "ReplyTypeError", f"reply does not match {reply_type}: {exc}"
+                ) from None
+        if reply.kind is Kind.ERROR:
+            raise error_from_info(decode_error_payload(reply.payload), address.actor_id)
+        raise RemoteError("ProtocolError", f"unexpected reply kind {reply.kind!r}")
+
+    @contextlib.contextmanager
+    def _watch_node(self, node_id: str) -> Iterator[anyio.CancelScope]:
+        """A cancel scope that the heartbeat monitor cancels if ``node_id`` is lost."""
+        if node_id in self._lost_nodes:
+            raise ActorDead(node_id, "node lost")
+        scope = anyio.CancelScope()
+        scopes = self._inflight.setdefault(node_id, set())
+        scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            scopes.discard(scope)
+
+    async def send_system(self, address: Address, msg: Any, *, reply: bool = False) -> Any:
+        env = Envelope(
+            id=new_id(),
+            kind=Kind.SYSTEM,
+            target=address.actor_id,
+            type=message_type_name(type(msg)),
+            payload=encode(msg),
+        )
+        subject = self.subjects.mailbox(address.node_id, address.actor_id)
+        if not reply:
+            await self.transport.publish(subject, env)
+            return None
+        answer = await self.transport.request(subject, env, timeout=self.spawn_timeout)
+        return self._reply_value(answer, Any, address)
+
+    async def send_exit(self, parent: Address, exited: Exited) -> None:
+        local = self.cells.get(parent.actor_id)
+        if local is not None and parent.node_id == self.node_id:
+            self.task_group.start_soon(local.child_exited, exited)
+            return
+        with contextlib.suppress(TransportError):
+            await self.send_system(parent, exited)
+
+    async def send_terminated(self, watcher: Address, exited: Exited, dead: Address) -> None:
+        msg = Terminated(
+            actor_id=exited.actor_id, reason=exited.reason, abnormal=exited.abnormal, ref=dead
+        )
+        with contextlib.suppress(TransportError):
+            await self.tell(self.codec.ref(watcher), msg)
+
+    async def watch(self, ref: ActorRef[Any], watcher: Address) -> None:
+        address = ref.address
+        local = self.cells.get(address.actor_id)
+        if local is not None and address.node_id == self.node_id:
+            local.watchers[watcher.actor_id] = watcher
+            return
+        try:
+            await self.send_system(address, Watch(watcher), reply=False)
+        except NoResponders:
+            await self.send_terminated(
+                watcher, Exited(actor_id=address.actor_id, reason="unreachable", abnormal=True),
+                address,
+            )
+
+    async def stop_ref(self, ref: ActorRef[Any], reason: str) -> None:
+        """Stop an actor wherever it lives and wait until it is gone (no-op if already gone)."""
+        address = ref.address
+        local = self.cells.get(address.actor_id)
+        if local is not None and address.node_id == self.node_id:
+            await local.stop(reason)
+            return
+        if address.node_id in self._lost_nodes:
+            return
+        try:
+            with self._watch_node(address.node_id):
+                await self.send_system(address, StopActor(reason), reply=True)
+        except (ActorDead, NoResponders, RequestTimeout, TransportError):
+            pass
+
+
+def _check_message(msg: Any) -> None:
+    if not isinstance(msg, msgspec.Struct):
+        raise TypeError(
+            f"messages must be msgspec Structs (frozen, ideally tagged), not {type(msg).__name__}"
+        )
+
+
+def decode_error_payload(payload: bytes) -> ErrorInfo:
+    try:
+        return decode_error(payload)
+    except DECODE_ERRORS:
+        return ErrorInfo("ProtocolError", "malformed error reply")
+
+
+_UNDELIVERABLE = {UNDELIVERABLE, "MalformedEnvelope"}
+
+
+def error_from_info(info: ErrorInfo, target: str) -> Exception:
+    """Map an error reply to the typed exception the asker sees."""
+    if info.type == DEAD:
+        return ActorDead(target, info.message)
+    if info.type in _UNDELIVERABLE:
+        return Undeliverable(target, info.message)
+    return RemoteError(info.type, info.message, info.traceback)

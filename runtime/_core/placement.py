@@ -1,0 +1,222 @@
+"""Placement: the parent side of spawning (here, or on a pool's worker through its work queue)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+from opentelemetry import trace
+
+from actors import (
+    Actor,
+    ActorRef,
+    Address,
+    Restart,
+    SpawnFailed,
+    message_type_name,
+)
+from transports import (
+    Envelope,
+    Kind,
+    new_id,
+)
+
+from .cell import ActorCell, ChildRecord
+from .classes import class_path, instantiate
+from .codec import encode
+from .messaging import decode_error_payload
+from .protocol import (
+    Spawned,
+    SpawnRequest,
+)
+from .state import NodeState
+from .trace_context import inject_headers, tracer, tracing_enabled
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("heterarch.node")
+A = TypeVar("A", bound=Actor)
+
+
+class Placement(NodeState):
+    async def spawn_child(
+        self,
+        parent: ActorCell | None,
+        actor_class: type[A],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        pool: str | None,
+        name: str | None,
+        supervision: Restart | str | None,
+    ) -> ActorRef[A]:
+        """Spawn ``actor_class`` as a child of ``parent`` (the guardian when None)."""
+        if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
+            raise TypeError(f"spawn() needs an Actor subclass, not {actor_class!r}")
+        restart = _restart_of(supervision)
+        parent_cell = parent or self.guardian
+        try:
+            args_bytes = encode([list(args), kwargs])
+        except (TypeError, NotImplementedError) as exc:
+            raise SpawnFailed(
+                class_path(actor_class), pool or "", f"arguments are not msgspec-encodable: {exc}"
+            ) from None
+        target_pool = parent_cell.address.pool if pool is None else pool
+        actor_id = new_id()
+        address = await self.spawn_actor(
+            actor_class, args_bytes, pool=target_pool if pool is not None else None,
+            inherit_pool=target_pool, name=name or "", parent=parent_cell, actor_id=actor_id,
+        )
+        ref: ActorRef[A] = self.codec.ref(address)
+        record = ChildRecord(
+            ref=ref, actor_class=actor_class, args=args_bytes, name=name or "",
+            pool=pool if pool is not None else "", restart=restart,
+        )
+        if pool is None:
+            record.pool = ""
+        parent_cell.children[actor_id] = record
+        self._records[actor_id] = record
+        return ref
+
+    def forget_record(self, record: ChildRecord) -> None:
+        if self._records.get(record.ref.actor_id) is record:
+            del self._records[record.ref.actor_id]
+
+    async def spawn_actor(
+        self,
+        actor_class: type[Actor],
+        args: bytes,
+        *,
+        pool: str | None,
+        name: str,
+        parent: ActorCell,
+        actor_id: str,
+        generation: int = 0,
+        restart_error: str | None = None,
+        inherit_pool: str = "",
+    ) -> Address:
+        """Create one incarnation: here when ``pool`` is None/empty, else on a pool's worker."""
+        if not pool:
+            return await self._start_local(
+                actor_class, args, pool=inherit_pool or parent.address.pool, name=name,
+                parent=parent.address, depth=parent.depth + 1, actor_id=actor_id,
+                generation=generation, restart_error=restart_error,
+            )
+        request = SpawnRequest(
+            actor_class=class_path(actor_class),
+            args=args,
+            actor_id=actor_id,
+            name=name,
+            pool=pool,
+            parent=parent.address,
+            depth=parent.depth + 1,
+            deadline=time.time() + self.spawn_timeout,
+            generation=generation,
+        )
+        if tracing_enabled():
+            with tracer.start_as_current_span(
+                f"create_agent {actor_class.__name__}",
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "gen_ai.operation.name": "create_agent",
+                    "gen_ai.agent.name": actor_class.__name__,
+                    "gen_ai.agent.id": actor_id,
+                    "heterarch.actor.id": actor_id,
+                    "heterarch.parent.id": parent.address.actor_id,
+                    "heterarch.pool": pool,
+                    "heterarch.hardware": self.hardware_of(pool),
+                    "heterarch.depth": parent.depth + 1,
+                    "heterarch.restart": restart_error is not None,
+                },
+            ):
+                return await self._spawn_remote(request, inject_headers())
+        return await self._spawn_remote(request, {})
+
+    async def _spawn_remote(self, request: SpawnRequest, headers: dict[str, str]) -> Address:
+        await self.wait_pool(request.pool)
+        correlation = new_id()
+        send, receive = anyio.create_memory_object_stream[Envelope](1)
+        self._pending_spawns[correlation] = send
+        try:
+            env = Envelope(
+                id=correlation,
+                kind=Kind.SYSTEM,
+                sender=request.parent.actor_id if request.parent else "",
+                reply_to=self.subjects.replies(self.node_id),
+                correlation_id=correlation,
+                type=message_type_name(SpawnRequest),
+                payload=encode(request),
+                headers=headers,
+            )
+            await self.transport.enqueue(request.pool, env)
+            with anyio.move_on_after(self.spawn_timeout):
+                reply = await receive.receive()
+                if reply.kind is Kind.ERROR:
+                    info = decode_error_payload(reply.payload)
+                    raise SpawnFailed(request.actor_class, request.pool, info.message)
+                return self.codec.decode(reply.payload, Spawned).address  # type: ignore[no-any-return]
+            raise SpawnFailed(
+                request.actor_class, request.pool,
+                f"no worker started it within {self.spawn_timeout}s",
+            )
+        finally:
+            del self._pending_spawns[correlation]
+            send.close()
+            receive.close()
+
+    async def _start_local(
+        self,
+        actor_class: type[Actor],
+        args: bytes,
+        *,
+        pool: str,
+        name: str,
+        parent: Address | None,
+        depth: int,
+        actor_id: str,
+        generation: int,
+        restart_error: str | None,
+    ) -> Address:
+        try:
+            raw_args, raw_kwargs = self.codec.decode(args)
+            instance = instantiate(actor_class, raw_args, raw_kwargs)
+        except SpawnFailed:
+            raise
+        except Exception as exc:
+            raise SpawnFailed(
+                class_path(actor_class), pool, f"{type(exc).__name__}: {exc}"
+            ) from None
+        address = Address(actor_id=actor_id, node_id=self.node_id, pool=pool, name=name)
+        node = cast("Node", self)  # Placement is only ever a part of Node
+        cell = ActorCell(
+            node, instance, address, parent=parent, depth=depth, generation=generation
+        )
+        self.cells[actor_id] = cell
+        try:
+            await cell.start(restart_error)
+        except Exception as exc:
+            self.cells.pop(actor_id, None)
+            raise SpawnFailed(
+                class_path(actor_class), pool, f"on_start raised {type(exc).__name__}: {exc}"
+            ) from exc
+        return address
+
+    def unregister(self, cell: ActorCell) -> None:
+        if self.cells.get(cell.address.actor_id) is cell:
+            del self.cells[cell.address.actor_id]
+
+
+def _restart_of(supervision: Restart | str | None) -> Restart:
+    if supervision is None:
+        return Restart.PERMANENT
+    if isinstance(supervision, Restart):
+        return supervision
+    try:
+        return Restart(supervision)
+    except ValueError:
+        raise ValueError(
+            f"supervision must be one of {[r.value for r in Restart]}, not {supervision!r}"
+        ) from None

@@ -1,0 +1,70 @@
+"""What every part of a node shares: its state, declared once for the mixins that make up ``Node``.
+
+``Node`` is composed of ``Messaging``, ``Placement``, ``PoolConsumer`` and ``Membership``; each
+reads the attributes declared here, which ``Node.__init__`` sets. Methods that one part calls on
+another are declared for the type checker only (the real ones come first in the MRO).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from transports import Envelope, ErrorInfo, KeyValue, Transport
+from transports._tasks import HostedTaskGroup
+
+from .._config import PoolConfig
+from .cell import ActorCell, ChildRecord
+from .codec import Codec
+from .protocol import Exited, NodeInfo, Subjects
+
+if TYPE_CHECKING:
+    from actors import Actor, ActorRef, Address
+
+
+class NodeState:
+    transport: Transport
+    node_id: str
+    role: str
+    pools: dict[str, PoolConfig]
+    services: dict[str, Any]
+    pool_services: dict[str, dict[str, Any]]
+    heartbeat_interval: float
+    node_lost_after: float
+    placement_timeout: float
+    spawn_timeout: float
+    spawn_ack_wait: float
+    subjects: Subjects
+    codec: Codec
+    cells: dict[str, ActorCell]
+    started_at: float
+    task_group: HostedTaskGroup
+    closed: anyio.Event
+    _records: dict[str, ChildRecord]  # actor id -> record of a supervising cell here
+    _pending_spawns: dict[str, MemoryObjectSendStream[Envelope]]
+    _known_nodes: dict[str, tuple[NodeInfo, float]]
+    _lost_nodes: set[str]
+    _inflight: dict[str, set[anyio.CancelScope]]
+    _slots: dict[str, anyio.Semaphore]
+    _guardian: ActorCell | None
+    _nodes_kv: KeyValue
+
+    if TYPE_CHECKING:
+        @property
+        def guardian(self) -> ActorCell: ...
+        def hardware_of(self, pool: str) -> str: ...
+        def info(self) -> NodeInfo: ...
+        async def wait_pool(self, pool: str) -> None: ...
+        async def reply_value(self, env: Envelope, value: Any) -> None: ...
+        async def reply_error(self, env: Envelope, info: ErrorInfo) -> None: ...
+        async def send_terminated(
+            self, watcher: Address, exited: Exited, dead: Address
+        ) -> None: ...
+        async def tell(self, ref: ActorRef[Any], msg: Any) -> None: ...
+        async def _start_local(
+            self, actor_class: type[Actor], args: bytes, *, pool: str, name: str,
+            parent: Address | None, depth: int, actor_id: str, generation: int,
+            restart_error: str | None,
+        ) -> Address: ...

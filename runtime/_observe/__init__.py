@@ -1,0 +1,1 @@
+"""Observability: OpenTelemetry setup, span file reading (`trace show`), the live view."""

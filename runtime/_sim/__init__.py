@@ -1,0 +1,1 @@
+"""The pool simulator: an OpenAI-compatible server, hardware profiles, task generators."""
