@@ -1,6 +1,7 @@
 """``python -m runtime._cli``: the same as the ``heterarch`` command."""
 
+import sys
+
 from .main import main
 
-if __name__ == "__main__":
-    main()
+sys.exit(main())

@@ -322,6 +322,3 @@ def cmd_sandbox_build(args: argparse.Namespace) -> int:
     print(f"sandbox image ready: {tag}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
