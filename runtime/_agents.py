@@ -31,7 +31,8 @@ def agent_services(
     router: Router | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(services, pool_services)`` for a Worker or ActorSystem hosting RLM/LLM agents."""
-    route = RouteService(router or BudgetAwareRouter(ComplexityRouter(config.pools)))
+    route = RouteService(router or BudgetAwareRouter(ComplexityRouter(config.pools)),
+                         pools=config.pools)
     services: dict[str, Any] = {
         "pools": dict(config.pools),
         "route": route,

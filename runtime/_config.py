@@ -18,6 +18,7 @@ input_price_per_mtok = 3.0
 output_price_per_mtok = 15.0
 max_concurrency = 64               # model calls in flight per worker
 tier = 3                           # capability tier the router may rely on (higher is stronger)
+modalities = ["text", "image"]     # what its model reads (default: text only)
 ```
 """
 
@@ -31,6 +32,7 @@ import msgspec
 
 from .errors import RuntimeConfigError
 
+MODALITIES = {"text", "image"}
 _POOL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -52,6 +54,8 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     timeout_s: float = 60.0
     max_retries: int = 3
     description: str = ""
+    modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image" too: the
+    # router may send it image_url content parts
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _POOL_NAME_CHARS:
@@ -62,6 +66,12 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise RuntimeConfigError(f"pool {self.name!r}: capacity must be >= 1")
         if self.max_concurrency < 1:
             raise RuntimeConfigError(f"pool {self.name!r}: max_concurrency must be >= 1")
+        unknown = set(self.modalities) - MODALITIES
+        if unknown or "text" not in self.modalities:
+            raise RuntimeConfigError(
+                f"pool {self.name!r}: modalities must include \"text\" and be among "
+                f"{sorted(MODALITIES)}, not {self.modalities}"
+            )
         for price in (self.input_price_per_mtok, self.output_price_per_mtok):
             if price is not None and price < 0:
                 raise RuntimeConfigError(f"pool {self.name!r}: prices must be >= 0")

@@ -153,7 +153,7 @@ class LLMClient:
         except Exception:  # not in litellm's table: unknown price, counted as zero
             return 0.0
 
-    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+    async def complete(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                        temperature: float | None = None, stream: bool = False,
                        **options: Any) -> Completion:
         """One chat completion. ``stream=True`` reads the answer as server-sent events (the

@@ -43,7 +43,9 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     plain completion) or ``"rlm"`` (a recursive agent); ``depth``: 1 for the root's children;
     ``tag``: a caller's label for static rules (``"zoom"``); ``budget_left``: fraction of the
     run's budget still unspent; ``tokens``: a token estimate overriding the prompt's length;
-    ``hint``: ``"easy"`` or ``"hard"`` when the caller knows better than the keywords.
+    ``hint``: ``"easy"`` or ``"hard"`` when the caller knows better than the keywords;
+    ``images``: how many images the call carries (only pools with ``"image"`` in their
+    ``modalities`` may take it).
     """
 
     prompt: str = ""
@@ -53,6 +55,7 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     budget_left: float = 1.0
     tokens: int = 0
     hint: str = ""
+    images: int = 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -112,6 +115,17 @@ _QUADRATIC = re.compile(
     r"all combinations|contradict)", re.I)
 _LINEAR = re.compile(r"\b(label each|classify|count|how many|list all|sum|aggregate|each "
                      r"record|every record|summari[sz]e)", re.I)
+
+
+# Image sub-calls: reading a crop is a lookup; planning over a whole page is global reasoning.
+_GLOBAL_VISION = re.compile(
+    r"\b(layout|locate|where on|which (region|part|block)|whole (page|screen)|plan|navigate)",
+    re.I)
+
+
+def accepts(pool: PoolConfig, task: Task) -> bool:
+    """Whether ``pool``'s model reads everything ``task`` carries (text; images if any)."""
+    return not task.images or "image" in pool.modalities
 
 
 def estimate_complexity(prompt: str) -> Complexity:
@@ -181,6 +195,10 @@ class ComplexityRouter(Router):
         if task.hint in ("easy", "hard"):
             complexity = Complexity.QUADRATIC if task.hint == "hard" else Complexity.LINEAR
             why = f"caller says {task.hint}"
+        elif task.images and _GLOBAL_VISION.search(task.prompt[:2000]):
+            complexity, why = Complexity.QUADRATIC, "global visual reasoning"
+        elif task.images:
+            complexity, why = Complexity.CONSTANT, "crop-and-read"
         else:
             complexity = estimate_complexity(task.prompt)
             why = f"{complexity.name.lower()} instruction"
@@ -205,7 +223,10 @@ class ComplexityRouter(Router):
     def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
         excluded = set(exclude)
         tier, why = self.required_tier(task)
-        candidates = [p for p in self.pools.values() if p.name not in excluded]
+        candidates = [p for p in self.pools.values() if p.name not in excluded
+                      and accepts(p, task)]
+        if task.images:
+            why += f" ({task.images} image(s): vision pools only)"
         fitting = sorted((p for p in candidates if p.tier >= tier),
                          key=lambda p: (self._price(p, task), -p.tier))
         if not fitting:  # nothing strong enough left: take the strongest there is
@@ -243,7 +264,8 @@ class BudgetAwareRouter(Router):
             return decision
         current = self.inner.pools[decision.pool]
         cheaper = sorted((p for p in self.inner.pools.values()
-                          if p.tier == current.tier - 1 and p.name not in set(exclude)),
+                          if p.tier == current.tier - 1 and p.name not in set(exclude)
+                          and accepts(p, task)),
                          key=lambda p: self.inner._price(p, task))
         if not cheaper:
             return decision
@@ -264,20 +286,36 @@ class ChainRouter(Router):
 
 
 class RouteService:
-    """What agents call (``ctx.service("route")(prompt=..., ...)``): a router plus live stats."""
+    """What agents call (``ctx.service("route")(prompt=..., ...)``): a router plus live stats.
 
-    def __init__(self, router: Router, stats: PoolStats | None = None) -> None:
+    With ``pools`` (the config), no decision ever sends images to a pool whose modalities
+    lack ``"image"``, whichever router made it: such a pool is excluded and the task routed
+    again.
+    """
+
+    def __init__(self, router: Router, stats: PoolStats | None = None, *,
+                 pools: Mapping[str, PoolConfig] | None = None) -> None:
         self.router = router
         self.stats = stats or getattr(router, "stats", None) or PoolStats()
+        self.pools = dict(pools or {})
 
     def __call__(self, *, prompt: str, kind: str = "llm", depth: int = 1, tag: str = "",
                  exclude: Iterable[str] = (), budget_left: float = 1.0, tokens: int = 0,
-                 hint: str = "") -> RouteDecision:
+                 hint: str = "", images: int = 0) -> RouteDecision:
         """Route one sub-call. Raises ``NoPoolFits`` when no router chose a pool."""
         task = Task(prompt=prompt, kind=kind, depth=depth, tag=tag, budget_left=budget_left,
-                    tokens=tokens, hint=hint)
-        decision = self.router.route(task, exclude=exclude)
-        if decision is None:
-            raise NoPoolFits(task, "no router chose a pool (are any pools with a model "
-                                   "configured, and not all failing?)")
-        return decision
+                    tokens=tokens, hint=hint, images=images)
+        excluded = set(exclude)
+        while True:
+            decision = self.router.route(task, exclude=excluded)
+            if decision is None:
+                raise NoPoolFits(task, "no router chose a pool (are any pools with a model "
+                                       "and the modalities it needs configured, and not all "
+                                       "failing?)")
+            pool = self.pools.get(decision.pool)
+            if pool is None or accepts(pool, task):
+                return decision
+            if decision.pool in excluded:  # a router that ignores `exclude`
+                raise NoPoolFits(task, f"the router insists on {decision.pool!r}, which "
+                                       "does not accept images")
+            excluded.add(decision.pool)  # a text-only pool chosen for images: never sent

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .oolong import Accuracy, LabelResponder, RootResponder
+
+if TYPE_CHECKING:
+    from .vision import VisionSpec
 
 
 class Responder(Protocol):
@@ -71,6 +74,8 @@ class Profile:
     responder: Responder = field(default_factory=EchoResponder)
     description: str = ""
     fixed_latency_s: float | None = None  # if set: every answer takes this long, whatever size
+    modalities: tuple[str, ...] = ("text",)  # "image" too: it accepts image_url content parts
+    vision: VisionSpec | None = None  # how it sees and counts images (``vision.VisionSpec``)
 
     def latency(self, completion_tokens: int) -> float:
         """Seconds an answer of this many tokens takes (before the time scale)."""
@@ -107,7 +112,8 @@ def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Seque
                   capacity: int = 256) -> str:
     """A pools config for these simulated pools (what the demo writes for its workers)."""
     names = {"sim/wafer-small": "wafer", "sim/h100-open": "h100", "sim/frontier": "frontier",
-             "sim/cpu-tiny": "cpu"}
+             "sim/cpu-tiny": "cpu", "sim/vlm-small": "vision-small",
+             "sim/frontier-vlm": "vision-frontier"}
     out = []
     for model, p in profiles.items():
         name = names.get(model, model.replace("/", "-"))
@@ -116,5 +122,6 @@ def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Seque
                 f'api_base = "{base_url}"', f"input_price_per_mtok = {p.input_price_per_mtok}",
                 f"output_price_per_mtok = {p.output_price_per_mtok}",
                 f"max_concurrency = {p.concurrency}", f"tier = {p.tier}",
+                f"modalities = {json.dumps(list(p.modalities))}",
                 f'description = "{p.description}"', ""]
     return "\n".join(out)

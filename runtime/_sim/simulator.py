@@ -37,6 +37,7 @@ from .profiles import ScriptedResponder as ScriptedResponder
 from .profiles import default_profiles as default_profiles
 from .profiles import estimate_tokens as estimate_tokens
 from .profiles import profiles_toml as profiles_toml
+from .vision import reply_with_images, request_images
 
 log = logging.getLogger("heterarch.simulate")
 
@@ -84,6 +85,7 @@ class Simulator:
         self.in_flight: dict[str, int] = {name: 0 for name in self.profiles}
         self.peak_in_flight: dict[str, int] = {name: 0 for name in self.profiles}
         self.queued: dict[str, int] = {name: 0 for name in self.profiles}  # waiting for a slot
+        self.images_received: dict[str, int] = {name: 0 for name in self.profiles}
 
     @property
     def base_url(self) -> str:
@@ -230,9 +232,14 @@ class Simulator:
         messages = request.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise _HttpError(400, "messages must be a list of objects")
+        try:
+            images, image_tokens = request_images(profile, messages)
+        except ValueError as exc:
+            raise _HttpError(400, str(exc)) from None
         messages = [{"role": str(m.get("role", "")), "content": _text(m.get("content"))}
                     for m in messages]
         self.requests += 1
+        self.images_received[profile.model] += len(images)
         if profile.error_rate and self._rng.random() < profile.error_rate:
             status = 429 if self._rng.random() < 0.5 else 500
             raise _HttpError(status, "simulated failure", "rate_limit_error" if status == 429
@@ -247,8 +254,10 @@ class Simulator:
             self.peak_in_flight[profile.model] = max(self.peak_in_flight[profile.model],
                                                      self.in_flight[profile.model])
             try:
-                text = profile.responder.reply(messages, profile.model)
-                prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+                text = (reply_with_images(profile.responder, messages, images, profile.model)
+                        if images else profile.responder.reply(messages, profile.model))
+                prompt_tokens = image_tokens + sum(estimate_tokens(m["content"])
+                                                   for m in messages)
                 completion_tokens = estimate_tokens(text)
                 delay = profile.latency(completion_tokens)
                 if request.get("stream"):

@@ -1,0 +1,178 @@
+"""Simulated vision models: image tokens, legibility, generated pages, routing by modality."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from runtime import PoolConfig
+from runtime._models.llm import LLMCallFailed, LLMClient
+from runtime._models.routing import (
+    ComplexityRouter,
+    NoPoolFits,
+    RouteService,
+    Rule,
+    StaticRouter,
+    Task,
+)
+from runtime._sim import vision, webpages
+from runtime._sim.profiles import default_profiles
+from runtime._sim.simulator import Simulator
+
+GPT4O = vision.VisionSpec.openai_tiles(85, 170, legible_px=5.5)
+
+
+def test_openai_tiles_match_the_published_examples() -> None:
+    # OpenAI's worked examples: 1024x1024 -> 768x768, 4 tiles, 765 tokens;
+    # 2048x4096 -> 768x1536, 6 tiles, 1105 tokens.
+    assert GPT4O.model_size(1024, 1024) == (768, 768)
+    assert GPT4O.tokens(1024, 1024) == 765
+    assert GPT4O.model_size(2048, 4096) == (768, 1536)
+    assert GPT4O.tokens(2048, 4096) == 1105
+    assert vision.GPT5_VISION.tokens(1024, 1024) == 70 + 4 * 140
+
+
+def test_qwen_patches_keep_the_resolution() -> None:
+    spec = vision.QWEN3_VL_VISION
+    assert spec.model_size(1280, 960) == (1280, 960)
+    assert spec.tokens(1280, 960) == 40 * 30 + 2
+    w, h = spec.model_size(8000, 8000)  # over max_pixels: scaled down
+    assert w * h <= spec.max_pixels + 64 * 8000
+    assert spec.model_size(10, 10) == (256, 256)  # under min_pixels: scaled up
+    with pytest.raises(ValueError, match="positive size"):
+        spec.model_size(0, 10)
+
+
+def test_accuracy_falls_with_text_size_and_rises_with_tier() -> None:
+    small, frontier = vision.QWEN3_VL_VISION, vision.GPT5_VISION
+    sizes = [3.0, 5.0, 6.5, 8.0, 12.0]
+    for spec in (small, frontier):
+        accuracies = [spec.read_accuracy(px) for px in sizes]
+        assert accuracies == sorted(accuracies)
+        assert accuracies[0] < 0.1 and accuracies[-1] > 0.99
+    assert all(frontier.read_accuracy(px) > small.read_accuracy(px) for px in sizes)
+
+
+def test_pages_are_a_pure_function_of_their_id() -> None:
+    assert webpages.layout("web:3:1") == webpages.generate_pages(3, 2)[1]
+    assert webpages.layout("web:3:1") != webpages.layout("web:4:1")
+    for bad in ("web:x:1", "file:/etc/passwd", "web:1:-1", ""):
+        with pytest.raises(ValueError, match="not a generated page id"):
+            webpages.layout(bad)
+    pages = webpages.generate_pages(5, 3)
+    for q in webpages.questions(pages, 5):
+        assert pages[q.page_index].element(q.key).text == q.answer
+
+
+def view_png(page: webpages.Page, box: tuple[int, int, int, int], zoom: float) -> bytes:
+    """A crop of the rendered page, zoomed, carrying its view (what the REPL helpers write)."""
+    full = Image.open(io.BytesIO(webpages.render(page)))
+    crop = full.crop(box).resize((round((box[2] - box[0]) * zoom),
+                                  round((box[3] - box[1]) * zoom)))
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text(webpages.VIEW_KEY, webpages.view_info(page.page_id, box))
+    out = io.BytesIO()
+    crop.save(out, format="PNG", pnginfo=meta)
+    return out.getvalue()
+
+
+def test_the_responder_reads_zoomed_crops_and_misreads_small_text() -> None:
+    page = webpages.layout("web:7:0")
+    responder = vision.VisionResponder(vision.GPT5_VISION)
+    user = [{"role": "user", "content": "Read all text in this crop."}]
+    whole = responder.reply_images(user, [webpages.render(page)], "m")
+    truth = {f"{e.kind}: {e.text}" for e in page.elements}
+    misread = [line for line in whole.splitlines() if line not in truth]
+    assert misread  # 8-pixel text on a page scaled to a 768 short side: some is wrong
+    card = next(box for role, box in page.regions if role == "card")
+    zoomed = responder.reply_images(user, [view_png(page, card, 2.0)], "m")
+    inside = [e for e in page.elements if e.box[0] >= card[0] and e.box[2] <= card[2]
+              and e.box[1] >= card[1] and e.box[3] <= card[3]]
+    assert zoomed.splitlines() == [f"{e.kind}: {e.text}" for e in inside]
+    layout = responder.reply_images([{"role": "user", "content": "Give the layout."}],
+                                    [webpages.render(page)], "m")
+    assert layout.splitlines()[0] == "header: 0,0,1280,90"
+
+
+def test_an_image_without_a_view_has_nothing_to_read() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(out, format="JPEG")
+    responder = vision.VisionResponder(vision.QWEN3_VL_VISION)
+    reply = responder.reply_images([{"role": "user", "content": "Read"}], [out.getvalue()], "m")
+    assert reply == "I cannot make out any text in this image."
+
+
+def image_message(data: bytes) -> list[dict[str, object]]:
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    return [{"role": "user", "content": [{"type": "text", "text": "Read all text."},
+                                         {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+@pytest.mark.anyio
+async def test_images_over_http_cost_tiles_and_text_only_models_refuse_them() -> None:
+    profiles = {**default_profiles(), **vision.vision_profiles()}
+    page = webpages.layout("web:2:0")
+    card = next(box for role, box in page.regions if role == "card")
+    png = view_png(page, card, 2.0)
+    async with Simulator(profiles, time_scale=0) as sim:
+        def client(name: str, model: str) -> LLMClient:
+            return LLMClient(PoolConfig(name=name, model=f"openai/{model}",
+                                        api_base=sim.base_url, max_retries=0,
+                                        input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+
+        vlm = client("vision-small", "sim/vlm-small")
+        done = await vlm.complete(image_message(png))
+        price = page.element(next(e.key for e in page.elements if e.kind == "price"
+                                  and e.box[0] >= card[0] and e.box[2] <= card[2]
+                                  and e.box[1] >= card[1] and e.box[3] <= card[3]))
+        assert f"price: {price.text}" in done.text
+        seen = Image.open(io.BytesIO(png)).size
+        assert done.input_tokens >= vision.QWEN3_VL_VISION.tokens(*seen)
+        with pytest.raises(LLMCallFailed, match="does not accept image input"):
+            await client("wafer", "sim/wafer-small").complete(image_message(png))
+        assert sim.images_received["sim/wafer-small"] == 0
+        assert sim.images_received["sim/vlm-small"] == 1
+        with pytest.raises(LLMCallFailed, match="not a PNG or JPEG"):
+            await vlm.complete(image_message(b"%PDF-1.4 not an image"))
+
+
+VISION_POOLS = {
+    "wafer": PoolConfig(name="wafer", model="m/w", tier=1, input_price_per_mtok=0.1,
+                        output_price_per_mtok=0.1),
+    "vision-small": PoolConfig(name="vision-small", model="m/v", tier=2,
+                               input_price_per_mtok=0.08, output_price_per_mtok=0.5,
+                               modalities=["text", "image"]),
+    "vision-frontier": PoolConfig(name="vision-frontier", model="m/f", tier=3,
+                                  input_price_per_mtok=1.25, output_price_per_mtok=10,
+                                  modalities=["text", "image"]),
+}
+
+
+def test_crops_go_to_the_small_vision_pool_and_global_reasoning_to_the_frontier() -> None:
+    router = ComplexityRouter(VISION_POOLS)
+    read = router.route(Task(prompt="Read all text in this crop.", images=1))
+    assert read is not None and read.pool == "vision-small"
+    assert "crop-and-read" in read.reason and "vision pools only" in read.reason
+    plan = router.route(Task(prompt="Give the layout of this page.", images=1))
+    assert plan is not None and plan.pool == "vision-frontier"
+    assert "global visual reasoning" in plan.reason
+    text = router.route(Task(prompt="Read this sentence."))
+    assert text is not None and text.pool == "wafer"  # text alone: the cheapest pool
+
+
+def test_no_router_sends_an_image_to_a_text_only_pool() -> None:
+    static = StaticRouter([Rule(pool="wafer", tag="zoom")], default="wafer")
+    route = RouteService(static, pools=VISION_POOLS)
+    assert route(prompt="x", tag="zoom").pool == "wafer"  # text: the rule holds
+    with pytest.raises(NoPoolFits, match="modalities"):
+        route(prompt="x", tag="zoom", images=1)  # the rule's pool is text-only: refused
+    chained = RouteService(StaticRouter([Rule(pool="wafer", tag="zoom"),
+                                         Rule(pool="vision-small", tag="zoom")]),
+                           pools=VISION_POOLS)
+    assert chained(prompt="x", tag="zoom", images=2).pool == "vision-small"
+    text_only = {"wafer": VISION_POOLS["wafer"]}
+    with pytest.raises(NoPoolFits):
+        RouteService(ComplexityRouter(text_only), pools=text_only)(prompt="x", images=1)
