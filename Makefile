@@ -28,7 +28,7 @@ test: install sandbox-image
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check actors runtime transports sandbox examples tests bench
+	$(BIN)/ruff check heterarch actors runtime transports sandbox examples tests bench
 	$(BIN)/mypy
 
 bench: install sandbox-image

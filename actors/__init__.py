@@ -31,7 +31,9 @@ from .errors import AskTimeout as AskTimeout
 from .errors import BudgetExceeded as BudgetExceeded
 from .errors import HeterarchError as HeterarchError
 from .errors import InvalidMessage as InvalidMessage
+from .errors import MessageNotEncodable as MessageNotEncodable
 from .errors import RemoteError as RemoteError
+from .errors import ReplyNotEncodable as ReplyNotEncodable
 from .errors import SpawnFailed as SpawnFailed
 from .errors import Undeliverable as Undeliverable
 
@@ -54,12 +56,14 @@ __all__ = (
     "InvalidMessage",
     "LLMAgent",
     "LLMReply",
+    "MessageNotEncodable",
     "Messenger",
     "PoolUsage",
     "Prompt",
     "Query",
     "RLMAgent",
     "RemoteError",
+    "ReplyNotEncodable",
     "Restart",
     "RestartIntensity",
     "SpawnFailed",

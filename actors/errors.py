@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-class HeterarchError(Exception):
-    """Root of all heterarch errors."""
+from heterarch import HeterarchError as HeterarchError
 
 
 class AskTimeout(HeterarchError, TimeoutError):
@@ -64,3 +62,27 @@ class SpawnFailed(HeterarchError):
 
 class InvalidMessage(HeterarchError, TypeError):
     """The message is not of a type the target declares a handler for."""
+
+
+class MessageNotEncodable(HeterarchError, TypeError):
+    """A message, reply or spawn argument holds a value msgpack cannot carry."""
+
+    def __init__(self, message_type: str, field: str, reason: str) -> None:
+        self.message_type = message_type
+        self.field = field
+        self.reason = reason
+        super().__init__(
+            f"cannot encode {field!s} of {message_type}: {reason} (use msgspec-encodable values: "
+            "ints within 64 bits, valid Unicode text, Structs, lists, dicts, bytes, refs)"
+        )
+
+
+class ReplyNotEncodable(RemoteError):
+    """The handler returned a value that cannot travel back (the asker's side of the error)."""
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        self.message_type = message_type
+        self.reason = reason
+        super().__init__(
+            "ReplyNotEncodable", f"the reply to {message_type} cannot be encoded: {reason}"
+        )

@@ -27,6 +27,7 @@ from ._system import ActorSystem as ActorSystem
 from ._system import Worker as Worker
 from .errors import ClassNotServed as ClassNotServed
 from .errors import NatsServerError as NatsServerError
+from .errors import NodeFailed as NodeFailed
 from .errors import NoWorkerForPool as NoWorkerForPool
 from .errors import RuntimeConfigError as RuntimeConfigError
 
@@ -43,6 +44,7 @@ __all__ = (
     "NatsServerError",
     "NoWorkerForPool",
     "Node",
+    "NodeFailed",
     "PoolConfig",
     "PoolStats",
     "Profile",

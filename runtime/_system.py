@@ -13,10 +13,12 @@ import msgspec
 
 from actors import Actor, ActorRef, Address, Restart, Terminated
 from transports import ConnectOptions, NatsTransport, Transport
+from transports.errors import redact_url
 
 from ._config import PoolConfig, RuntimeConfig
 from ._core.node import Node
 from ._nats_server import NatsServer, port_answers
+from .errors import NodeFailed
 
 log = logging.getLogger("heterarch")
 A = TypeVar("A", bound=Actor)
@@ -49,13 +51,18 @@ async def open_transport(
         os.environ.get("HETERARCH_NATS_URL") or os.environ.get("NATS_URL")
     )
     urls = nats_urls(nats)
-    if embedded is True or (embedded is None and not explicit and not _any_answers(urls)):
+    # Port probes and the server's start and cleanup block: they run in a worker thread.
+    if embedded is True or (
+        embedded is None and not explicit
+        and not await anyio.to_thread.run_sync(_any_answers, urls)
+    ):
         parsed = urlparse(DEFAULT_NATS_URL)
         port = parsed.port or 4222
-        server = NatsServer(port=0 if port_answers("127.0.0.1", port) else port)
+        busy = await anyio.to_thread.run_sync(port_answers, "127.0.0.1", port)
+        server = NatsServer(port=0 if busy else port)
         await anyio.to_thread.run_sync(server.start)
         log.warning("no NATS server answered at %s: started an embedded one at %s",
-                    ", ".join(urls), server.url)
+                    ", ".join(redact_url(u) for u in urls), server.url)
         urls = [server.url]
     opts = options or ConnectOptions()
     opts = _with_servers(opts, urls)
@@ -64,7 +71,8 @@ async def open_transport(
         await t.connect()
     except BaseException:
         if server is not None:
-            server.cleanup()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(server.cleanup)
         raise
     return t, server
 
@@ -135,7 +143,8 @@ class _Host:
             with anyio.CancelScope(shield=True):
                 await self._transport.close()
         if self.embedded_server is not None:
-            self.embedded_server.cleanup()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.embedded_server.cleanup)
 
 
 class ActorSystem(_Host):
@@ -274,4 +283,7 @@ class Worker(_Host):
         await self._close()
 
     async def wait_closed(self) -> None:
+        """Wait until the node closes; ``NodeFailed`` if it closed because it failed."""
         await self.node.closed.wait()
+        if self.node.failure is not None:
+            raise NodeFailed(self.node.node_id, self.node.failure)

@@ -33,3 +33,17 @@ class ClassNotServed(HeterarchError, PermissionError):
             f"refusing to instantiate {import_path!r}: this worker serves only actor classes from "
             f"modules {sorted(served)} (add the module to the pool's `modules` in the config)"
         )
+
+
+class NodeFailed(HeterarchError, RuntimeError):
+    """The node's own machinery failed; it closed (crash-only) so its supervisor restarts it."""
+
+    def __init__(self, node_id: str, cause: BaseException) -> None:
+        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]  # the first task's own exception says what broke
+        self.node_id = node_id
+        self.cause = cause
+        super().__init__(
+            f"node {node_id} failed and closed: {type(cause).__name__}: {cause} "
+            "(a bug in heterarch: please report it with the log above)"
+        )

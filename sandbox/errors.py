@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from heterarch import HeterarchError
 
-class SandboxError(Exception):
+
+class SandboxError(HeterarchError):
     """Root of every sandbox error."""
 
 

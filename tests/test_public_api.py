@@ -8,7 +8,7 @@ import types
 import pytest
 
 
-@pytest.mark.parametrize("name", ["actors", "runtime", "transports", "sandbox"])
+@pytest.mark.parametrize("name", ["heterarch", "actors", "runtime", "transports", "sandbox"])
 def test_all_matches_exports(name: str) -> None:
     module = importlib.import_module(name)
     exported = {

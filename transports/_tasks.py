@@ -20,8 +20,14 @@ log = logging.getLogger("heterarch.tasks")
 
 
 class HostedTaskGroup:
-    def __init__(self, name: str) -> None:
+    """``on_failure`` is the owner of a failure: called once with it when a task raised."""
+
+    def __init__(
+        self, name: str, *, on_failure: Callable[[BaseException], None] | None = None
+    ) -> None:
         self.name = name
+        self._on_failure = on_failure
+        self.failure: BaseException | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
         self._ready = anyio.Event()
@@ -40,6 +46,9 @@ class HostedTaskGroup:
         except BaseException as exc:  # the owner that sees failures: log them loudly
             if not isinstance(exc, asyncio.CancelledError):
                 log.error("background tasks of %s failed", self.name, exc_info=exc)
+                self.failure = exc
+                if self._on_failure is not None:
+                    self._on_failure(exc)
         finally:
             self._tg = None
             self._ready.set()

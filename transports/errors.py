@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from heterarch import HeterarchError
 
-class TransportError(Exception):
+
+class TransportError(HeterarchError):
     """Root of every error a transport raises."""
 
 
@@ -14,12 +16,27 @@ class NotConnected(TransportError):
 
 class ConnectFailed(TransportError):
     def __init__(self, servers: list[str], reason: str) -> None:
-        self.servers = servers
+        self.servers = [redact_url(s) for s in servers]
         self.reason = reason
+        if "authorization" in reason.lower() or "authentication" in reason.lower():
+            fix = ("Check the user and password (or token, creds file) in the URL or "
+                   "$HETERARCH_NATS_URL against the server's accounts.")
+        else:
+            fix = ("Start one with `heterarch nats` or "
+                   "`docker compose -f compose/docker-compose.yml up`.")
         super().__init__(
-            f"could not connect to NATS at {', '.join(servers)}: {reason}. "
-            "Start one with `heterarch nats` or `docker compose -f compose/docker-compose.yml up`."
+            f"could not connect to NATS at {', '.join(self.servers)}: {reason}. {fix}"
         )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (or token in the user part) replaced by ``***``."""
+    scheme, sep, rest = url.rpartition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{host}" if colon else f"{scheme}{sep}***@{host}"
 
 
 class NoResponders(TransportError):

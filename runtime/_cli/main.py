@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
-    except HeterarchError as exc:
-        print(f"heterarch: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # one line a user can act on; `-v` adds the traceback
+        if args.verbose:
+            traceback.print_exception(exc)
+        print(f"heterarch: error: {user_message(exc)}", file=sys.stderr)
         return 1
+
+
+def user_message(exc: BaseException) -> str:
+    """What to tell a user about ``exc``: our errors say what to do; others get a hint."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, HeterarchError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    if isinstance(exc, OSError):
+        return f"{exc} (a port in use? another `heterarch nats` running?)"
+    return (f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; "
+            "please report it)")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -184,10 +201,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
                           pool_services=pool_services) as worker:
             pools = ", ".join(f"{p} ({c.hardware})" for p, c in worker.served.items())
             print(f"worker {worker.node.node_id} serving {pools}; Ctrl-C to stop", flush=True)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    break
-            print("worker stopping", flush=True)
+            async with anyio.create_task_group() as tg:
+
+                async def until_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for _ in signals:
+                            print("worker stopping", flush=True)
+                            break
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_signal)
+                await worker.node.closed.wait()
+                tg.cancel_scope.cancel()
+            if worker.node.closed.is_set():
+                await worker.wait_closed()  # NodeFailed: exit 1, so its supervisor restarts it
 
     try:
         anyio.run(serve)

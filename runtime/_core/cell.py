@@ -141,7 +141,18 @@ class ActorCell:
     async def _drain(self) -> None:
         try:
             while self.mailbox and self.state is CellState.RUNNING:
-                await self._handle(self.mailbox.popleft())
+                env = self.mailbox.popleft()
+                try:
+                    await self._handle(env)
+                except Exception as exc:
+                    # Not the handler's exception (that is a reply): the runtime's own part of
+                    # handling this message failed. It crashes this actor, never the node.
+                    log.exception("mailbox loop of %s failed", self.address.actor_id)
+                    self._crash(f"{type(exc).__name__}: {exc}")
+                    if env.reply_to:
+                        await self.node.reply_error(
+                            env, ErrorInfo(type(exc).__name__, f"actor crashed: {exc}")
+                        )
         finally:
             self.scheduled = False
         if self.state is CellState.STOPPING:
@@ -177,6 +188,7 @@ class ActorCell:
         records = list(self.children.values())
         for record in records:
             record.removed = True
+            self.node.forget_record(record)
             record.mark_changed()
         if records:
             async with anyio.create_task_group() as tg:
@@ -246,18 +258,19 @@ class ActorCell:
         if isinstance(result, _Failure):
             if env.reply_to:
                 await self.node.reply_error(env, result.info)
-            if self.state is CellState.RUNNING:
-                self.state = CellState.STOPPING
-                self.stop_reason, self.abnormal = f"crashed: {result.info.type}", True
-                log.warning(
-                    "actor %s (%s) crashed: %s: %s",
-                    self.address.actor_id,
-                    type(self.actor).__qualname__,
-                    result.info.type,
-                    result.info.message,
-                )
+            self._crash(f"{result.info.type}: {result.info.message}")
         elif env.reply_to:
             await self.node.reply_value(env, result)
+
+    def _crash(self, why: str) -> None:
+        """Stop after this message, abnormally: the supervisor decides what comes next."""
+        if self.state is CellState.RUNNING:
+            self.state = CellState.STOPPING
+            self.stop_reason, self.abnormal = f"crashed: {why.partition(':')[0]}", True
+            log.warning(
+                "actor %s (%s) crashed: %s",
+                self.address.actor_id, type(self.actor).__qualname__, why,
+            )
 
     async def _call(self, handler: Any, msg: Any) -> Any:
         scope = anyio.CancelScope()

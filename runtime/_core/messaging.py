@@ -18,7 +18,9 @@ from actors import (
     ActorRef,
     Address,
     AskTimeout,
+    MessageNotEncodable,
     RemoteError,
+    ReplyNotEncodable,
     Terminated,
     Undeliverable,
     message_type_name,
@@ -37,9 +39,10 @@ from transports.errors import NoResponders, RequestTimeout, TransportError
 
 from .cell import ActorCell, current_cell
 from .classes import class_path
-from .codec import encode
+from .codec import ENCODE_ERRORS, encode, encode_message
 from .protocol import (
     DEAD,
+    REPLY_NOT_ENCODABLE,
     UNDELIVERABLE,
     ActorInfo,
     Exited,
@@ -147,10 +150,17 @@ class Messaging(NodeState):
     async def reply_value(self, env: Envelope, value: Any) -> None:
         try:
             payload = encode(value)
-        except (TypeError, NotImplementedError) as exc:
-            await self.reply_error(
-                env, ErrorInfo("TypeError", f"the handler's return value cannot be encoded: {exc}")
-            )
+        except ENCODE_ERRORS:
+            # An int >= 2**64, a lone surrogate, ...: the asker gets a typed error, and the
+            # actor (and its node) carry on.
+            try:
+                encode_message(value, f"the reply to {env.type or 'a message'}")
+            except MessageNotEncodable as exc:
+                detail = f"{exc.field}: {exc.reason}"
+            else:  # pragma: no cover - encode failed once, so it fails again
+                detail = "not encodable"
+            self.transport.dead_letters.record(env.target, "reply-not-encodable", detail)
+            await self.reply_error(env, ErrorInfo(REPLY_NOT_ENCODABLE, detail))
             return
         reply = Envelope(
             id=new_id(),
@@ -170,7 +180,7 @@ class Messaging(NodeState):
             sender=cell.address.actor_id if cell is not None else "",
             target=address.actor_id,
             type=message_type_name(type(msg)),
-            payload=encode(msg),
+            payload=encode_message(msg),
             headers=inject_headers(),
         )
 
@@ -207,7 +217,7 @@ class Messaging(NodeState):
                     if maybe is None:
                         raise ActorDead(address.actor_id, "node lost")
                     reply = maybe
-                return self._reply_value(reply, reply_type, address)
+                return self._reply_value(reply, reply_type, address, env.type)
             except RequestTimeout:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg))) from None
             except NoResponders:
@@ -223,7 +233,9 @@ class Messaging(NodeState):
             if record.removed:
                 raise error
 
-    def _reply_value(self, reply: Envelope, reply_type: Any, address: Address) -> Any:
+    def _reply_value(
+        self, reply: Envelope, reply_type: Any, address: Address, message_type: str = ""
+    ) -> Any:
         if reply.kind is Kind.REPLY:
             try:
                 return self.codec.decode(reply.payload, reply_type)
@@ -232,7 +244,8 @@ class Messaging(NodeState):
                     "ReplyTypeError", f"reply does not match {reply_type}: {exc}"
                 ) from None
         if reply.kind is Kind.ERROR:
-            raise error_from_info(decode_error_payload(reply.payload), address.actor_id)
+            info = decode_error_payload(reply.payload)
+            raise error_from_info(info, address.actor_id, message_type)
         raise RemoteError("ProtocolError", f"unexpected reply kind {reply.kind!r}")
 
     @contextlib.contextmanager
@@ -326,10 +339,12 @@ def decode_error_payload(payload: bytes) -> ErrorInfo:
 _UNDELIVERABLE = {UNDELIVERABLE, "MalformedEnvelope"}
 
 
-def error_from_info(info: ErrorInfo, target: str) -> Exception:
+def error_from_info(info: ErrorInfo, target: str, message_type: str = "") -> Exception:
     """Map an error reply to the typed exception the asker sees."""
     if info.type == DEAD:
         return ActorDead(target, info.message)
     if info.type in _UNDELIVERABLE:
         return Undeliverable(target, info.message)
+    if info.type == REPLY_NOT_ENCODABLE:
+        return ReplyNotEncodable(message_type or "a message", info.message)
     return RemoteError(info.type, info.message, info.traceback)

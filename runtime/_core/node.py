@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -87,7 +88,12 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         self._inflight: dict[str, set[anyio.CancelScope]] = {}
         self._slots: dict[str, anyio.Semaphore] = {}
         self._started = False
-        self.task_group = HostedTaskGroup(f"node {self.node_id}")
+        self.task_group = HostedTaskGroup(
+            f"node {self.node_id}", on_failure=self._machinery_failed
+        )
+        #: Why the node's own machinery failed (the node then closed); None while healthy.
+        self.failure: BaseException | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._guardian: ActorCell | None = None
         self.closed = anyio.Event()
 
@@ -132,13 +138,8 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         self._started = False
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(15):
-                roots = [c for c in self.cells.values() if c is not self._guardian]
-                roots = [c for c in roots if c.parent is None or c.parent.node_id != self.node_id]
-                async with anyio.create_task_group() as tg:
-                    for cell in roots:
-                        tg.start_soon(cell.stop_abnormally, "node shutting down")
-                if self._guardian is not None:
-                    await self._guardian.stop("node shutting down")
+                if self.task_group.is_open:  # else the actors went down with the machinery
+                    await self._stop_actors()
                 for sub in self._subs:
                     await sub.unsubscribe()
                 with contextlib.suppress(TransportError, Exception):
@@ -148,6 +149,24 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         finally:
             await self.task_group.close()
             self.closed.set()
+
+    async def _stop_actors(self) -> None:
+        roots = [c for c in self.cells.values() if c is not self._guardian]
+        roots = [c for c in roots if c.parent is None or c.parent.node_id != self.node_id]
+        async with anyio.create_task_group() as tg:
+            for cell in roots:
+                tg.start_soon(cell.stop_abnormally, "node shutting down")
+        if self._guardian is not None:
+            await self._guardian.stop("node shutting down")
+
+    def _machinery_failed(self, exc: BaseException) -> None:
+        """A task of the node itself raised: close (crash-only); ``failure`` says why.
+
+        The node leaves the cluster at once (goodbye), so supervisors elsewhere restart its
+        actors; ``Worker.wait_closed`` raises ``NodeFailed`` and ``heterarch worker`` exits 1.
+        """
+        self.failure = exc
+        self._closing = asyncio.get_running_loop().create_task(self.close())
 
     def _make_guardian(self) -> ActorCell:
         address = Address(actor_id=f"guardian-{self.node_id}", node_id=self.node_id, name="/")

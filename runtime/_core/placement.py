@@ -13,6 +13,7 @@ from actors import (
     Actor,
     ActorRef,
     Address,
+    MessageNotEncodable,
     Restart,
     SpawnFailed,
     message_type_name,
@@ -25,7 +26,7 @@ from transports import (
 
 from .cell import ActorCell, ChildRecord
 from .classes import class_path, instantiate
-from .codec import encode
+from .codec import encode, encode_message
 from .messaging import decode_error_payload
 from .protocol import (
     Spawned,
@@ -59,11 +60,10 @@ class Placement(NodeState):
         restart = _restart_of(supervision)
         parent_cell = parent or self.guardian
         try:
-            args_bytes = encode([list(args), kwargs])
-        except (TypeError, NotImplementedError) as exc:
-            raise SpawnFailed(
-                class_path(actor_class), pool or "", f"arguments are not msgspec-encodable: {exc}"
-            ) from None
+            what = f"the arguments of {actor_class.__name__}"
+            args_bytes = encode_message([list(args), kwargs], what)
+        except MessageNotEncodable as exc:
+            raise SpawnFailed(class_path(actor_class), pool or "", str(exc)) from None
         target_pool = parent_cell.address.pool if pool is None else pool
         actor_id = new_id()
         address = await self.spawn_actor(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 from opentelemetry import context as otel_context
@@ -19,6 +20,7 @@ from transports import (
     DECODE_ERRORS,
     Envelope,
     ErrorInfo,
+    WorkItem,
 )
 from transports.errors import TransportError
 
@@ -35,6 +37,12 @@ from .state import NodeState
 from .trace_context import extract_context
 
 log = logging.getLogger("heterarch.node")
+
+#: A spawn request delivered more often than this was taken by workers that died before
+#: settling it: it is refused (a dead letter) so that it cannot take down a whole pool.
+POISON_AFTER_DELIVERIES = 2
+#: JetStream's own bound (max-deliver): the server stops redelivering after this many.
+MAX_DELIVER = POISON_AFTER_DELIVERIES + 1
 A = TypeVar("A", bound=Actor)
 
 
@@ -45,7 +53,7 @@ class PoolConsumer(NodeState):
         while queue is None:
             try:
                 queue = await self.transport.work_queue(
-                    pool.name, ack_wait=self.spawn_ack_wait, max_deliver=5
+                    pool.name, ack_wait=self.spawn_ack_wait, max_deliver=MAX_DELIVER
                 )
             except TransportError as exc:
                 log.warning("pool %s: cannot open work queue yet (%s); retrying", pool.name, exc)
@@ -68,30 +76,40 @@ class PoolConsumer(NodeState):
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await queue.close()
 
-    async def _handle_spawn(self, pool: PoolConfig, item: Any) -> None:
-        slots = self._slots[pool.name]
-        env: Envelope = item.envelope
+    async def _handle_spawn(self, pool: PoolConfig, item: WorkItem) -> None:
+        """Start one requested actor; whatever happens, settle the item and free the slot."""
+        started = False
+        try:
+            started = await self._start_requested(pool, item)
+        except Exception as exc:  # crash-only: a bad request never reaches the node
+            log.exception("pool %s: spawn request failed", pool.name)
+            await self._refuse(pool, item, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        finally:
+            if not started:
+                self._slots[pool.name].release()
+
+    async def _start_requested(self, pool: PoolConfig, item: WorkItem) -> bool:
+        env = item.envelope
+        if item.deliveries > POISON_AFTER_DELIVERIES:
+            # Workers took it before and never settled it (they died): poison, not bad luck.
+            await self._refuse(pool, item, f"delivered {item.deliveries} times and never "
+                               "started: its workers died handling it", UNDELIVERABLE)
+            return False
         try:
             request = system_decoder.decode(env.payload)
             if not isinstance(request, SpawnRequest):
                 raise TypeError(f"expected a spawn request, got {type(request).__name__}")
         except (*DECODE_ERRORS, TypeError) as exc:
-            slots.release()
-            self.transport.dead_letters.record(f"spawn.{pool.name}", "undeliverable", str(exc))
-            await item.term()
-            if env.reply_to:
-                await self.reply_error(env, ErrorInfo(UNDELIVERABLE, f"bad spawn request: {exc}"))
-            return
+            await self._refuse(pool, item, f"bad spawn request: {exc}", UNDELIVERABLE)
+            return False
         if request.deadline and time.time() > request.deadline:
-            slots.release()
-            await item.term()  # its spawner gave up already
-            return
+            await _settle(item.term, pool)  # its spawner gave up already
+            return False
         existing = self.cells.get(request.actor_id)
         if existing is not None and existing.generation == request.generation:
-            slots.release()
-            await item.ack()  # a redelivery of a spawn that succeeded here
+            await _settle(item.ack, pool)  # a redelivery of a spawn that succeeded here
             await self._reply_spawned(env, existing.address)
-            return
+            return False
         try:
             actor_class = resolve_actor_class(request.actor_class, pool.modules)
             ctx = extract_context(env.headers)
@@ -107,19 +125,34 @@ class PoolConsumer(NodeState):
                 if token is not None:
                     otel_context.detach(token)
         except Exception as exc:
-            slots.release()
-            await item.term()
             reason = str(exc) if isinstance(exc, ClassNotServed | SpawnFailed) else repr(exc)
             log.warning("pool %s: refused spawn of %s: %s", pool.name, request.actor_class, reason)
-            if env.reply_to:
-                info = ErrorInfo(type(exc).__name__, reason)
-                await self.reply_error(env, info)
-            return
+            await self._refuse(pool, item, reason, type(exc).__name__)
+            return False
         cell = self.cells[request.actor_id]
-        cell.on_finished.append(slots.release)
-        await item.ack()
+        cell.on_finished.append(self._slots[pool.name].release)
+        await _settle(item.ack, pool)
         await self._reply_spawned(env, address)
+        return True
+
+    async def _refuse(self, pool: PoolConfig, item: WorkItem, reason: str, error: str) -> None:
+        """Never deliver it again; record it as a dead letter; tell the spawner why."""
+        env = item.envelope
+        self.transport.dead_letters.record(
+            f"spawn.{pool.name}", "spawn-refused", reason, len(env.payload)
+        )
+        await _settle(item.term, pool)
+        if env.reply_to:
+            await self.reply_error(env, ErrorInfo(error, reason))
 
     async def _reply_spawned(self, env: Envelope, address: Address) -> None:
         if env.reply_to:
             await self.reply_value(env, Spawned(address))
+
+
+async def _settle(op: Callable[[], Awaitable[None]], pool: PoolConfig) -> None:
+    """Ack or term; if the server cannot be told, the item is redelivered after ``ack_wait``."""
+    try:
+        await op()
+    except TransportError as exc:
+        log.warning("pool %s: could not settle a spawn request (%s)", pool.name, exc)

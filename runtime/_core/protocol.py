@@ -10,6 +10,7 @@ from actors import Address
 #: own class name, so a handler raising ``ActorDead`` is still a ``RemoteError`` to its asker).
 DEAD = "heterarch.ActorDead"
 UNDELIVERABLE = "heterarch.Undeliverable"
+REPLY_NOT_ENCODABLE = "heterarch.ReplyNotEncodable"
 
 
 class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.sys.spawn"):
@@ -66,10 +67,6 @@ class ActorInfo(msgspec.Struct, frozen=True, kw_only=True):
     depth: int
 
 
-class NodeStatsRequest(msgspec.Struct, frozen=True, tag="heterarch.sys.stats"):
-    pass
-
-
 class ModelLoad(msgspec.Struct, frozen=True, kw_only=True):
     """A node's model client for one pool: totals since it started, and calls in flight."""
 
@@ -86,9 +83,8 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True):
     models: dict[str, ModelLoad] = {}
 
 
-SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited | NodeStatsRequest
+SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited
 system_decoder = msgspec.msgpack.Decoder(SystemMessage)
-encoder = msgspec.msgpack.Encoder()
 
 
 class Subjects:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import anyio
@@ -54,6 +55,37 @@ class Sleep(Ask[str], frozen=True, tag=True):
     label: str = ""
 
 
+class Poison(Ask[object], frozen=True, tag=True):
+    """Ask for a reply that cannot travel: ``kind`` picks the hostile value."""
+
+    kind: str
+
+
+class Keep(Ask[bool], frozen=True, tag=True):
+    """Any msgpack value at all (the hostile-input tests nest it very deep)."""
+
+    value: object
+
+
+class _BrokenZone(datetime.tzinfo):
+    """A time zone whose lookup fails while the reply is being encoded (not an encode error)."""
+
+    def utcoffset(self, dt: datetime.datetime | None) -> datetime.timedelta:
+        raise LookupError("time zone database is gone")
+
+    def tzname(self, dt: datetime.datetime | None) -> str:
+        return "broken"
+
+    def dst(self, dt: datetime.datetime | None) -> datetime.timedelta:
+        return datetime.timedelta(0)
+
+
+POISON_VALUES: dict[str, object] = {
+    "big-int": 2**64,
+    "lone-surrogate": "done \udfff",
+    "broken-zone": datetime.datetime(2026, 11, 22, tzinfo=_BrokenZone()),
+}
+
 _incarnations: dict[str, int] = {}
 
 
@@ -92,6 +124,12 @@ class Worker(Actor):
     async def where(self, msg: WhereAmI) -> dict[str, object]:
         return {"pid": os.getpid(), "pool": self.ctx.pool, "depth": self.ctx.depth,
                 "label": self.label}
+
+    async def keep(self, msg: Keep) -> bool:
+        return True
+
+    async def poison(self, msg: Poison) -> object:
+        return POISON_VALUES[msg.kind]
 
     async def sleep(self, msg: Sleep) -> str:
         await anyio.sleep(msg.seconds)
