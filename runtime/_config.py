@@ -17,6 +17,8 @@ api_key_env = "OPENAI_API_KEY"
 input_price_per_mtok = 3.0
 output_price_per_mtok = 15.0
 max_concurrency = 64               # model calls in flight per worker
+client = "auto"                    # "auto": the lean HTTP client for an openai/ model with an
+                                   # api_base, litellm otherwise; "litellm" forces litellm
 tier = 3                           # capability tier the router may rely on (higher is stronger)
 modalities = ["text", "image"]     # what its model reads (default: text only)
 ```
@@ -56,6 +58,7 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     description: str = ""
     modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image" too: the
     # router may send it image_url content parts
+    client: str = "auto"  # "auto", "litellm" or "openai" (the lean OpenAI-compatible client)
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _POOL_NAME_CHARS:
@@ -71,6 +74,15 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise RuntimeConfigError(
                 f"pool {self.name!r}: modalities must include \"text\" and be among "
                 f"{sorted(MODALITIES)}, not {self.modalities}"
+            )
+        if self.client not in ("auto", "litellm", "openai"):
+            raise RuntimeConfigError(
+                f"pool {self.name!r}: client must be 'auto', 'litellm' or 'openai', "
+                f"not {self.client!r}"
+            )
+        if self.client == "openai" and self.model and not self.api_base:
+            raise RuntimeConfigError(
+                f"pool {self.name!r}: client = 'openai' needs an api_base (the server's /v1 URL)"
             )
         for price in (self.input_price_per_mtok, self.output_price_per_mtok):
             if price is not None and price < 0:

@@ -140,6 +140,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
             with anyio.CancelScope(shield=True), anyio.move_on_after(15):
                 if self.task_group.is_open:  # else the actors went down with the machinery
                     await self._stop_actors()
+                await self._close_pool_services()
                 for sub in self._subs:
                     await sub.unsubscribe()
                 with contextlib.suppress(TransportError, Exception):
@@ -167,6 +168,15 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         """
         self.failure = exc
         self._closing = asyncio.get_running_loop().create_task(self.close())
+
+    async def _close_pool_services(self) -> None:
+        """Close what the pools' services hold open (the model clients' pooled connections)."""
+        for services in self.pool_services.values():
+            for service in services.values():
+                aclose = getattr(service, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
 
     def _make_guardian(self) -> ActorCell:
         address = Address(actor_id=f"guardian-{self.node_id}", node_id=self.node_id, name="/")

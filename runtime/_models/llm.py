@@ -1,11 +1,16 @@
-"""The completion client of one pool, on litellm: retries, limits, accounting, a span per call.
+"""The completion client of one pool: retries, limits, accounting, a span per call.
 
 ```python
 client = LLMClient(PoolConfig(name="frontier", model="openai/sim/frontier",
                               api_base="http://127.0.0.1:8700/v1"))
 done = await client.complete([{"role": "user", "content": "hi"}])
 done.text, done.cost_usd, client.usage   # usage: PoolUsage (calls, tokens, dollars, errors)
+await client.aclose()                    # or `async with LLMClient(...) as client:`
 ```
+
+An ``openai/...`` model with an ``api_base`` (vLLM, SGLang, llama.cpp, Cerebras, Groq, the
+simulator) goes through the lean HTTP path (``openai_http``); every other provider, or a pool
+with ``client = "litellm"``, through litellm (``litellm_path``).
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import json
 import os
 import random
 import time
-from functools import cache
-from typing import Any
+from functools import cached_property
+from typing import Any, Self
 
 import anyio
 import msgspec
@@ -25,10 +30,14 @@ from actors._agent_messages import PoolUsage, Usage
 from actors._semconv import content_capture_enabled, truncate_content
 
 from .._config import PoolConfig
+from .._core.trace_context import tracing_enabled
+from .litellm_path import LiteLLMPath, litellm_module
 from .llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
+from .openai_http import OpenAIHTTPPath
+from .path import Attempt, ClientPath, RawReply
 
 __all__ = ("Completion", "LLMCallFailed", "LLMClient", "LLMTimeout", "PoolOverloaded",
-           "RateLimited", "litellm_module")
+           "RateLimited", "litellm_module", "uses_lean_path")
 
 tracer = trace.get_tracer("heterarch")
 
@@ -46,41 +55,11 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
 
 
-@cache
-def litellm_module() -> Any:
-    """Import litellm once, quietly, with its bundled price map (no download at import).
-
-    ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set unless the user set it: without network,
-    litellm otherwise retries the price-map download with sleeps of seconds at import.
-    Per-call logging and callbacks stay off (they cost client CPU on every call).
-    """
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.telemetry = False
-    litellm.suppress_debug_info = True
-    litellm.drop_params = True
-    return litellm
-
-
-def _status(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None)
-    return code if isinstance(code, int) else None
-
-
-def _classify(litellm: Any, exc: BaseException) -> type[LLMCallFailed] | None:
-    """The error class if ``exc`` is worth retrying (429, 5xx, timeout, connection), else None."""
-    if isinstance(exc, litellm.Timeout | TimeoutError):
-        return LLMTimeout
-    if isinstance(exc, litellm.RateLimitError) or _status(exc) == 429:
-        return RateLimited
-    if isinstance(exc, litellm.InternalServerError | litellm.ServiceUnavailableError
-                  | litellm.BadGatewayError | litellm.APIConnectionError):
-        return PoolOverloaded
-    status = _status(exc)
-    if status is not None and status >= 500:
-        return PoolOverloaded
-    return None
+def uses_lean_path(pool: PoolConfig) -> bool:
+    """True if the pool's calls go through the lean OpenAI-compatible HTTP path."""
+    if pool.client == "litellm":
+        return False
+    return pool.client == "openai" or (pool.model.startswith("openai/") and bool(pool.api_base))
 
 
 class LLMClient:
@@ -92,10 +71,13 @@ class LLMClient:
       (all ``LLMCallFailed``); other failures raise ``LLMCallFailed`` at once,
     - tokens and dollars per call (prices from the pool config, else litellm's price table),
       summed in ``usage`` (a ``PoolUsage``; ``usage_by_pool()`` merges into roll-ups),
-    - a ``chat {model}`` span (CLIENT) with the GenAI attributes and ``heterarch.*`` ones.
+    - a ``chat {model}`` span (CLIENT) with the GenAI attributes and ``heterarch.*`` ones, made
+      only when tracing is on and the span is sampled.
 
     Arguments: ``pool`` (the config), ``backoff_s`` (first retry delay, doubled each time),
-    ``tracer`` (defaults to ``opentelemetry.trace.get_tracer("heterarch")``).
+    ``tracer`` (defaults to ``opentelemetry.trace.get_tracer("heterarch")`` once tracing is
+    configured). ``path`` says which client path the pool uses: ``"openai"`` (lean HTTP) or
+    ``"litellm"``. Close with ``aclose()`` (the node does it for the clients it hosts).
     Raises ``ValueError`` at once for a pool without a model.
     """
 
@@ -106,12 +88,39 @@ class LLMClient:
         self.pool = pool
         self.hardware = pool.hardware
         self.backoff_s = backoff_s
-        self._tracer = tracer or globals()["tracer"]
+        self._tracer = tracer
         self._limit = anyio.CapacityLimiter(pool.max_concurrency)
         self.usage = PoolUsage(hardware=pool.hardware)
         self.in_flight = 0
         self.provider = pool.model.split("/", 1)[0] if "/" in pool.model else "openai"
         self.request_model = pool.model.split("/", 1)[1] if "/" in pool.model else pool.model
+        self._path: ClientPath
+        if uses_lean_path(pool):
+            self.path = "openai"
+            self._path = OpenAIHTTPPath(pool, self.request_model)
+        else:
+            self.path = "litellm"
+            self._path = LiteLLMPath(pool)
+        # Built once: the span attributes every call of this pool shares.
+        self._span_name = f"chat {self.request_model}"
+        self._span_attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self.provider,
+            "gen_ai.request.model": self.request_model,
+            "heterarch.pool": pool.name,
+            "heterarch.hardware": pool.hardware,
+            "heterarch.client": self.path,
+        }
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (idempotent; a later call opens new ones)."""
+        await self._path.aclose()
 
     # Running totals read by the node's stats (`heterarch ping`, the live view).
     @property
@@ -140,130 +149,126 @@ class LLMClient:
                                     f"set the API key in ${self.pool.api_key_env}", 0)
         return "not-needed-for-local-endpoints"
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """Dollars for these tokens: the pool's prices, else litellm's table, else 0."""
+    @cached_property
+    def _prices_per_token(self) -> tuple[float, float]:
+        """(input, output) dollars per token: the pool's prices, else litellm's table, else 0.
+        Looked up once per client (the table's base prices)."""
         p = self.pool
         if p.input_price_per_mtok is not None and p.output_price_per_mtok is not None:
-            return (input_tokens * p.input_price_per_mtok
-                    + output_tokens * p.output_price_per_mtok) / 1e6
+            return p.input_price_per_mtok / 1e6, p.output_price_per_mtok / 1e6
         try:
-            prompt_cost, completion_cost = litellm_module().cost_per_token(
-                model=p.model, prompt_tokens=input_tokens, completion_tokens=output_tokens)
-            return float(prompt_cost + completion_cost)
+            cost_per_token = litellm_module().cost_per_token
+            prompt, _ = cost_per_token(model=p.model, prompt_tokens=1_000_000,
+                                       completion_tokens=0)
+            _, completion = cost_per_token(model=p.model, prompt_tokens=0,
+                                           completion_tokens=1_000_000)
+            return float(prompt) / 1e6, float(completion) / 1e6
         except Exception:  # not in litellm's table: unknown price, counted as zero
-            return 0.0
+            return 0.0, 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Dollars for these tokens: the pool's prices, else litellm's table, else 0."""
+        per_input, per_output = self._prices_per_token
+        return input_tokens * per_input + output_tokens * per_output
 
     async def complete(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                        temperature: float | None = None, stream: bool = False,
                        **options: Any) -> Completion:
         """One chat completion. ``stream=True`` reads the answer as server-sent events (the
         result is the same ``Completion``; retries happen only before the first chunk).
-        Other keyword options go to ``litellm.acompletion`` as they are."""
+        Other keyword options go into the request as they are (OpenAI chat parameters).
+        ``messages`` travel untouched: content may be a list of parts (``image_url``, ...)."""
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
-        litellm = litellm_module()
-        kwargs: dict[str, Any] = {
-            "model": self.pool.model, "messages": messages, "timeout": self.pool.timeout_s,
-            "api_key": self._api_key(), "num_retries": 0, **options,
-        }
-        if self.pool.api_base:
-            kwargs["api_base"] = self.pool.api_base
+        params: dict[str, Any] = {"api_key": self._api_key(), **options}
         if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
+            params["max_tokens"] = max_tokens
         if temperature is not None:
-            kwargs["temperature"] = temperature
+            params["temperature"] = temperature
         if stream:
-            kwargs["stream"] = True
-            kwargs["stream_options"] = {"include_usage": True}
-        with self._tracer.start_as_current_span(
-            f"chat {self.request_model}", kind=trace.SpanKind.CLIENT,
-            record_exception=False, set_status_on_exception=False,
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": self.provider,
-                "gen_ai.request.model": self.request_model,
-                "heterarch.pool": self.pool.name,
-                "heterarch.hardware": self.pool.hardware,
-            },
-        ) as span:
-            started = time.monotonic()
-            self.in_flight += 1
-            try:
-                async with self._limit:
-                    text, model, input_tokens, output_tokens, attempts = (
-                        await self._call_with_retries(litellm, kwargs, span))
-            except Exception:  # a failed call counts; a cancelled one does not
-                self.usage.errors += 1
-                raise
-            finally:
-                self.in_flight -= 1
-            cost = self.cost(input_tokens, output_tokens)
-            if content_capture_enabled():
-                span.set_attribute("gen_ai.input.messages",
-                                   truncate_content(json.dumps(messages)))
-                span.set_attribute("gen_ai.output.messages", truncate_content(text))
-            span.set_attributes({
-                "gen_ai.response.model": model,
-                "gen_ai.usage.input_tokens": input_tokens,
-                "gen_ai.usage.output_tokens": output_tokens,
-                "heterarch.cost_usd": cost,
-                "heterarch.attempts": attempts,
-            })
-            u = self.usage
-            u.calls += 1
-            u.input_tokens += input_tokens
-            u.output_tokens += output_tokens
-            u.cost_usd += cost
-            return Completion(
-                text=text, input_tokens=input_tokens, output_tokens=output_tokens,
-                cost_usd=cost, model=self.pool.model, pool=self.pool.name,
-                latency_s=time.monotonic() - started, attempts=attempts,
-            )
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}
+        span = self._start_span()
+        started = time.monotonic()
+        self.in_flight += 1
+        try:
+            async with self._limit:
+                reply, attempts = await self._call_with_retries(messages, params, span)
+        except LLMCallFailed as failure:  # a failed call counts; a cancelled one does not
+            self.usage.errors += 1
+            if span is not None:
+                span.record_exception(failure)
+                span.set_attribute("error.type", type(failure).__name__)
+                span.set_status(trace.StatusCode.ERROR, str(failure))
+                span.end()
+            raise
+        except BaseException:
+            if span is not None:
+                span.end()
+            raise
+        finally:
+            self.in_flight -= 1
+        cost = self.cost(reply.input_tokens, reply.output_tokens)
+        u = self.usage
+        u.calls += 1
+        u.input_tokens += reply.input_tokens
+        u.output_tokens += reply.output_tokens
+        u.cost_usd += cost
+        if span is not None:
+            self._end_span(span, messages, reply, cost, attempts)
+        return Completion(
+            text=reply.text, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+            cost_usd=cost, model=self.pool.model, pool=self.pool.name,
+            latency_s=time.monotonic() - started, attempts=attempts,
+        )
 
-    async def _call_with_retries(self, litellm: Any, kwargs: dict[str, Any],
-                                 span: trace.Span) -> tuple[str, str, int, int, int]:
+    def _start_span(self) -> trace.Span | None:
+        """The call's ``chat`` span, or None when tracing is off or the span is not sampled
+        (then no attribute is built at all)."""
+        chosen = self._tracer
+        if chosen is None:
+            if not tracing_enabled():
+                return None
+            chosen = tracer
+        span = chosen.start_span(self._span_name, kind=trace.SpanKind.CLIENT,
+                                 attributes=self._span_attributes,
+                                 record_exception=False, set_status_on_exception=False)
+        if not span.is_recording():
+            span.end()
+            return None
+        return span
+
+    def _end_span(self, span: trace.Span, messages: list[dict[str, Any]], reply: RawReply,
+                  cost: float, attempts: int) -> None:
+        if content_capture_enabled():
+            span.set_attribute("gen_ai.input.messages", truncate_content(json.dumps(messages)))
+            span.set_attribute("gen_ai.output.messages", truncate_content(reply.text))
+        span.set_attributes({
+            "gen_ai.response.model": reply.model,
+            "gen_ai.usage.input_tokens": reply.input_tokens,
+            "gen_ai.usage.output_tokens": reply.output_tokens,
+            "heterarch.cost_usd": cost,
+            "heterarch.attempts": attempts,
+        })
+        span.end()
+
+    async def _call_with_retries(self, messages: list[dict[str, Any]], params: dict[str, Any],
+                                 span: trace.Span | None) -> tuple[RawReply, int]:
+        path = self._path
         attempts = 0
         while True:
             attempts += 1
-            received = False
+            state = Attempt()
             try:
-                response = await litellm.acompletion(**kwargs)
-                if not kwargs.get("stream"):
-                    usage = getattr(response, "usage", None)
-                    return (response.choices[0].message.content or "",
-                            str(getattr(response, "model", "") or ""),
-                            int(getattr(usage, "prompt_tokens", 0) or 0),
-                            int(getattr(usage, "completion_tokens", 0) or 0), attempts)
-                parts: list[str] = []
-                model, input_tokens, output_tokens = "", 0, 0
-                async for chunk in response:
-                    received = True
-                    model = model or str(getattr(chunk, "model", "") or "")
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        parts.append(chunk.choices[0].delta.content)
-                    usage = getattr(chunk, "usage", None)
-                    if usage is not None:
-                        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-                        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-                return "".join(parts), model, input_tokens, output_tokens, attempts
+                return await path.attempt(messages, params, state), attempts
             except Exception as exc:
-                kind = _classify(litellm, exc)
-                if kind is None or received or attempts > self.pool.max_retries:
-                    raise self._failed(span, exc, attempts, kind or LLMCallFailed) from None
-                span.add_event("retry", {"attempt": attempts, "error.type": type(exc).__name__,
-                                         "error": str(exc)[:300]})
+                kind = path.classify(exc)
+                if kind is None or state.received or attempts > self.pool.max_retries:
+                    raise (kind or LLMCallFailed)(self.pool.name, self.pool.model,
+                                                  path.describe(exc), attempts) from None
+                if span is not None:
+                    span.add_event("retry", {"attempt": attempts,
+                                             "error.type": type(exc).__name__,
+                                             "error": str(exc)[:300]})
                 delay = self.backoff_s * 2 ** (attempts - 1)
                 await anyio.sleep(delay * (0.5 + random.random()))
-
-    def _failed(self, span: trace.Span, exc: BaseException, attempts: int,
-                kind: type[LLMCallFailed]) -> LLMCallFailed:
-        failure = kind(self.pool.name, self.pool.model, _short(exc), attempts)
-        span.record_exception(failure)
-        span.set_attribute("error.type", type(failure).__name__)
-        span.set_status(trace.StatusCode.ERROR, str(failure))
-        return failure
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{type(exc).__name__}: {text[:300]}"

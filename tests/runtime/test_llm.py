@@ -1,6 +1,10 @@
-"""The model client, always through litellm over real HTTP to the pool simulator."""
+"""The model client on both of its paths (lean OpenAI-compatible HTTP and litellm), over real
+HTTP to the pool simulator. ``test_openai_http.py`` runs the lean path against a second server."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -23,6 +27,28 @@ from runtime._sim.profiles import EchoResponder, Profile, ScriptedResponder
 from runtime._sim.simulator import Simulator
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["openai", "litellm"])
+def path(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both client paths."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., LLMClient]]:
+    """``clients(config, ...)`` makes an ``LLMClient`` that is closed after the test."""
+    made: list[LLMClient] = []
+
+    def make(config: PoolConfig, **kw: Any) -> LLMClient:
+        made.append(LLMClient(config, **kw))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+Clients = Callable[..., LLMClient]
 USER = [{"role": "user", "content": "hello there"}]  # 11 characters: 3 tokens
 
 
@@ -35,16 +61,17 @@ def profile(model: str, **kw: object) -> Profile:
     return Profile(model, **base)  # type: ignore[arg-type]
 
 
-def pool(sim: Simulator, model: str, **kw: object) -> PoolConfig:
+def pool(sim: Simulator, model: str, path: str, **kw: object) -> PoolConfig:
     fields: dict[str, object] = dict(name="p", hardware="test-hw", model=f"openai/{model}",
-                                     api_base=sim.base_url)
+                                     api_base=sim.base_url, client=path)
     fields.update(kw)
     return PoolConfig(**fields)  # type: ignore[arg-type]
 
 
-async def test_usage_and_cost_from_the_pool_prices() -> None:
+async def test_usage_and_cost_from_the_pool_prices(path: str, clients: Clients) -> None:
     async with Simulator({"m": profile("m")}) as sim:
-        client = LLMClient(pool(sim, "m", input_price_per_mtok=10.0, output_price_per_mtok=30.0))
+        client = clients(pool(sim, "m", path, input_price_per_mtok=10.0,
+                              output_price_per_mtok=30.0))
         first = await client.complete(USER)
         second = await client.complete(USER, max_tokens=50, temperature=0.0)
     assert first.text == "hello there" and first.model == "openai/m" and first.pool == "p"
@@ -57,27 +84,28 @@ async def test_usage_and_cost_from_the_pool_prices() -> None:
     assert (client.calls, client.tokens) == (2, 12)
 
 
-async def test_price_falls_back_to_litellms_table() -> None:
+async def test_price_falls_back_to_litellms_table(path: str, clients: Clients) -> None:
     # The simulator serves a model named like a real one; the pool config gives no price.
     async with Simulator({"gpt-4o-mini": profile("gpt-4o-mini")}) as sim:
-        client = LLMClient(pool(sim, "gpt-4o-mini"))
+        client = clients(pool(sim, "gpt-4o-mini", path))
         done = await client.complete(USER)
     table = litellm_module().model_cost["gpt-4o-mini"]
     expected = 3 * table["input_cost_per_token"] + 3 * table["output_cost_per_token"]
     assert done.cost_usd == pytest.approx(expected) and done.cost_usd > 0
 
 
-async def test_unknown_price_counts_as_zero() -> None:
+async def test_unknown_price_counts_as_zero(path: str, clients: Clients) -> None:
     async with Simulator({"m": profile("m")}) as sim:
-        done = await LLMClient(pool(sim, "m")).complete(USER)
+        done = await clients(pool(sim, "m", path)).complete(USER)
     assert done.cost_usd == 0.0 and done.input_tokens == 3
 
 
-async def test_streaming_gives_the_same_completion() -> None:
+async def test_streaming_gives_the_same_completion(path: str, clients: Clients) -> None:
     text = "streamed " * 20
     responder = ScriptedResponder([text])
     async with Simulator({"m": profile("m", responder=responder)}) as sim:
-        client = LLMClient(pool(sim, "m", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+        client = clients(pool(sim, "m", path, input_price_per_mtok=1.0,
+                              output_price_per_mtok=1.0))
         streamed = await client.complete(USER, stream=True)
         plain = await client.complete(USER)
     assert streamed.text == plain.text == text
@@ -86,26 +114,26 @@ async def test_streaming_gives_the_same_completion() -> None:
     assert streamed.cost_usd == plain.cost_usd > 0
 
 
-async def test_retries_on_429_and_500_then_a_typed_error() -> None:
+async def test_retries_on_429_and_500_then_a_typed_error(path: str, clients: Clients) -> None:
     profiles = {"bad": profile("bad", error_rate=1.0), "flaky": profile("flaky", error_rate=0.5)}
     async with Simulator(profiles, seed=3) as sim:
-        bad = LLMClient(pool(sim, "bad", max_retries=2), backoff_s=0.001)
+        bad = clients(pool(sim, "bad", path, max_retries=2), backoff_s=0.001)
         with pytest.raises(LLMCallFailed) as info:
             await bad.complete(USER)
         assert isinstance(info.value, RateLimited | PoolOverloaded)
         assert info.value.attempts == 3 and info.value.pool == "p"
         assert bad.usage.errors == 1 and bad.usage.calls == 0
         assert sim.requests == 3
-        flaky = LLMClient(pool(sim, "flaky", max_retries=20), backoff_s=0.001)
+        flaky = clients(pool(sim, "flaky", path, max_retries=20), backoff_s=0.001)
         results = [await flaky.complete(USER) for _ in range(6)]
     assert any(r.attempts > 1 for r in results)
     assert flaky.usage.calls == 6 and flaky.usage.errors == 0
 
 
-async def test_rate_limited_and_overloaded_are_told_apart() -> None:
+async def test_rate_limited_and_overloaded_are_told_apart(path: str, clients: Clients) -> None:
     seen: set[type[LLMCallFailed]] = set()
     async with Simulator({"bad": profile("bad", error_rate=1.0)}, seed=5) as sim:
-        client = LLMClient(pool(sim, "bad", max_retries=0), backoff_s=0.001)
+        client = clients(pool(sim, "bad", path, max_retries=0), backoff_s=0.001)
         for _ in range(12):
             with pytest.raises(LLMCallFailed) as info:
                 await client.complete(USER)
@@ -113,9 +141,9 @@ async def test_rate_limited_and_overloaded_are_told_apart() -> None:
     assert seen == {RateLimited, PoolOverloaded}
 
 
-async def test_a_4xx_is_not_retried() -> None:
+async def test_a_4xx_is_not_retried(path: str, clients: Clients) -> None:
     async with Simulator({"m": profile("m")}) as sim:
-        client = LLMClient(pool(sim, "no-such-model", max_retries=5), backoff_s=0.001)
+        client = clients(pool(sim, "no-such-model", path, max_retries=5), backoff_s=0.001)
         with pytest.raises(LLMCallFailed) as info:
             await client.complete(USER)
         assert sim.requests == 0  # the 404 came before any model work
@@ -123,19 +151,19 @@ async def test_a_4xx_is_not_retried() -> None:
     assert "NotFound" in info.value.reason
 
 
-async def test_timeouts_are_retried_then_raise_llm_timeout() -> None:
+async def test_timeouts_are_retried_then_raise_llm_timeout(path: str, clients: Clients) -> None:
     async with Simulator({"slow": profile("slow", fixed_latency_s=30.0)}) as sim:
-        client = LLMClient(pool(sim, "slow", timeout_s=0.2, max_retries=1), backoff_s=0.001)
+        client = clients(pool(sim, "slow", path, timeout_s=0.2, max_retries=1), backoff_s=0.001)
         with pytest.raises(LLMTimeout) as info:
             await client.complete(USER)
     assert info.value.attempts == 2
     assert isinstance(info.value, TimeoutError)
 
 
-async def test_the_pool_concurrency_limit_queues_calls() -> None:
+async def test_the_pool_concurrency_limit_queues_calls(path: str, clients: Clients) -> None:
     # The simulator would take 16 at once; the client lets only 2 out. Checked by counts.
     async with Simulator({"slow": profile("slow", fixed_latency_s=30.0)}) as sim:
-        client = LLMClient(pool(sim, "slow", max_concurrency=2))
+        client = clients(pool(sim, "slow", path, max_concurrency=2))
         async with anyio.create_task_group() as tg:
             for _ in range(6):
                 tg.start_soon(client.complete, USER)
@@ -150,17 +178,18 @@ async def test_the_pool_concurrency_limit_queues_calls() -> None:
     assert client.in_flight == 0 and client.usage.errors == 0  # cancelled is not failed
 
 
-async def test_span_per_call_with_genai_attributes() -> None:
+async def test_span_per_call_with_genai_attributes(path: str, clients: Clients) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("heterarch")
     profiles = {"m": profile("m"), "bad": profile("bad", error_rate=1.0)}
     async with Simulator(profiles) as sim:
-        client = LLMClient(pool(sim, "m", input_price_per_mtok=1.0, output_price_per_mtok=2.0),
+        client = clients(pool(sim, "m", path, input_price_per_mtok=1.0,
+                              output_price_per_mtok=2.0),
                            tracer=tracer)
         await client.complete(USER)
-        failing = LLMClient(pool(sim, "bad", name="q", max_retries=1), tracer=tracer,
+        failing = clients(pool(sim, "bad", path, name="q", max_retries=1), tracer=tracer,
                             backoff_s=0.001)
         with pytest.raises(LLMCallFailed):
             await failing.complete(USER)
@@ -180,11 +209,11 @@ async def test_span_per_call_with_genai_attributes() -> None:
     provider.shutdown()
 
 
-async def test_usage_rolls_up_across_clients() -> None:
+async def test_usage_rolls_up_across_clients(path: str, clients: Clients) -> None:
     async with Simulator({"m": profile("m")}) as sim:
-        a = LLMClient(pool(sim, "m", name="a", input_price_per_mtok=1.0,
+        a = clients(pool(sim, "m", path, name="a", input_price_per_mtok=1.0,
                            output_price_per_mtok=1.0))
-        b = LLMClient(pool(sim, "m", name="b"))
+        b = clients(pool(sim, "m", path, name="b"))
         await a.complete(USER)
         await a.complete(USER)
         await b.complete(USER)
@@ -197,12 +226,12 @@ async def test_usage_rolls_up_across_clients() -> None:
     assert isinstance(total["b"], PoolUsage)
 
 
-async def test_bad_input_to_the_client() -> None:
+async def test_bad_input_to_the_client(path: str, clients: Clients) -> None:
     with pytest.raises(ValueError, match="no model"):
         LLMClient(PoolConfig(name="cpu"))
     async with Simulator({"m": profile("m")}) as sim:
         with pytest.raises(ValueError):
-            await LLMClient(pool(sim, "m")).complete([])
+            await clients(pool(sim, "m", path)).complete([])
 
 
 async def test_a_missing_api_key_for_a_remote_pool() -> None:

@@ -244,5 +244,7 @@ async def test_routing_hard_chunks_to_the_frontier_wins() -> None:
         assert all(p.startswith("These records") for p in used["frontier"])
         cheap = await solve(lambda _: "wafer")
         frontier = await solve(lambda _: "frontier")
+        for client in clients.values():
+            await client.aclose()
     assert routed[0] > cheap[0] + 0.3
     assert routed[1] < frontier[1] / 2

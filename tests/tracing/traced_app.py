@@ -26,10 +26,10 @@ async def main(simulator_url: str) -> None:
         async with ActorSystem(MemoryTransport()) as system:
             ref = await system.spawn(Worker)
             assert await ref.ask(Add(1, 2)) == 3
-        client = LLMClient(PoolConfig(name="fast", hardware="wafer-scale", model="openai/m",
-                                      api_base=simulator_url, input_price_per_mtok=1.0,
-                                      output_price_per_mtok=1.0))
-        await client.complete([{"role": "user", "content": "the secret prompt text"}])
+        async with LLMClient(PoolConfig(name="fast", hardware="wafer-scale", model="openai/m",
+                                        api_base=simulator_url, input_price_per_mtok=1.0,
+                                        output_price_per_mtok=1.0)) as client:
+            await client.complete([{"role": "user", "content": "the secret prompt text"}])
     if handle is not None:
         handle.shutdown()
     print("run complete")

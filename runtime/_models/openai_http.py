@@ -1,0 +1,182 @@
+"""The lean path to OpenAI-compatible endpoints: one pooled aiohttp session per pool.
+
+vLLM, SGLang, llama.cpp server, Cerebras, SambaNova, Groq and the pool simulator all speak
+``POST {api_base}/chat/completions``. Against them this path costs a small fraction of litellm's
+client CPU per call (see docs/performance.md): the request body is the caller's messages as they
+are (content parts such as ``image_url`` pass through untouched), encoded once with msgspec; the
+answer is decoded into a typed Struct; connections are kept alive and reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from .._config import PoolConfig
+from .llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
+from .path import Attempt, RawReply, short_reason
+
+__all__ = ("HTTPStatusError", "OpenAIHTTPPath")
+
+#: The names OpenAI's SDK (and litellm) give these statuses, so reasons read the same on both
+#: paths.
+_STATUS_NAMES = {400: "BadRequestError", 401: "AuthenticationError",
+                 403: "PermissionDeniedError", 404: "NotFoundError", 408: "Timeout",
+                 409: "ConflictError", 422: "UnprocessableEntityError", 429: "RateLimitError"}
+
+
+class HTTPStatusError(Exception):
+    """The endpoint answered with an HTTP error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.name = _STATUS_NAMES.get(status, "InternalServerError" if status >= 500
+                                      else "APIStatusError")
+        super().__init__(f"{status} {message}")
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Delta | None = None
+    delta: _Delta | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _ChatResponse(msgspec.Struct):
+    """A chat completion or one chunk of a streamed one (the fields both share)."""
+
+    model: str = ""
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+
+
+class _ErrorDetail(msgspec.Struct):
+    message: str = ""
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+
+
+_decode_response = msgspec.json.Decoder(_ChatResponse).decode
+_decode_error = msgspec.json.Decoder(_ErrorBody).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        error = _decode_error(body).error
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return body[:300].decode("utf-8", errors="replace")
+    if isinstance(error, _ErrorDetail):
+        return error.message[:300]
+    return (error or "")[:300]
+
+
+class OpenAIHTTPPath:
+    """``POST {api_base}/chat/completions`` on one ``aiohttp.ClientSession`` per pool.
+
+    The session is made on first use (it belongs to the running event loop) and closed by
+    ``aclose()``. Connections are limited to the pool's ``max_concurrency`` and kept alive.
+    """
+
+    def __init__(self, pool: PoolConfig, request_model: str) -> None:
+        self.pool = pool
+        self.request_model = request_model
+        self.url = pool.api_base.rstrip("/") + "/chat/completions"
+        self._timeout = aiohttp.ClientTimeout(total=pool.timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._headers: dict[str, str] = {}
+        self._key = ""
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self.pool.max_concurrency,
+                                             keepalive_timeout=30)
+            session = self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, raise_for_status=False)
+        return session
+
+    def _headers_for(self, key: str) -> dict[str, str]:
+        if key != self._key or not self._headers:
+            self._key = key
+            self._headers = {"Authorization": f"Bearer {key}",
+                             "Content-Type": "application/json"}
+        return self._headers
+
+    async def attempt(self, messages: list[dict[str, Any]], params: dict[str, Any],
+                      state: Attempt) -> RawReply:
+        params = dict(params)
+        key = str(params.pop("api_key", ""))
+        body = _encode({"model": self.request_model, "messages": messages, **params})
+        session = self._session_now()
+        async with session.post(self.url, data=body, headers=self._headers_for(key)) as resp:
+            if resp.status >= 400:
+                raise HTTPStatusError(resp.status, _error_message(await resp.read()))
+            if params.get("stream"):
+                return await _read_stream(resp, state)
+            reply = _decode_response(await resp.read())
+        message = reply.choices[0].message if reply.choices else None
+        usage = reply.usage or _Usage()
+        return RawReply(text=(message.content if message else None) or "", model=reply.model,
+                        input_tokens=usage.prompt_tokens,
+                        output_tokens=usage.completion_tokens)
+
+    def classify(self, exc: BaseException) -> type[LLMCallFailed] | None:
+        if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+            return LLMTimeout
+        if isinstance(exc, HTTPStatusError):
+            if exc.status == 429:
+                return RateLimited
+            return PoolOverloaded if exc.status >= 500 else None
+        if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
+                      | ConnectionError):
+            return PoolOverloaded
+        return None
+
+    def describe(self, exc: BaseException) -> str:
+        if isinstance(exc, HTTPStatusError):
+            return f"{exc.name}: {exc}"
+        if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError):
+            return f"malformed response from {self.url}: {exc}"[:300]
+        return short_reason(exc)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply:
+    """Server-sent events: ``data: {chunk}`` lines up to ``data: [DONE]``."""
+    parts: list[str] = []
+    model, input_tokens, output_tokens = "", 0, 0
+    async for line in resp.content:
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        chunk = _decode_response(data)
+        state.received = True
+        model = model or chunk.model
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            if delta is not None and delta.content:
+                parts.append(delta.content)
+        if chunk.usage is not None:
+            input_tokens = chunk.usage.prompt_tokens
+            output_tokens = chunk.usage.completion_tokens
+    return RawReply(text="".join(parts), model=model, input_tokens=input_tokens,
+                    output_tokens=output_tokens)
+
