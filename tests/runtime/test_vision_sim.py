@@ -117,13 +117,12 @@ async def test_images_over_http_cost_tiles_and_text_only_models_refuse_them() ->
     page = webpages.layout("web:2:0")
     card = next(box for role, box in page.regions if role == "card")
     png = view_png(page, card, 2.0)
-    async with Simulator(profiles, time_scale=0) as sim:
-        def client(name: str, model: str) -> LLMClient:
-            return LLMClient(PoolConfig(name=name, model=f"openai/{model}",
-                                        api_base=sim.base_url, max_retries=0,
-                                        input_price_per_mtok=1.0, output_price_per_mtok=1.0))
-
-        vlm = client("vision-small", "sim/vlm-small")
+    async with Simulator(profiles, time_scale=0) as sim, \
+            LLMClient(PoolConfig(name="vision-small", model="openai/sim/vlm-small",
+                                 api_base=sim.base_url, max_retries=0, input_price_per_mtok=1.0,
+                                 output_price_per_mtok=1.0)) as vlm, \
+            LLMClient(PoolConfig(name="wafer", model="openai/sim/wafer-small",
+                                 api_base=sim.base_url, max_retries=0)) as text_only:
         done = await vlm.complete(image_message(png))
         price = page.element(next(e.key for e in page.elements if e.kind == "price"
                                   and e.box[0] >= card[0] and e.box[2] <= card[2]
@@ -132,7 +131,7 @@ async def test_images_over_http_cost_tiles_and_text_only_models_refuse_them() ->
         seen = Image.open(io.BytesIO(png)).size
         assert done.input_tokens >= vision.QWEN3_VL_VISION.tokens(*seen)
         with pytest.raises(LLMCallFailed, match="does not accept image input"):
-            await client("wafer", "sim/wafer-small").complete(image_message(png))
+            await text_only.complete(image_message(png))
         assert sim.images_received["sim/wafer-small"] == 0
         assert sim.images_received["sim/vlm-small"] == 1
         with pytest.raises(LLMCallFailed, match="not a PNG or JPEG"):
