@@ -31,6 +31,7 @@ from .errors import AskTimeout as AskTimeout
 from .errors import BudgetExceeded as BudgetExceeded
 from .errors import HeterarchError as HeterarchError
 from .errors import InvalidMessage as InvalidMessage
+from .errors import MailboxFull as MailboxFull
 from .errors import MessageNotEncodable as MessageNotEncodable
 from .errors import RemoteError as RemoteError
 from .errors import ReplyNotEncodable as ReplyNotEncodable
@@ -56,6 +57,7 @@ __all__ = (
     "InvalidMessage",
     "LLMAgent",
     "LLMReply",
+    "MailboxFull",
     "MessageNotEncodable",
     "Messenger",
     "PoolUsage",

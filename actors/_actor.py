@@ -72,9 +72,15 @@ class Actor:
     after the last, ``on_restart(error)`` on the fresh instance that replaces a crashed one,
     ``on_child_exit(exit)`` after supervision dealt with a child's exit. A parent's policy for
     its children is the class attribute ``supervisor_strategy``.
+
+    ``mailbox_size`` bounds the messages waiting for this actor (the one being handled not
+    counted). When it is full, an ask fails at once with ``MailboxFull`` and a tell is dropped
+    and counted as a dead letter (reason ``mailbox-full``): memory stays flat under a flood and
+    askers learn to back off.
     """
 
     supervisor_strategy: ClassVar[SupervisorStrategy] = SupervisorStrategy()
+    mailbox_size: ClassVar[int] = 10_000
     ctx: Context
     _handler_table: ClassVar[dict[str, Handler] | None] = None
 

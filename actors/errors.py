@@ -42,6 +42,19 @@ class Undeliverable(HeterarchError):
         super().__init__(f"undeliverable to {target}: {reason}")
 
 
+class MailboxFull(HeterarchError):
+    """The target's mailbox holds ``Actor.mailbox_size`` messages already: back off and retry.
+
+    Only an ask sees it; a tell to a full mailbox is dropped and counted as a dead letter
+    (reason ``mailbox-full``) on the target's node.
+    """
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"mailbox of {target} is full: {reason}")
+
+
 class BudgetExceeded(HeterarchError):
     def __init__(self, what: str, used: float, limit: float) -> None:
         self.what = what

@@ -19,6 +19,7 @@ from ._models.routing import RouteService as RouteService
 from ._models.routing import Rule as Rule
 from ._models.routing import StaticRouter as StaticRouter
 from ._models.routing import Task as Task
+from ._nats_server import NatsCluster as NatsCluster
 from ._nats_server import NatsServer as NatsServer
 from ._observe.tracing import configure_tracing as configure_tracing
 from ._sim.simulator import Profile as Profile
@@ -40,6 +41,7 @@ __all__ = (
     "ComplexityRouter",
     "LLMCallFailed",
     "LLMClient",
+    "NatsCluster",
     "NatsServer",
     "NatsServerError",
     "NoWorkerForPool",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +16,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import ParseResult, urlparse
+
+import nats
+import nats.errors
+import nats.js.errors
 
 from .errors import NatsServerError
 
@@ -71,6 +78,10 @@ class NatsServer:
         config_file: str | Path | None = None,
         extra_args: list[str] | None = None,
         binary: str | None = None,
+        server_name: str | None = None,
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: list[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -80,6 +91,10 @@ class NatsServer:
         self.config_file = config_file
         self.extra_args = extra_args or []
         self.binary = binary or find_nats_server()
+        self.server_name = server_name
+        self.cluster_name = cluster_name
+        self.cluster_port = cluster_port
+        self.routes = routes or []
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
 
@@ -96,6 +111,13 @@ class NatsServer:
             args += ["-m", str(self.http_port)]
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
+        if self.server_name:
+            args += ["--server_name", self.server_name]
+        if self.cluster_port is not None:
+            args += ["--cluster_name", self.cluster_name or "heterarch",
+                     "--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
         args += self.extra_args
         self.log_lines = []
         self.process = subprocess.Popen(
@@ -118,12 +140,13 @@ class NatsServer:
 
     def _pump_log(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
         assert process.stderr is not None
-        for line in process.stderr:
-            self.log_lines.append(line.rstrip())
-            if len(self.log_lines) > 500:
-                del self.log_lines[:250]
-            if READY_LINE in line:
-                ready.set()
+        with contextlib.suppress(ValueError, OSError):  # stop() closed the pipe under us
+            for line in process.stderr:
+                self.log_lines.append(line.rstrip())
+                if len(self.log_lines) > 500:
+                    del self.log_lines[:250]
+                if READY_LINE in line:
+                    ready.set()
 
     def stop(self, *, kill: bool = False) -> None:
         process, self.process = self.process, None
@@ -148,6 +171,108 @@ class NatsServer:
         self.stop()
         if self._own_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class NatsCluster:
+    """``size`` clustered nats-server processes on loopback with JetStream (tests, local runs).
+
+    Each server has its own store directory and client port; ``urls`` lists all of them (give
+    every worker and client all of them). JetStream needs a quorum: with 3 servers, streams and
+    buckets of 3 replicas survive the loss of any one server. ``restart(i)`` keeps server
+    ``i``'s port and store, as a real restart does.
+
+    >>> with NatsCluster(3) as cluster:  # doctest: +SKIP
+    ...     print(cluster.urls)
+    """
+
+    def __init__(self, size: int = 3, *, host: str = "127.0.0.1",
+                 config_file: str | Path | None = None, name: str = "heterarch") -> None:
+        if size < 1:
+            raise ValueError(f"a cluster needs at least one server, not {size}")
+        cluster_ports = [free_port(host) for _ in range(size)]
+        routes = [f"nats://{host}:{p}" for p in cluster_ports]
+        self.servers = [
+            NatsServer(host=host, server_name=f"{name}-{i}", cluster_name=name,
+                       cluster_port=cluster_ports[i], config_file=config_file,
+                       routes=[r for j, r in enumerate(routes) if j != i])
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Start every server (each waits for its peers before it reports ready)."""
+        try:
+            threads = [threading.Thread(target=s.start, args=(timeout,)) for s in self.servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            down = [s.url for s in self.servers if s.process is None]
+            if down:
+                raise NatsServerError(f"cluster servers did not start: {down}")
+            self.wait_jetstream(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def wait_jetstream(self, timeout: float = 30.0) -> None:
+        """Wait until JetStream answers on every server (the cluster elected its meta leader)."""
+        errors: list[BaseException] = []
+
+        async def probe() -> None:
+            deadline = time.monotonic() + timeout
+            for url in self.urls:
+                nc = await nats.connect(url, allow_reconnect=False)
+                try:
+                    while True:
+                        try:
+                            await nc.jetstream().account_info()
+                            break
+                        except (nats.errors.Error, nats.js.errors.Error):
+                            if time.monotonic() > deadline:
+                                raise
+                            await asyncio.sleep(0.1)
+                finally:
+                    await nc.close()
+
+        def run() -> None:
+            try:
+                asyncio.run(probe())
+            except BaseException as exc:  # reported below, in the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)  # a loop of its own, whoever calls us
+        thread.start()
+        thread.join()
+        if errors:
+            raise NatsServerError(f"JetStream not ready on the cluster: {errors[0]!r}")
+
+    def server_of(self, url: str | ParseResult) -> NatsServer:
+        """The server that serves ``url`` (e.g. nats-py's ``connected_url``)."""
+        port = (urlparse(url) if isinstance(url, str) else url).port
+        for server in self.servers:
+            if server.port == port:
+                return server
+        raise LookupError(f"no server of this cluster listens at {url}")
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from runtime._nats_server import NatsServer
+from runtime._nats_server import NatsCluster, NatsServer
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +32,17 @@ def private_nats_server() -> Iterator[NatsServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def nats_cluster() -> Iterator[NatsCluster]:
+    """Three clustered nats-servers (JetStream clustered) of this test's own, on loopback."""
+    cluster = NatsCluster(3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture

@@ -138,6 +138,18 @@ class Transport(ABC):
     namespace: str
     blob_threshold: int
     dead_letters: DeadLetters
+    #: How many times the connection came back after a loss (0 for a transport that never
+    #: loses it). Peers learn it from heartbeats: what they sent us around then may be lost.
+    reconnects: int = 0
+    _reconnect_callbacks: tuple[Callable[[], None], ...] = ()
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (no await, from the transport's task) each time it reconnects."""
+        self._reconnect_callbacks = (*self._reconnect_callbacks, callback)
+
+    def _notify_reconnected(self) -> None:
+        for callback in self._reconnect_callbacks:
+            callback()
 
     # -- lifecycle ------------------------------------------------------------------------------
     @abstractmethod

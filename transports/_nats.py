@@ -49,7 +49,7 @@ from ._envelope import (
 )
 from ._nats_options import ConnectOptions as ConnectOptions
 from ._nats_stores import _NatsKeyValue, _NatsWorkQueue
-from ._subjects import check_subject
+from ._subjects import check_subject, is_reply_subject
 from .errors import (
     BlobNotFound,
     ConnectFailed,
@@ -60,6 +60,12 @@ from .errors import (
 )
 
 log = logging.getLogger("heterarch.transport")
+
+#: What one subscription may hold before its callback takes it; beyond, NATS drops (and we count
+#: ``slow-consumer`` dead letters). The callbacks only queue into bounded mailboxes, so this is
+#: reached only by a flood faster than a process can read.
+SUBSCRIPTION_PENDING_MSGS = 100_000
+SUBSCRIPTION_PENDING_BYTES = 128 * 1024 * 1024
 
 
 class _NatsSubscription(Subscription):
@@ -94,6 +100,8 @@ class NatsTransport(Transport):
         self._lock = anyio.Lock()
         self.reconnects = 0
         self.disconnects = 0
+        self.replicas = max(1, self.options.replicas)
+        self._slow_logged_at = -1e9
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -150,6 +158,16 @@ class NatsTransport(Transport):
             raise ConnectFailed(list(o.servers), str(exc) or type(exc).__name__) from None
         self.nc = nc
         self.js = nc.jetstream()
+        self.replicas = self._replicas_for(nc)
+
+    def _replicas_for(self, nc: Client) -> int:
+        """JetStream replicas: as configured, else the cluster's size (at most 3), else 1."""
+        if self.options.replicas > 0:
+            return self.options.replicas
+        info: dict[str, Any] = getattr(nc, "_server_info", {}) or {}
+        if not info.get("cluster"):
+            return 1
+        return max(1, min(3, len(info.get("connect_urls") or [])))
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None
@@ -175,6 +193,16 @@ class NatsTransport(Transport):
         return self.nc
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            # A flood beyond what this process takes in: the message is dropped (the
+            # subscription's pending limits keep memory bounded). Count them, log now and then.
+            self.dead_letters.record(exc.subject, "slow-consumer")
+            now = anyio.current_time()
+            if now - self._slow_logged_at > 5.0:
+                self._slow_logged_at = now
+                log.warning("nats: slow consumer on %s: dropping messages (%d so far)",
+                            exc.subject, self.dead_letters.counts.get("slow-consumer", 0))
+            return
         log.warning("nats: %s", exc)
 
     async def _on_disconnected(self) -> None:
@@ -185,7 +213,9 @@ class NatsTransport(Transport):
 
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
-        log.warning("nats: reconnected to %s", self.nc.connected_url if self.nc else "?")
+        url = self.nc.connected_url if self.nc else None
+        log.warning("nats: reconnected to %s", url.netloc if url else "?")
+        self._notify_reconnected()
 
     async def flush(self, timeout: float = 5.0) -> None:
         nc = self._check()
@@ -249,8 +279,8 @@ class NatsTransport(Transport):
             await self._dispatch(msg, handler)
 
         sub = await nc.subscribe(
-            subject, queue=queue or "", cb=on_msg, pending_msgs_limit=1_000_000,
-            pending_bytes_limit=1024 * 1024 * 1024,
+            subject, queue=queue or "", cb=on_msg, pending_msgs_limit=SUBSCRIPTION_PENDING_MSGS,
+            pending_bytes_limit=SUBSCRIPTION_PENDING_BYTES,
         )
         return _NatsSubscription(subject, sub)
 
@@ -259,7 +289,7 @@ class NatsTransport(Transport):
             env = decode_envelope(msg.data)
         except DECODE_ERRORS as exc:
             self.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
-            if msg.reply:
+            if msg.reply and is_reply_subject(msg.reply):
                 bad = Envelope(id="", kind=Kind.ERROR)
                 info = ErrorInfo("MalformedEnvelope", f"not an envelope: {exc}")
                 with contextlib.suppress(nats.errors.Error):
@@ -295,6 +325,7 @@ class NatsTransport(Transport):
                 subjects=[f"{self.namespace}.spawn.>"],
                 retention=nats.js.api.RetentionPolicy.WORK_QUEUE,
                 storage=nats.js.api.StorageType.FILE,
+                num_replicas=self.replicas,
             )
             try:
                 await self.js.add_stream(config)
@@ -308,10 +339,23 @@ class NatsTransport(Transport):
         check_subject(subject)
         await self._ensure_spawn_stream()
         data = encode_envelope(await self._offload(env))
-        try:
-            await self.js.publish(subject, data, stream=self.spawn_stream)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransportError(f"enqueue on pool {pool!r} failed: {exc}") from exc
+        # A stream that is electing a leader (new, or a server of the cluster just went away)
+        # does not answer for a moment: try again. The message id makes a retry of a publish
+        # that was stored after all a duplicate that JetStream drops.
+        headers = {"Nats-Msg-Id": env.id}
+        deadline = anyio.current_time() + self.options.connect_timeout * 5
+        while True:
+            try:
+                await self.js.publish(subject, data, stream=self.spawn_stream, headers=headers)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.js.errors.NoStreamResponseError,
+                    nats.js.errors.ServiceUnavailableError) as exc:
+                if anyio.current_time() > deadline:
+                    raise TransportError(f"enqueue on pool {pool!r} failed: {exc}") from exc
+                await anyio.sleep(0.1)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                raise TransportError(f"enqueue on pool {pool!r} failed: {exc}") from exc
 
     async def work_queue(
         self, pool: str, *, ack_wait: float = 30.0, max_deliver: int = 5
@@ -328,7 +372,9 @@ class NatsTransport(Transport):
         if cached is not None:
             return cached
         try:
-            kv = await self.js.create_key_value(bucket=name, ttl=ttl, history=1)
+            kv = await self.js.create_key_value(
+                bucket=name, ttl=ttl, history=1, replicas=self.replicas
+            )
         except nats.js.errors.BadRequestError:
             kv = await self.js.key_value(name)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
@@ -345,6 +391,7 @@ class NatsTransport(Transport):
                 self._objects = await self.js.create_object_store(
                     bucket=name, config=nats.js.api.ObjectStoreConfig(
                         bucket=name, ttl=self.options.blob_max_age_s,
+                        replicas=self.replicas,
                     ),
                 )
             except nats.js.errors.BadRequestError:

@@ -16,6 +16,10 @@ class ConnectOptions(msgspec.Struct, kw_only=True):
     ``tls_ca_file``/``tls_cert_file``/``tls_key_file`` (or ``tls_context``). The client
     reconnects forever by default and buffers up to ``pending_size`` bytes of publishes while
     disconnected.
+
+    ``replicas`` is how many servers keep each JetStream stream and bucket heterarch creates
+    (spawn queues, registry, blobs): ``0`` (the default) means as many as the cluster has, at
+    most 3, and 1 on a single server.
     """
 
     servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
@@ -36,6 +40,7 @@ class ConnectOptions(msgspec.Struct, kw_only=True):
     ping_interval: float = 20.0
     pending_size: int = 64 * 1024 * 1024
     blob_max_age_s: float = 24 * 3600.0
+    replicas: int = 0
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

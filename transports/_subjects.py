@@ -30,3 +30,18 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if i >= len(s) or (token != "*" and token != s[i]):
             return False
     return len(p) == len(s)
+
+
+#: Where replies may go: request inboxes (nats-py's and ``MemoryTransport``'s ``_INBOX.``).
+INBOX_PREFIX = "_INBOX."
+
+
+def is_reply_subject(subject: str, *extra_prefixes: str) -> bool:
+    """Whether ``subject`` is a place a reply may be sent: an inbox (or one of ``extra_prefixes``).
+
+    Never a system subject (``$JS.API...``, ``$SYS...``, ``$KV...``): a forged reply subject must
+    not make a responder publish into the server's own APIs for someone else.
+    """
+    if subject.startswith(INBOX_PREFIX):
+        return "$" not in subject
+    return any(subject.startswith(p) for p in extra_prefixes) and "$" not in subject

@@ -25,9 +25,10 @@ from actors import (
     Strategy,
     Terminated,
 )
-from transports import DECODE_ERRORS, Envelope, ErrorInfo
+from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind
 
-from .protocol import DEAD, UNDELIVERABLE, Exited
+from .asks import Admission, TakenAsks
+from .protocol import DEAD, MAILBOX_FULL, UNDELIVERABLE, Exited
 from .trace_context import extract_context, tracer, tracing_enabled
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class ActorCell:
         self.generation = generation
         self.state = CellState.STARTING
         self.mailbox: collections.deque[Envelope] = collections.deque()
+        self.mailbox_size = max(1, type(actor).mailbox_size)
+        self.asks = TakenAsks()
         self.scheduled = False
         self.children: dict[str, ChildRecord] = {}
         self.watchers: dict[str, Address] = {}
@@ -126,9 +129,25 @@ class ActorCell:
             self._schedule()
 
     def deliver(self, env: Envelope) -> None:
-        """Queue a user message (called from the transport callback; never blocks)."""
+        """Queue a user message (called from the transport callback; never blocks).
+
+        A re-sent ask (same request id) joins the first or gets its answer again; a full
+        mailbox refuses (``Actor.mailbox_size``; see ``MailboxFull``).
+        """
         if self.state in (CellState.STOPPING, CellState.STOPPED):
             self.node.reject(env, DEAD, f"actor {self.address.actor_id} is stopping")
+            return
+        if env.kind is Kind.ASK:
+            admission = self.asks.admit(env)
+            if admission is Admission.JOINED:
+                return
+            if admission is Admission.ANSWERED:
+                answer = self.asks.answer_of(env)
+                self.node.task_group.start_soon(self.node.send_reply, env.reply_to, answer)
+                return
+        if len(self.mailbox) >= self.mailbox_size:
+            self.asks.dropped(env)
+            self.node.reject(env, MAILBOX_FULL, f"{self.mailbox_size} messages waiting")
             return
         self.mailbox.append(env)
         if not self.scheduled and self.state is CellState.RUNNING:
@@ -225,6 +244,7 @@ class ActorCell:
     async def _handle(self, env: Envelope) -> None:
         handler = type(self.actor).handlers().get(env.type)
         if handler is None:
+            self.asks.dropped(env)
             self.node.reject(
                 env,
                 UNDELIVERABLE,
@@ -234,6 +254,7 @@ class ActorCell:
         try:
             msg = self.node.codec.decode(env.payload, handler.message_type)
         except DECODE_ERRORS as exc:
+            self.asks.dropped(env)
             self.node.reject(env, UNDELIVERABLE, f"invalid {env.type} payload: {exc}")
             return
         if isinstance(msg, Terminated):
@@ -257,10 +278,15 @@ class ActorCell:
             current_cell.reset(token)
         if isinstance(result, _Failure):
             if env.reply_to:
-                await self.node.reply_error(env, result.info)
+                await self._answer(env, await self.node.reply_error(env, result.info))
             self._crash(f"{result.info.type}: {result.info.message}")
         elif env.reply_to:
-            await self.node.reply_value(env, result)
+            await self._answer(env, await self.node.reply_value(env, result))
+
+    async def _answer(self, env: Envelope, answer: Envelope) -> None:
+        """Send ``answer`` to the re-sent copies of ``env`` too, and keep it for later ones."""
+        for reply_to in self.asks.answered(env, answer):
+            await self.node.send_reply(reply_to, answer)
 
     def _crash(self, why: str) -> None:
         """Stop after this message, abnormally: the supervisor decides what comes next."""

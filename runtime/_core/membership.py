@@ -87,6 +87,7 @@ class Membership(NodeState):
             free_slots={name: s.value for name, s in self._slots.items()},
             actors=len(self.cells) - 1,
             heartbeat_at=time.time(),
+            reconnects=self.transport.reconnects,
         )
 
     async def _publish_heartbeat(self, *, registry: bool = True) -> None:
@@ -123,7 +124,10 @@ class Membership(NodeState):
             self._detect_lost_nodes()
 
     async def _on_heartbeat(self, env: Envelope) -> None:
-        if env.sender == self.node_id or not env.sender:
+        if env.sender == self.node_id:
+            self._heard_self()
+            return
+        if not env.sender:
             return
         if env.type == "goodbye":
             self._known_nodes.pop(env.sender, None)
@@ -134,14 +138,44 @@ class Membership(NodeState):
             self.transport.dead_letters.record(env.sender, "malformed-heartbeat")
             return
         self._lost_nodes.discard(env.sender)
+        known = self._known_nodes.get(env.sender)
         self._known_nodes[env.sender] = (info, time.monotonic())
+        if known is not None and info.reconnects > known[0].reconnects:
+            # It lost the broker for a while: what we asked it then may never have arrived.
+            self._inflight.resend(env.sender)
+
+    def _heard_self(self) -> None:
+        """Our own heartbeat came back through the broker: we can judge our peers again."""
+        now = time.monotonic()
+        self._heard_self_at = now
+        if self._suspect_self:
+            self._suspect_self = False
+            log.warning("broker reachable again: judging peers from now on")
+            # Their heartbeats could not reach us either: a fresh window for every one of them.
+            for node_id, (info, _) in list(self._known_nodes.items()):
+                self._known_nodes[node_id] = (info, now)
 
     def _detect_lost_nodes(self) -> None:
         now = time.monotonic()
+        if not self.transport.is_connected or now - self._heard_self_at > self.node_lost_after:
+            # Silence from everyone is more likely our own link: suspect ourselves, not them.
+            if not self._suspect_self:
+                self._suspect_self = True
+                log.warning(
+                    "node %s cannot hear itself through the broker: not declaring peers lost "
+                    "until it does", self.node_id,
+                )
+            return
         for node_id, (_, seen) in list(self._known_nodes.items()):
             if node_id != self.node_id and now - seen > self.node_lost_after:
                 del self._known_nodes[node_id]
                 self.node_lost(node_id)
+
+    def _on_transport_reconnected(self) -> None:
+        """We lost the broker for a while: asks in flight, or their replies, may be lost."""
+        resent = self._inflight.resend()
+        if resent:
+            log.info("reconnected: re-sending %d asks in flight", resent)
 
     def node_lost(self, node_id: str) -> None:
         """A node stopped heart-beating: fail what depended on it, restart what we supervise."""
@@ -149,8 +183,7 @@ class Membership(NodeState):
             return
         self._lost_nodes.add(node_id)
         log.warning("node %s lost (no heartbeat for %.1fs)", node_id, self.node_lost_after)
-        for scope in self._inflight.pop(node_id, set()):
-            scope.cancel()
+        self._inflight.node_lost(node_id)
         for cell in list(self.cells.values()):
             lost = [r for r in cell.children.values()
                     if r.ref.address.node_id == node_id and not r.restarting]

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -18,6 +17,7 @@ from actors import (
     ActorRef,
     Address,
     AskTimeout,
+    MailboxFull,
     MessageNotEncodable,
     RemoteError,
     ReplyNotEncodable,
@@ -35,6 +35,7 @@ from transports import (
     error_envelope,
     new_id,
 )
+from transports._subjects import is_reply_subject
 from transports.errors import NoResponders, RequestTimeout, TransportError
 
 from .cell import ActorCell, current_cell
@@ -42,6 +43,7 @@ from .classes import class_path
 from .codec import ENCODE_ERRORS, encode, encode_message
 from .protocol import (
     DEAD,
+    MAILBOX_FULL,
     REPLY_NOT_ENCODABLE,
     UNDELIVERABLE,
     ActorInfo,
@@ -61,6 +63,10 @@ A = TypeVar("A", bound=Actor)
 
 class Messaging(NodeState):
     async def _on_mailbox(self, env: Envelope) -> None:
+        if env.reply_to and not self._may_reply_to(env.reply_to):
+            self._refuse(env, "bad-reply-to",
+                         f"reply subject {env.reply_to!r} is not an inbox (confused deputy?)")
+            return
         if env.kind is Kind.SYSTEM:
             await self._on_system(env)
             return
@@ -137,17 +143,35 @@ class Messaging(NodeState):
 
     def reject(self, env: Envelope, error_type: str, message: str) -> None:
         """Count an envelope as a dead letter; tell the asker why, if it asked."""
-        reason = "actor-dead" if error_type == DEAD else "undeliverable"
+        reason = _DEAD_LETTER_REASONS.get(error_type, "undeliverable")
         self.transport.dead_letters.record(env.target, reason, message, len(env.payload))
         if env.reply_to:
             self.task_group.start_soon(self.reply_error, env, ErrorInfo(error_type, message))
 
-    async def reply_error(self, env: Envelope, info: ErrorInfo) -> None:
+    async def reply_error(self, env: Envelope, info: ErrorInfo) -> Envelope:
         reply = error_envelope(env, info, sender=env.target)
-        with contextlib.suppress(TransportError):
-            await self.transport.publish(env.reply_to, reply)
+        await self.send_reply(env.reply_to, reply)
+        return reply
 
-    async def reply_value(self, env: Envelope, value: Any) -> None:
+    async def send_reply(self, reply_to: str, reply: Envelope) -> None:
+        """Publish a reply (lost replies are the asker's to re-send; it waits for them)."""
+        if not self._may_reply_to(reply_to):
+            self._refuse(reply, "bad-reply-to", f"reply subject {reply_to!r} is not an inbox")
+            return
+        with contextlib.suppress(TransportError):
+            await self.transport.publish(reply_to, reply)
+
+    def _may_reply_to(self, subject: str) -> bool:
+        """Replies go to request inboxes and node reply subjects only, never ``$JS``/``$SYS``."""
+        return is_reply_subject(subject, self.subjects.replies_prefix)
+
+    def _refuse(self, env: Envelope, reason: str, why: str) -> None:
+        """Drop an envelope that breaks the protocol's rules, with a log line that says why."""
+        self.transport.dead_letters.record(env.target, reason, why, len(env.payload))
+        log.warning("refused %s from %r to %r: %s", env.kind.name.lower(), env.sender or "?",
+                    env.target, why)
+
+    async def reply_value(self, env: Envelope, value: Any) -> Envelope:
         try:
             payload = encode(value)
         except ENCODE_ERRORS:
@@ -160,8 +184,7 @@ class Messaging(NodeState):
             else:  # pragma: no cover - encode failed once, so it fails again
                 detail = "not encodable"
             self.transport.dead_letters.record(env.target, "reply-not-encodable", detail)
-            await self.reply_error(env, ErrorInfo(REPLY_NOT_ENCODABLE, detail))
-            return
+            return await self.reply_error(env, ErrorInfo(REPLY_NOT_ENCODABLE, detail))
         reply = Envelope(
             id=new_id(),
             kind=Kind.REPLY,
@@ -169,16 +192,19 @@ class Messaging(NodeState):
             correlation_id=env.correlation_id or env.id,
             payload=payload,
         )
-        with contextlib.suppress(TransportError):
-            await self.transport.publish(env.reply_to, reply)
+        await self.send_reply(env.reply_to, reply)
+        return reply
 
-    def _envelope(self, kind: Kind, address: Address, msg: Any) -> Envelope:
+    def _envelope(
+        self, kind: Kind, address: Address, msg: Any, *, correlation_id: str = ""
+    ) -> Envelope:
         cell = current_cell.get()
         return Envelope(
             id=new_id(),
             kind=kind,
             sender=cell.address.actor_id if cell is not None else "",
             target=address.actor_id,
+            correlation_id=correlation_id,
             type=message_type_name(type(msg)),
             payload=encode_message(msg),
             headers=inject_headers(),
@@ -197,6 +223,7 @@ class Messaging(NodeState):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         deadline = time.monotonic() + timeout
         reply_type = reply_type_of(type(msg))  # type: ignore[arg-type]
+        request_id = new_id()  # the same on every re-send: the target answers it once
         while True:
             # A child supervised here may have moved: its record knows the current address.
             record = self._records.get(ref.actor_id)
@@ -205,18 +232,24 @@ class Messaging(NodeState):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
-            env = self._envelope(Kind.ASK, address, msg)
+            env = self._envelope(Kind.ASK, address, msg, correlation_id=request_id)
             subject = self.subjects.mailbox(address.node_id, address.actor_id)
             try:
-                if record is None:
+                if address.node_id in self._lost_nodes:
+                    raise ActorDead(address.actor_id, "node lost")
+                reply: Envelope | None = None
+                with self._inflight.waiting_on(address.node_id) as waiting:
                     reply = await self.transport.request(subject, env, timeout=remaining)
-                else:
-                    maybe: Envelope | None = None
-                    with self._watch_node(address.node_id):
-                        maybe = await self.transport.request(subject, env, timeout=remaining)
-                    if maybe is None:
-                        raise ActorDead(address.actor_id, "node lost")
-                    reply = maybe
+                if reply is None:
+                    if waiting.resend:
+                        continue  # a reconnect may have lost it: send it again
+                    raise ActorDead(address.actor_id, "node lost")
+                if reply.sender != address.actor_id:
+                    # Only the actor asked may answer (the same request id gets it again).
+                    self._refuse(reply, "forged-reply",
+                                 f"reply to an ask of {address.actor_id} came from another "
+                                 f"sender {reply.sender!r}")
+                    continue
                 return self._reply_value(reply, reply_type, address, env.type)
             except RequestTimeout:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg))) from None
@@ -247,20 +280,6 @@ class Messaging(NodeState):
             info = decode_error_payload(reply.payload)
             raise error_from_info(info, address.actor_id, message_type)
         raise RemoteError("ProtocolError", f"unexpected reply kind {reply.kind!r}")
-
-    @contextlib.contextmanager
-    def _watch_node(self, node_id: str) -> Iterator[anyio.CancelScope]:
-        """A cancel scope that the heartbeat monitor cancels if ``node_id`` is lost."""
-        if node_id in self._lost_nodes:
-            raise ActorDead(node_id, "node lost")
-        scope = anyio.CancelScope()
-        scopes = self._inflight.setdefault(node_id, set())
-        scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            scopes.discard(scope)
 
     async def send_system(self, address: Address, msg: Any, *, reply: bool = False) -> Any:
         env = Envelope(
@@ -315,11 +334,10 @@ class Messaging(NodeState):
             return
         if address.node_id in self._lost_nodes:
             return
-        try:
-            with self._watch_node(address.node_id):
-                await self.send_system(address, StopActor(reason), reply=True)
-        except (ActorDead, NoResponders, RequestTimeout, TransportError):
-            pass
+        with self._inflight.waiting_on(address.node_id), contextlib.suppress(
+            ActorDead, NoResponders, RequestTimeout, TransportError
+        ):
+            await self.send_system(address, StopActor(reason), reply=True)
 
 
 def _check_message(msg: Any) -> None:
@@ -337,6 +355,7 @@ def decode_error_payload(payload: bytes) -> ErrorInfo:
 
 
 _UNDELIVERABLE = {UNDELIVERABLE, "MalformedEnvelope"}
+_DEAD_LETTER_REASONS = {DEAD: "actor-dead", MAILBOX_FULL: "mailbox-full"}
 
 
 def error_from_info(info: ErrorInfo, target: str, message_type: str = "") -> Exception:
@@ -347,4 +366,6 @@ def error_from_info(info: ErrorInfo, target: str, message_type: str = "") -> Exc
         return Undeliverable(target, info.message)
     if info.type == REPLY_NOT_ENCODABLE:
         return ReplyNotEncodable(message_type or "a message", info.message)
+    if info.type == MAILBOX_FULL:
+        return MailboxFull(target, info.message)
     return RemoteError(info.type, info.message, info.traceback)

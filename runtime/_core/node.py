@@ -28,6 +28,7 @@ from transports.errors import TransportError
 from .._config import PoolConfig
 from .cell import ActorCell, ChildRecord
 from .codec import Codec
+from .inflight import InFlight
 from .membership import Membership
 from .messaging import Messaging
 from .placement import Placement
@@ -85,7 +86,9 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         self._pending_spawns: dict[str, MemoryObjectSendStream[Envelope]] = {}
         self._known_nodes: dict[str, tuple[NodeInfo, float]] = {}
         self._lost_nodes: set[str] = set()
-        self._inflight: dict[str, set[anyio.CancelScope]] = {}
+        self._heard_self_at = time.monotonic()
+        self._suspect_self = False
+        self._inflight = InFlight()
         self._slots: dict[str, anyio.Semaphore] = {}
         self._started = False
         self.task_group = HostedTaskGroup(
@@ -110,6 +113,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
                 await self.transport.connect()
             await self.task_group.open()
             t = self.transport
+            t.on_reconnect(self._on_transport_reconnected)
             self._subs = [
                 await t.subscribe(self.subjects.mailboxes_of(self.node_id), self._on_mailbox),
                 await t.subscribe(self.subjects.replies(self.node_id), self._on_reply),

@@ -11,6 +11,7 @@ from actors import Address
 DEAD = "heterarch.ActorDead"
 UNDELIVERABLE = "heterarch.Undeliverable"
 REPLY_NOT_ENCODABLE = "heterarch.ReplyNotEncodable"
+MAILBOX_FULL = "heterarch.MailboxFull"
 
 
 class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.sys.spawn"):
@@ -56,6 +57,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     free_slots: dict[str, int] = {}
     actors: int = 0
     heartbeat_at: float = 0.0
+    reconnects: int = 0  # the transport's: a rise means what we sent it around then may be lost
 
 
 class ActorInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +106,10 @@ class Subjects:
 
     def replies(self, node_id: str) -> str:
         return f"{self.ns}.r.{node_id}"
+
+    @property
+    def replies_prefix(self) -> str:
+        return f"{self.ns}.r."
 
     def heartbeat(self, node_id: str) -> str:
         return f"{self.ns}.hb.{node_id}"

@@ -18,6 +18,7 @@ from transports._tasks import HostedTaskGroup
 from .._config import PoolConfig
 from .cell import ActorCell, ChildRecord
 from .codec import Codec
+from .inflight import InFlight
 from .protocol import Exited, NodeInfo, Subjects
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ class NodeState:
     _pending_spawns: dict[str, MemoryObjectSendStream[Envelope]]
     _known_nodes: dict[str, tuple[NodeInfo, float]]
     _lost_nodes: set[str]
-    _inflight: dict[str, set[anyio.CancelScope]]
+    _heard_self_at: float  # when our own heartbeat last came back through the broker
+    _suspect_self: bool  # we cannot hear ourselves: we judge no peer meanwhile
+    _inflight: InFlight
     _slots: dict[str, anyio.Semaphore]
     _guardian: ActorCell | None
     _nodes_kv: KeyValue
@@ -57,8 +60,8 @@ class NodeState:
         def hardware_of(self, pool: str) -> str: ...
         def info(self) -> NodeInfo: ...
         async def wait_pool(self, pool: str) -> None: ...
-        async def reply_value(self, env: Envelope, value: Any) -> None: ...
-        async def reply_error(self, env: Envelope, info: ErrorInfo) -> None: ...
+        async def reply_value(self, env: Envelope, value: Any) -> Envelope: ...
+        async def reply_error(self, env: Envelope, info: ErrorInfo) -> Envelope: ...
         async def send_terminated(
             self, watcher: Address, exited: Exited, dead: Address
         ) -> None: ...
