@@ -64,7 +64,7 @@ A = TypeVar("A", bound=Actor)
 class Messaging(NodeState):
     async def _on_mailbox(self, env: Envelope) -> None:
         if env.reply_to and not self._may_reply_to(env.reply_to):
-            self._refuse(env, "bad-reply-to",
+            self._refuse_envelope(env, "bad-reply-to",
                          f"reply subject {env.reply_to!r} is not an inbox (confused deputy?)")
             return
         if env.kind is Kind.SYSTEM:
@@ -156,7 +156,8 @@ class Messaging(NodeState):
     async def send_reply(self, reply_to: str, reply: Envelope) -> None:
         """Publish a reply (lost replies are the asker's to re-send; it waits for them)."""
         if not self._may_reply_to(reply_to):
-            self._refuse(reply, "bad-reply-to", f"reply subject {reply_to!r} is not an inbox")
+            self._refuse_envelope(reply, "bad-reply-to",
+                                  f"reply subject {reply_to!r} is not an inbox")
             return
         with contextlib.suppress(TransportError):
             await self.transport.publish(reply_to, reply)
@@ -165,7 +166,7 @@ class Messaging(NodeState):
         """Replies go to request inboxes and node reply subjects only, never ``$JS``/``$SYS``."""
         return is_reply_subject(subject, self.subjects.replies_prefix)
 
-    def _refuse(self, env: Envelope, reason: str, why: str) -> None:
+    def _refuse_envelope(self, env: Envelope, reason: str, why: str) -> None:
         """Drop an envelope that breaks the protocol's rules, with a log line that says why."""
         self.transport.dead_letters.record(env.target, reason, why, len(env.payload))
         log.warning("refused %s from %r to %r: %s", env.kind.name.lower(), env.sender or "?",
@@ -246,7 +247,7 @@ class Messaging(NodeState):
                     raise ActorDead(address.actor_id, "node lost")
                 if reply.sender != address.actor_id:
                     # Only the actor asked may answer (the same request id gets it again).
-                    self._refuse(reply, "forged-reply",
+                    self._refuse_envelope(reply, "forged-reply",
                                  f"reply to an ask of {address.actor_id} came from another "
                                  f"sender {reply.sender!r}")
                     continue
