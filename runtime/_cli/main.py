@@ -19,6 +19,8 @@ import anyio
 
 from actors import HeterarchError
 
+from .._sim.simulator import add_simulator_arguments
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -78,9 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="run the OpenAI-compatible pool simulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
-    p.add_argument("--time-scale", type=float, default=1.0)
+    add_simulator_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("trace", help="read traces")
@@ -273,19 +273,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .._sim.simulator import Simulator
+    from .._sim.simulator import run_simulator_cli
 
-    async def serve() -> None:
-        async with Simulator(host=args.host, port=args.port, time_scale=args.time_scale) as sim:
-            print(f"pool simulator (SIMULATED models) at {sim.base_url}", flush=True)
-            for name, p in sim.profiles.items():
-                print(f"  {name:18} {p.hardware:12} ttft={p.ttft_s}s {p.tokens_per_s:g} tok/s "
-                      f"${p.input_price_per_mtok}/${p.output_price_per_mtok} per Mtok "
-                      f"tier {p.tier}", flush=True)
-            await sim.serve_forever()
-
-    anyio.run(serve)
-    return 0
+    return run_simulator_cli(args)
 
 
 def cmd_rlm(args: argparse.Namespace) -> int:

@@ -76,6 +76,9 @@ class Profile:
     fixed_latency_s: float | None = None  # if set: every answer takes this long, whatever size
     modalities: tuple[str, ...] = ("text",)  # "image" too: it accepts image_url content parts
     vision: VisionSpec | None = None  # how it sees and counts images (``vision.VisionSpec``)
+    # Hidden reasoning tokens a reasoning model writes before each answer: billed as output,
+    # generated at ``tokens_per_s`` before the first visible token.
+    reasoning_tokens: int = 0
 
     def latency(self, completion_tokens: int) -> float:
         """Seconds an answer of this many tokens takes (before the time scale)."""

@@ -9,9 +9,8 @@ real HTTP), so benchmarks and the demo exercise the same path as real providers.
     curl -s localhost:8700/v1/models
 
 Routes: ``POST /v1/chat/completions`` (JSON, or server-sent events with ``"stream": true``;
-``usage`` in the reply and in the last chunk), ``GET /v1/models``, ``GET /health``. HTTP/1.1
-with keep-alive on ``asyncio.start_server``; a malformed request gets a JSON 400 and never
-takes the server down.
+``usage`` in the reply and in the last chunk), ``GET /v1/models``, ``GET /health``. Served by
+``aiohttp.web``; an error gets an OpenAI-style JSON body, and no request takes the server down.
 """
 
 from __future__ import annotations
@@ -20,15 +19,19 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
+from aiohttp import web
+
+from ..errors import RuntimeConfigError
 from .profiles import EchoResponder as EchoResponder
 from .profiles import Profile as Profile
 from .profiles import Responder as Responder
@@ -42,6 +45,7 @@ from .vision import reply_with_images, request_images
 log = logging.getLogger("heterarch.simulate")
 
 MAX_BODY = 64 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _HttpError(Exception):
@@ -49,10 +53,6 @@ class _HttpError(Exception):
         self.status = status
         self.message = message
         self.kind = kind
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class Simulator:
@@ -79,8 +79,8 @@ class Simulator:
         self.time_scale = time_scale
         self._rng = random.Random(seed)
         self._slots = {name: asyncio.Semaphore(p.concurrency) for name, p in self.profiles.items()}
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._closed = asyncio.Event()
         self.requests = 0
         self.in_flight: dict[str, int] = {name: 0 for name in self.profiles}
         self.peak_in_flight: dict[str, int] = {name: 0 for name in self.profiles}
@@ -91,18 +91,27 @@ class Simulator:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/health", self._health)
+        return app
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._closed.clear()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._connections):  # idle keep-alive connections included
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._closed.set()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -113,123 +122,35 @@ class Simulator:
         await self.close()
 
     async def serve_forever(self) -> None:
-        assert self._server is not None
-        await self._server.serve_forever()
+        """Wait until ``close()`` (or cancellation)."""
+        await self._closed.wait()
 
-    # -- HTTP/1.1 with keep-alive --------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            while True:
-                try:
-                    request = await self._read_request(reader)
-                except _HttpError as exc:
-                    await self._send_json(writer, exc.status, _error_body(exc))
-                    break
-                if request is None:
-                    break
-                method, path, headers, body = request
-                try:
-                    await self._route(writer, method, path, body)
-                except _HttpError as exc:
-                    await self._send_json(writer, exc.status, _error_body(exc))
-                except Exception as exc:  # a responder bug: answer 500, keep the server up
-                    log.exception("simulator: request to %s failed", path)
-                    await self._send_json(writer, 500, _error_body(_HttpError(
-                        500, f"simulator error: {type(exc).__name__}: {exc}", "server_error")))
-                    break  # a stream may have been half written: do not reuse the connection
-                if headers.get("connection", "").lower() == "close":
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
+    # -- routes ----------------------------------------------------------------------------------
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok", "simulated": True})
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[
-        str, str, dict[str, str], bytes
-    ] | None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError:
-            raise _HttpError(400, "request head too large") from None
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            raise _HttpError(400, f"malformed request line {lines[0][:100]!r}")
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return parts[0], parts[1], headers, await self._read_chunked(reader)
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            raise _HttpError(400, "bad Content-Length") from None
-        if length < 0 or length > MAX_BODY:
+    async def _models(self, request: web.Request) -> web.Response:
+        return _json(200, {"object": "list", "data": [
+            {"id": name, "object": "model", "owned_by": "heterarch-simulator",
+             "hardware": p.hardware, "description": p.description}
+            for name, p in self.profiles.items()]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if (request.content_length or 0) > MAX_BODY:  # refuse before reading any of it
             raise _HttpError(413, "body too large")
-        body = await reader.readexactly(length) if length else b""
-        return parts[0], parts[1], headers, body
-
-    @staticmethod
-    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-        body = bytearray()
-        while True:
-            size_line = await reader.readline()
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise _HttpError(400, "bad chunk size in a chunked body") from None
-            if size < 0 or len(body) + size > MAX_BODY:
-                raise _HttpError(413, "body too large")
-            if size == 0:
-                while (await reader.readline()).strip():  # trailers, up to the blank line
-                    pass
-                return bytes(body)
-            body += await reader.readexactly(size)
-            if await reader.readexactly(2) != b"\r\n":
-                raise _HttpError(400, "chunk not followed by CRLF")
-
-    async def _route(self, writer: asyncio.StreamWriter, method: str, path: str,
-                     body: bytes) -> None:
-        path = path.split("?")[0].rstrip("/")
-        if path in ("/health", "/v1/health"):
-            await self._send_json(writer, 200, {"status": "ok", "simulated": True})
-        elif path == "/v1/models":
-            await self._send_json(writer, 200, {"object": "list", "data": [
-                {"id": name, "object": "model", "owned_by": "heterarch-simulator",
-                 "hardware": p.hardware, "description": p.description}
-                for name, p in self.profiles.items()]})
-        elif path == "/v1/chat/completions":
-            if method != "POST":
-                raise _HttpError(405, "use POST")
-            await self._chat(writer, body)
-        else:
-            raise _HttpError(404, f"no route {path!r}")
-
-    async def _chat(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        body = await request.read()
         try:
-            request = json.loads(body)
+            payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _HttpError(400, "body is not JSON") from None
-        if not isinstance(request, dict):
+        if not isinstance(payload, dict):
             raise _HttpError(400, "body must be a JSON object")
-        model = request.get("model")
+        model = payload.get("model")
         profile = self.profiles.get(model) if isinstance(model, str) else None
         if profile is None:
             raise _HttpError(404, f"unknown model {model!r}; serving {sorted(self.profiles)}",
                              "model_not_found")
-        messages = request.get("messages")
+        messages = payload.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise _HttpError(400, "messages must be a list of objects")
         try:
@@ -258,14 +179,13 @@ class Simulator:
                         if images else profile.responder.reply(messages, profile.model))
                 prompt_tokens = image_tokens + sum(estimate_tokens(m["content"])
                                                    for m in messages)
-                completion_tokens = estimate_tokens(text)
-                delay = profile.latency(completion_tokens)
-                if request.get("stream"):
-                    await self._stream(writer, profile, text, prompt_tokens, completion_tokens)
-                else:
-                    await asyncio.sleep(delay * self.time_scale)
-                    await self._send_json(writer, 200, self._completion(
-                        profile, text, prompt_tokens, completion_tokens))
+                completion_tokens = estimate_tokens(text) + profile.reasoning_tokens
+                if payload.get("stream"):
+                    return await self._stream(request, profile, text, prompt_tokens,
+                                              completion_tokens)
+                await asyncio.sleep(profile.latency(completion_tokens) * self.time_scale)
+                return _json(200, self._completion(profile, text, prompt_tokens,
+                                                   completion_tokens))
             finally:
                 self.in_flight[profile.model] -= 1
         finally:
@@ -281,50 +201,70 @@ class Simulator:
             "system_fingerprint": "heterarch-simulator",
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens),
         }
 
-    async def _stream(self, writer: asyncio.StreamWriter, profile: Profile, text: str,
-                      prompt_tokens: int, completion_tokens: int) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+    async def _stream(self, request: web.Request, profile: Profile, text: str,
+                      prompt_tokens: int, completion_tokens: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+        response.content_type = "text/event-stream"
         pieces = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
         if profile.fixed_latency_s is not None:
             first, per_piece = profile.fixed_latency_s * self.time_scale, 0.0
         else:
-            first = profile.ttft_s * self.time_scale
-            per_piece = completion_tokens / profile.tokens_per_s / len(pieces) * self.time_scale
+            visible = completion_tokens - profile.reasoning_tokens
+            first = profile.latency(profile.reasoning_tokens) * self.time_scale
+            per_piece = visible / profile.tokens_per_s / len(pieces) * self.time_scale
+        await response.prepare(request)
         await asyncio.sleep(first)
         base = {"id": f"chatcmpl-sim{self.requests}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": profile.model}
         for i, piece in enumerate(pieces):
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
-            await self._chunk(writer, {**base, "choices": [
+            await _event(response, {**base, "choices": [
                 {"index": 0, "delta": delta, "finish_reason": None}]})
             await asyncio.sleep(per_piece)
-        await self._chunk(writer, {**base, "choices": [
+        await _event(response, {**base, "choices": [
             {"index": 0, "delta": {}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}})
-        data = b"data: [DONE]\n\n"
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
-        await writer.drain()
+            "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens)})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
-    @staticmethod
-    async def _chunk(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-        data = f"data: {json.dumps(obj)}\n\n".encode()
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        await writer.drain()
 
-    @staticmethod
-    async def _send_json(writer: asyncio.StreamWriter, status: int, obj: Any) -> None:
-        body = json.dumps(obj).encode()
-        writer.write(
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        await writer.drain()
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error an OpenAI client can read: ``{"error": {message, type, code}}``."""
+    try:
+        return await handler(request)
+    except _HttpError as exc:
+        return _json(exc.status, _error_body(exc))
+    except web.HTTPException as exc:  # no route, wrong method, body too large
+        return _json(exc.status, _error_body(_HttpError(exc.status, exc.reason)))
+    except ConnectionError:
+        raise
+    except Exception as exc:  # a responder bug: answer 500, keep the server up
+        log.exception("simulator: request to %s failed", request.path)
+        return _json(500, _error_body(_HttpError(
+            500, f"simulator error: {type(exc).__name__}: {exc}", "server_error")))
+
+
+def _json(status: int, obj: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(obj).encode(),
+                        content_type="application/json")
+
+
+async def _event(response: web.StreamResponse, obj: dict[str, Any]) -> None:
+    await response.write(f"data: {json.dumps(obj)}\n\n".encode())
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens,
+                             "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}
+    if reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return usage
 
 
 @contextlib.contextmanager
@@ -374,6 +314,49 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the error injection")
     parser.add_argument("--error-rate", type=float, default=None,
                         help="override every profile's injected 429/500 rate (0..1)")
+    parser.add_argument("--responder", action="append", default=[], metavar="[MODEL=]MOD:CLASS",
+                        help="your own responder class (instantiated with no arguments) for "
+                             "every model, or for MODEL only; repeatable")
+
+
+def load_responder(spec: str) -> Responder:
+    """``"package.module:Class"`` -> an instance (``Class()``), anything with ``reply``.
+
+    Raises ``RuntimeConfigError`` saying what is wrong with ``spec``."""
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name.isidentifier():
+        raise RuntimeConfigError(f"responder {spec!r}: expected 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeConfigError(f"responder {spec!r}: cannot import {module_name!r}: {exc}") \
+            from None
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise RuntimeConfigError(f"responder {spec!r}: {module_name} has no class {class_name}")
+    try:
+        responder = cls()
+    except Exception as exc:
+        raise RuntimeConfigError(f"responder {spec!r}: {class_name}() failed: {exc}") from None
+    if not callable(getattr(responder, "reply", None)):
+        raise RuntimeConfigError(f"responder {spec!r}: {class_name} has no reply(messages, "
+                                 "model) method")
+    return cast(Responder, responder)
+
+
+def with_responders(profiles: Mapping[str, Profile], specs: Sequence[str]) -> dict[str, Profile]:
+    """``profiles`` with the responders named by ``[MODEL=]module:Class`` specs in place."""
+    chosen = dict(profiles)
+    for spec in specs:
+        model, sep, target = spec.rpartition("=")
+        responder = load_responder(target)
+        names = [model] if sep else list(chosen)
+        for name in names:
+            if name not in chosen:
+                raise RuntimeConfigError(f"responder for unknown model {name!r}; serving "
+                                         f"{sorted(chosen)}")
+            chosen[name] = dataclasses.replace(chosen[name], responder=responder)
+    return chosen
 
 
 def describe(sim: Simulator) -> str:
@@ -384,18 +367,21 @@ def describe(sim: Simulator) -> str:
                  else f"ttft={p.ttft_s}s {p.tokens_per_s:g} tok/s")
         lines.append(f"  {name:18} {p.hardware:12} {speed} max {p.concurrency} at once "
                      f"${p.input_price_per_mtok}/${p.output_price_per_mtok} per Mtok "
-                     f"tier {p.tier} errors {p.error_rate:.0%}")
+                     f"tier {p.tier} errors {p.error_rate:.0%} "
+                     f"responder {type(p.responder).__name__}")
     return "\n".join(lines)
 
 
 async def serve(*, host: str = "127.0.0.1", port: int = 8700, time_scale: float = 1.0,
                 seed: int = 1, error_rate: float | None = None,
-                profiles: Mapping[str, Profile] | None = None) -> None:
+                profiles: Mapping[str, Profile] | None = None,
+                responders: Sequence[str] = ()) -> None:
     """Run the simulator until cancelled (Ctrl-C), printing what it serves."""
-    chosen = dict(profiles) if profiles is not None else default_profiles()
+    chosen = with_responders(profiles if profiles is not None else default_profiles(),
+                             responders)
     if error_rate is not None:
         if not 0.0 <= error_rate <= 1.0:
-            raise ValueError("--error-rate must be between 0 and 1")
+            raise RuntimeConfigError("--error-rate must be between 0 and 1")
         chosen = {n: dataclasses.replace(p, error_rate=error_rate) for n, p in chosen.items()}
     async with Simulator(chosen, host=host, port=port, seed=seed, time_scale=time_scale) as sim:
         print(describe(sim), flush=True)
@@ -407,12 +393,11 @@ def run_simulator_cli(args: argparse.Namespace) -> int:
     ``add_simulator_arguments``. Returns the exit status."""
     try:
         asyncio.run(serve(host=args.host, port=args.port, time_scale=args.time_scale,
-                          seed=getattr(args, "seed", 1),
-                          error_rate=getattr(args, "error_rate", None)))
+                          seed=args.seed, error_rate=args.error_rate,
+                          responders=args.responder))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         print(f"heterarch simulate: cannot listen on {args.host}:{args.port}: {exc}")
         return 2
     return 0
-

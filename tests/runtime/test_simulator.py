@@ -96,7 +96,7 @@ async def test_streaming_is_server_sent_events_with_usage_last() -> None:
 async def test_models_and_health() -> None:
     async with Simulator() as sim:
         _, _, models = await http(sim, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _, health = await http(sim, b"GET /health HTTP/1.1\r\n\r\n")
+        status, _, health = await http(sim, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     ids = {m["id"] for m in json.loads(models)["data"]}
     assert ids == {"sim/wafer-small", "sim/h100-open", "sim/frontier", "sim/cpu-tiny"}
     assert status == 200 and json.loads(health)["status"] == "ok"
@@ -116,7 +116,7 @@ async def test_keep_alive_serves_many_requests_on_one_connection() -> None:
 
 async def test_chunked_request_body() -> None:
     body = chat(content="chunked")
-    raw = (b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
            + f"{10:x}\r\n".encode() + body[:10] + b"\r\n"
            + f"{len(body) - 10:x}\r\n".encode() + body[10:] + b"\r\n0\r\n\r\n")
     async with Simulator({"m": profile("m", responder=EchoResponder())}) as sim:
@@ -126,8 +126,6 @@ async def test_chunked_request_body() -> None:
 
 
 @pytest.mark.parametrize(("raw", "status"), [
-    (b"GARBAGE\r\n\r\n", 400),
-    (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
     (post(b"{nope"), 400),
     (post(b"[]"), 400),
     (post(b"\xff\xfe"), 400),
@@ -135,13 +133,11 @@ async def test_chunked_request_body() -> None:
     (post(b'{"model": "m", "messages": [1]}'), 400),
     (post(chat(model="unknown")), 404),
     (post(chat(), path="/v1/nothing"), 404),
-    (b"GET /v1/chat/completions HTTP/1.1\r\n\r\n", 405),
-    (b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
-    (b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n", 413),
-    (b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 400),
+    (b"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n",
+     413),
 ])
-async def test_malformed_requests_get_a_json_error_and_the_server_keeps_serving(
+async def test_bad_requests_get_an_openai_style_json_error_and_the_server_keeps_serving(
         raw: bytes, status: int) -> None:
     async with Simulator({"m": profile("m", responder=EchoResponder())}) as sim:
         got, _, body = await http(sim, raw)
@@ -152,10 +148,29 @@ async def test_malformed_requests_get_a_json_error_and_the_server_keeps_serving(
     assert json.loads(reply)["choices"][0]["message"]["content"] == "still here"
 
 
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET / HTTP/1.1 extra\r\n\r\n",
+    b"GET /health HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+async def test_malformed_http_is_a_400_from_aiohttp_and_the_server_keeps_serving(
+        raw: bytes) -> None:
+    async with Simulator({"m": profile("m", responder=EchoResponder())}) as sim:
+        got, _, _ = await http(sim, raw)
+        again, _, reply = await http(sim, post(chat(content="still here")))
+    assert got == 400
+    assert again == 200
+    assert json.loads(reply)["choices"][0]["message"]["content"] == "still here"
+
+
 async def test_a_half_sent_request_does_not_hurt() -> None:
     async with Simulator({"m": profile("m", responder=EchoResponder())}) as sim:
         _, writer = await asyncio.open_connection(sim.host, sim.port)
-        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
         await writer.drain()
         writer.close()
         status, _, _ = await http(sim, post(chat()))
@@ -284,3 +299,69 @@ def test_the_sample_config_matches_the_shipped_profiles() -> None:
         assert (pool.input_price_per_mtok, pool.output_price_per_mtok) == (
             p.input_price_per_mtok, p.output_price_per_mtok)
         assert pool.api_base == "http://127.0.0.1:8700/v1"
+
+
+class Shouting:
+    """A user's own responder, loaded by ``--responder`` (module:Class)."""
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        return f"{model}: {messages[-1]['content'].upper()}"
+
+
+class NoReply:
+    pass
+
+
+def test_responders_by_module_and_class() -> None:
+    from runtime._sim.simulator import with_responders
+
+    here = f"{__name__}:Shouting"
+    every = with_responders(default_profiles(), [here])
+    assert all(isinstance(p.responder, Shouting) for p in every.values())
+    one = with_responders(default_profiles(), [f"sim/frontier={here}"])
+    assert isinstance(one["sim/frontier"].responder, Shouting)
+    assert isinstance(one["sim/wafer-small"].responder, RoutingResponder)
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("no-colon", "expected 'package.module:Class'"),
+    ("os:", "expected 'package.module:Class'"),
+    ("no_such_module_here:X", "cannot import"),
+    ("os:getcwd", "has no class"),
+    (f"{__name__}:NoReply", "has no reply"),
+    ("fractions:Fraction", "has no reply"),
+    (f"sim/unknown={__name__}:Shouting", "unknown model"),
+])
+def test_a_bad_responder_spec_is_a_config_error(spec: str, why: str) -> None:
+    from runtime._sim.simulator import with_responders
+    from runtime.errors import RuntimeConfigError
+
+    with pytest.raises(RuntimeConfigError, match=why):
+        with_responders(default_profiles(), [spec])
+
+
+def test_heterarch_simulate_takes_seed_error_rate_and_a_responder() -> None:
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime._cli", "simulate", "--port", "0", "--seed", "3",
+         "--error-rate", "0", "--responder", "tests.runtime.test_simulator:Shouting"],
+        stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        url = first.rsplit(" ", 1)[1].strip()
+        request = urllib.request.Request(url + "/chat/completions", data=chat(
+            model="sim/frontier", content="hello"), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            reply = json.loads(response.read())
+        assert reply["choices"][0]["message"]["content"] == "sim/frontier: HELLO"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
