@@ -4,6 +4,7 @@ from ._actor import Actor as Actor
 from ._actor import Handler as Handler
 from ._agent_messages import Answer as Answer
 from ._agent_messages import Budget as Budget
+from ._agent_messages import ImageRef as ImageRef
 from ._agent_messages import LLMReply as LLMReply
 from ._agent_messages import PoolUsage as PoolUsage
 from ._agent_messages import Prompt as Prompt
@@ -30,6 +31,7 @@ from .errors import ActorDead as ActorDead
 from .errors import AskTimeout as AskTimeout
 from .errors import BudgetExceeded as BudgetExceeded
 from .errors import HeterarchError as HeterarchError
+from .errors import InvalidImage as InvalidImage
 from .errors import InvalidMessage as InvalidMessage
 from .errors import MailboxFull as MailboxFull
 from .errors import MessageNotEncodable as MessageNotEncodable
@@ -54,6 +56,8 @@ __all__ = (
     "Context",
     "Handler",
     "HeterarchError",
+    "ImageRef",
+    "InvalidImage",
     "InvalidMessage",
     "LLMAgent",
     "LLMReply",

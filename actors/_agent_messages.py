@@ -61,13 +61,27 @@ class LLMReply(msgspec.Struct, frozen=True, kw_only=True):
     usage: Usage
 
 
+class ImageRef(msgspec.Struct, frozen=True, kw_only=True):
+    """An image in the blob store (its bytes never travel in a message)."""
+
+    ref: str
+    mime: str  # "image/png" or "image/jpeg"
+    width: int
+    height: int
+    size: int  # bytes
+
+
 class Prompt(Ask[LLMReply], frozen=True, kw_only=True, tag="heterarch.Prompt"):
-    """One completion: either ``prompt`` (a user message) or full chat ``messages``."""
+    """One completion: either ``prompt`` (a user message) or full chat ``messages``.
+
+    ``images`` go with ``prompt`` as OpenAI ``image_url`` content parts (the pool's model must
+    accept images: see ``PoolConfig.modalities``)."""
 
     prompt: str = ""
     messages: list[dict[str, str]] = []
     max_tokens: int | None = None
     temperature: float | None = None
+    images: list[ImageRef] = []
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,3 +115,4 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     budget: Budget = Budget()
     pool_override: str = ""
     cell_timeout_s: float = 120.0
+    images: list[ImageRef] = []  # an image context: ``context`` is then a list of images

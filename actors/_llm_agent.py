@@ -6,6 +6,7 @@ from typing import Any
 
 from ._actor import Actor
 from ._agent_messages import LLMReply, PoolUsage, Prompt
+from ._images import image_parts
 
 
 class LLMAgent(Actor):
@@ -16,7 +17,12 @@ class LLMAgent(Actor):
     """
 
     async def prompt(self, msg: Prompt) -> LLMReply:
-        messages = msg.messages or [{"role": "user", "content": msg.prompt}]
+        messages: list[dict[str, Any]] = list(msg.messages) or [
+            {"role": "user", "content": msg.prompt}]
+        if msg.images:  # the bytes come from the blob store here, next to the model call
+            parts = await image_parts(self.ctx.service("blobs"), msg.images)
+            messages = [{"role": "user",
+                         "content": [{"type": "text", "text": msg.prompt}, *parts]}]
         options: dict[str, Any] = {}
         if msg.max_tokens is not None:
             options["max_tokens"] = msg.max_tokens

@@ -10,6 +10,7 @@ sandbox dict ``answer`` with ``answer["ready"] = True`` - or a typed stop reason
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from functools import partial
@@ -22,6 +23,7 @@ from opentelemetry import trace
 from ._actor import Actor
 from ._agent_messages import (
     Answer,
+    ImageRef,
     LLMReply,
     PoolUsage,
     Prompt,
@@ -31,11 +33,12 @@ from ._agent_messages import (
     total_cost,
     total_tokens,
 )
+from ._images import store_wire_images, wire_images
 from ._lanes import Lanes
 from ._llm_agent import LLMAgent
 from ._semconv import content_capture_enabled, truncate_content
 from ._supervision import Backoff, SupervisorStrategy
-from .errors import BudgetExceeded
+from .errors import BudgetExceeded, InvalidImage
 
 tracer = trace.get_tracer("heterarch")
 
@@ -61,7 +64,20 @@ know the answer, end with one of: a line `FINAL(your answer)`; a line `FINAL_VAR
 return a REPL variable; or in code `answer["content"] = ...; answer["ready"] = True`.
 Recursion depth: {depth} of at most {max_depth}."""
 
+IMAGE_CONTEXT_NOTE = """
+`context` is a list of {count} screenshots (Pillow images; sizes {sizes}). Their text is \
+small: models see a whole page scaled down and misread it. Helpers: `crop(img, box)`, \
+`zoom(img, box, factor)`, `grid(img, rows, cols)` (a list of (box, crop)), `annotate(img, \
+boxes, labels)`. `llm_query(prompt, images=[...])` and `llm_query_batched(prompts, \
+images=[[...], ...])` send images (Pillow images, PNG/JPEG bytes or paths): reading a crop goes \
+to a small vision model, a prompt about the layout of a whole page to a frontier one."""
+
 SANDBOX_PRELUDE = """\
+try:
+    import heterarch_vision as _heterarch_vision
+    _heterarch_vision.install(globals())
+except ImportError:  # a sandbox image without Pillow: no image helpers
+    pass
 answer = {"content": "", "ready": False}
 def FINAL(value):
     answer["content"] = str(value)
@@ -139,11 +155,15 @@ class _Run:
         try:
             context = await self._load_context()
             await self._start_sandbox(context)
+            system = SYSTEM_PROMPT.format(
+                context_chars=len(context), context_lines=context.count("\n") + 1,
+                output_limit=self.agent.output_limit, depth=q.depth, max_depth=q.max_depth,
+            )
+            if q.images:
+                system += IMAGE_CONTEXT_NOTE.format(count=len(q.images), sizes=", ".join(
+                    f"{i.width}x{i.height}" for i in q.images[:8]))
             messages = [
-                {"role": "system", "content": SYSTEM_PROMPT.format(
-                    context_chars=len(context), context_lines=context.count("\n") + 1,
-                    output_limit=self.agent.output_limit, depth=q.depth, max_depth=q.max_depth,
-                )},
+                {"role": "system", "content": system},
                 {"role": "user", "content": f"Question: {q.question}"},
             ]
             with anyio.move_on_after(wall if wall > 0 else None) as wall_scope:
@@ -258,6 +278,16 @@ class _Run:
         self._context = context
         await self.sandbox.set_var("context", context)
         await self.sandbox.exec(SANDBOX_PRELUDE, timeout=30)
+        if self.query.images:  # an image context: a list of Pillow images, loaded by file
+            wire = await wire_images(self.ctx.service("blobs"), self.query.images)
+            await self.sandbox.set_var("_context_images", json.dumps(wire))
+            loaded = await self.sandbox.exec(
+                "import json as _json\n"
+                "context = _heterarch_vision.images_from_wire(_json.loads(_context_images))\n"
+                "del _context_images", timeout=120)
+            if loaded.error is not None:  # no image helpers in this sandbox, or bad images
+                raise InvalidImage(f"the image context did not load in the sandbox: "
+                                   f"{loaded.error.type}: {loaded.error.message}")
 
     async def _run_cell(self, index: int, code: str) -> str:
         self.check_budget()
@@ -316,22 +346,38 @@ class _Run:
             "rlm_query_batched": self.rlm_query_batched,
         }
 
-    async def llm_query(self, prompt: str, **options: Any) -> str:
-        with self._tool_span("llm_query"):
-            return await self._sub_llm(str(prompt), options)
+    async def llm_query(self, prompt: str, images: Any = None, **options: Any) -> str:
+        """``images``: as the REPL helpers send them; checked and put in the blob store."""
+        with self._tool_span("llm_query", images=len(images or ())):
+            return await self._sub_llm(str(prompt), options, images)
 
     async def llm_query_batched(
-        self, prompts: list[str], pools: list[str] | None = None, **options: Any
+        self, prompts: list[str], pools: list[str] | None = None, images: Any = None,
+        **options: Any
     ) -> list[str]:
-        """``pools`` (optional) names a pool per prompt; else ``pool=`` or the router decides."""
+        """``pools`` (optional) names a pool per prompt; else ``pool=`` or the router decides.
+        ``images`` (optional): one list of images per prompt."""
         if pools is not None and len(pools) != len(prompts):
             raise ValueError("llm_query_batched needs one pool per prompt in `pools`")
+        if images is not None and (not isinstance(images, list) or len(images) != len(prompts)):
+            raise InvalidImage("llm_query_batched needs one list of images per prompt")
         per_prompt = [dict(options, pool=pools[i]) if pools else options
                       for i in range(len(prompts))]
+        if images is not None:
+            return await self._batched_with_images(prompts, per_prompt, images)
         with self._tool_span("llm_query_batched", batch=len(prompts)):
             return await self._gather(
                 [partial(self._sub_llm, str(p), o)
                  for p, o in zip(prompts, per_prompt, strict=True)]
+            )
+
+    async def _batched_with_images(self, prompts: list[str], options: list[dict[str, Any]],
+                                   images: list[Any]) -> list[str]:
+        with self._tool_span("llm_query_batched", batch=len(prompts),
+                             images=sum(len(i) for i in images if isinstance(i, list))):
+            return await self._gather(
+                [partial(self._sub_llm, str(p), o, i)
+                 for p, o, i in zip(prompts, options, images, strict=True)]
             )
 
     async def rlm_query(self, prompt: str, context: str = "", **options: Any) -> str:
@@ -374,26 +420,52 @@ class _Run:
         )
 
     def _route(self, prompt: str, kind: str, options: dict[str, Any],
-               exclude: set[str]) -> tuple[str, str]:
+               exclude: set[str], images: int = 0) -> tuple[str, str]:
         explicit = options.pop("pool", None)
         if explicit:
-            return str(explicit), "pool named by the code"
+            return self._image_pool(str(explicit), images), "pool named by the code"
         if self.query.pool_override:
-            return self.query.pool_override, "pool override of this run"
+            pool = self._image_pool(self.query.pool_override, images)
+            return pool, "pool override of this run"
         route = self.ctx.service("route")
+        extra = {"images": images} if images else {}
         decision = route(
             prompt=prompt, kind=kind, depth=self.query.depth + 1, tag=options.pop("tag", ""),
-            exclude=exclude, budget_left=self._budget_left_fraction(),
+            exclude=exclude, budget_left=self._budget_left_fraction(), **extra,
         )
         return str(decision.pool), str(decision.reason)
 
-    async def _sub_llm(self, prompt: str, options: dict[str, Any]) -> str:
+    def _image_pool(self, pool: str, images: int) -> str:
+        """``pool``, unless images would go to a pool whose model does not read them."""
+        config = self._pools().get(pool)
+        if images and config is not None and "image" not in getattr(config, "modalities", ()):
+            raise InvalidImage(f"pool {pool!r} is text-only (modalities "
+                               f"{list(config.modalities)}); images need a vision pool")
+        return pool
+
+    async def _sub_llm(self, prompt: str, options: dict[str, Any], images: Any = None) -> str:
         self.check_budget()
+        if not images:
+            return await self._sub_llm_refs(prompt, options, [])
+        blobs = self.ctx.service("blobs")
+        refs = await store_wire_images(blobs, images)
+        try:
+            return await self._sub_llm_refs(prompt, options, refs)
+        finally:  # the images lived for this one call
+            with anyio.CancelScope(shield=True):
+                for image in refs:
+                    try:
+                        await blobs.delete_blob(image.ref)
+                    except Exception:  # already gone: nothing left to free
+                        pass
+
+    async def _sub_llm_refs(self, prompt: str, options: dict[str, Any],
+                            images: list[ImageRef]) -> str:
         options = dict(options)
         max_tokens = options.pop("max_tokens", None)
         failed: set[str] = set()
         while True:
-            pool, reason = self._route(prompt, "llm", dict(options), failed)
+            pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
             span = trace.get_current_span()
             span.set_attribute("heterarch.route.reason", reason)
             span.set_attribute("heterarch.pool", pool)
@@ -401,7 +473,7 @@ class _Run:
                 async with self.llm_lanes.lane(pool) as lane:
                     self._count_agent(lane)
                     reply: LLMReply = await lane.ask(
-                        Prompt(prompt=prompt, max_tokens=max_tokens), timeout=600
+                        Prompt(prompt=prompt, max_tokens=max_tokens, images=images), timeout=600
                     )
             except Exception as exc:
                 failed.add(pool)

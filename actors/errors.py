@@ -99,3 +99,11 @@ class ReplyNotEncodable(RemoteError):
         super().__init__(
             "ReplyNotEncodable", f"the reply to {message_type} cannot be encoded: {reason}"
         )
+
+
+class InvalidImage(HeterarchError, ValueError):
+    """An image for a model call is not a PNG/JPEG, is too large, or is malformed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid image: {reason}")

@@ -19,6 +19,7 @@ from .errors import DockerUnavailable, SandboxError
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "_server.py"
+VISION = HERE / "heterarch_vision.py"  # the REPL's image helpers (imported by the RLM prelude)
 IMAGE_DIR = HERE / "image"
 REPOSITORY = "heterarch-sandbox"
 SUITE = "bookworm"
@@ -26,6 +27,7 @@ SUITE = "bookworm"
 
 def image_tag(packages: Sequence[str] = ()) -> str:
     digest = hashlib.sha256(SERVER.read_bytes())
+    digest.update(VISION.read_bytes())
     for path in sorted(IMAGE_DIR.iterdir()):
         digest.update(path.read_bytes())
     digest.update("\n".join(sorted(packages)).encode())
@@ -63,6 +65,7 @@ def _context_tar(dockerfile: str) -> io.BytesIO:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(str(IMAGE_DIR / dockerfile), arcname="Dockerfile")
         tar.add(str(SERVER), arcname="server.py")
+        tar.add(str(VISION), arcname="heterarch_vision.py")
     buf.seek(0)
     return buf
 
@@ -86,7 +89,7 @@ def _build(client: object, dockerfile: str, tag: str, buildargs: dict[str, str],
 
 
 def _debian_packages(packages: Sequence[str]) -> list[str]:
-    names = ["python3"]
+    names = ["python3", "python3-pil"]  # Pillow: the REPL's image helpers
     for p in packages:
         name = p.lower().replace("_", "-")
         names.append(name if name.startswith("python3-") else f"python3-{name}")
