@@ -112,7 +112,8 @@ def image_message(data: bytes) -> list[dict[str, object]]:
 
 
 @pytest.mark.anyio
-async def test_images_over_http_cost_tiles_and_text_only_models_refuse_them() -> None:
+@pytest.mark.parametrize("client", ["openai", "litellm"])  # both model-client paths
+async def test_images_over_http_cost_tiles_and_text_only_models_refuse_them(client: str) -> None:
     profiles = {**default_profiles(), **vision.vision_profiles()}
     page = webpages.layout("web:2:0")
     card = next(box for role, box in page.regions if role == "card")
@@ -120,9 +121,9 @@ async def test_images_over_http_cost_tiles_and_text_only_models_refuse_them() ->
     async with Simulator(profiles, time_scale=0) as sim, \
             LLMClient(PoolConfig(name="vision-small", model="openai/sim/vlm-small",
                                  api_base=sim.base_url, max_retries=0, input_price_per_mtok=1.0,
-                                 output_price_per_mtok=1.0)) as vlm, \
+                                 output_price_per_mtok=1.0, client=client)) as vlm, \
             LLMClient(PoolConfig(name="wafer", model="openai/sim/wafer-small",
-                                 api_base=sim.base_url, max_retries=0)) as text_only:
+                                 api_base=sim.base_url, max_retries=0, client=client)) as text_only:
         done = await vlm.complete(image_message(png))
         price = page.element(next(e.key for e in page.elements if e.kind == "price"
                                   and e.box[0] >= card[0] and e.box[2] <= card[2]
