@@ -31,6 +31,7 @@ from .errors import NatsServerError as NatsServerError
 from .errors import NodeFailed as NodeFailed
 from .errors import NoWorkerForPool as NoWorkerForPool
 from .errors import RuntimeConfigError as RuntimeConfigError
+from .errors import UnknownPool as UnknownPool
 
 __all__ = (
     "ActorSystem",
@@ -59,6 +60,7 @@ __all__ = (
     "Simulator",
     "StaticRouter",
     "Task",
+    "UnknownPool",
     "Worker",
     "agent_services",
     "configure_tracing",

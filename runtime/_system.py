@@ -267,6 +267,7 @@ class Worker(_Host):
                 f"pools {missing} are not in the config (it has: {sorted(all_pools)})"
             )
         self.served = {p: all_pools[p] for p in names}
+        self.declared = sorted(all_pools)
         super().__init__(
             transport=transport, nats=nats, options=options,
             namespace=namespace or "heterarch", embedded=False,
@@ -276,7 +277,7 @@ class Worker(_Host):
         )
 
     async def __aenter__(self) -> Worker:
-        await self._open(role="worker", pools=self.served)
+        await self._open(role="worker", pools=self.served, declared_pools=self.declared)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from actors.errors import HeterarchError
 
 
@@ -22,6 +24,22 @@ class NoWorkerForPool(HeterarchError, LookupError):
         super().__init__(
             f"no live worker serves pool {pool!r} (waited {waited:.3g}s; pools with workers: "
             f"{pools}). Start one: `heterarch worker --pool {pool} --config pools.toml`"
+        )
+
+
+class UnknownPool(NoWorkerForPool):
+    """No worker's config names the pool (a typo, say): raised at once, without waiting."""
+
+    def __init__(self, pool: str, declared: list[str]) -> None:
+        self.pool = pool
+        self.waited = 0.0
+        self.known = declared
+        close = difflib.get_close_matches(pool, declared, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        HeterarchError.__init__(
+            self,
+            f"no pool {pool!r} in this cluster: {hint}the workers' configs declare "
+            f"{', '.join(declared)}",
         )
 
 

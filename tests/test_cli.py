@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,74 @@ def test_help_lists_the_commands() -> None:
     done = heterarch("--help")
     for command in ("nats", "worker", "ping", "sandbox", "demo", "simulate", "rlm", "trace"):
         assert command in done.stdout
+
+
+def _one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The CLI failed with exactly one line on stderr, no traceback."""
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("heterarch: error: ")
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def test_a_missing_context_file_is_one_line(tmp_path: Path) -> None:
+    line = _one_line(heterarch("rlm", "how many?", "--context", str(tmp_path / "nope.txt"),
+                               "--root-pool", "main", "--nats", "nats://127.0.0.1:9"))
+    assert "No such file or directory" in line and "nope.txt" in line
+
+
+def test_a_busy_port_is_one_line(nats_server: NatsServer, tmp_path: Path) -> None:
+    line = _one_line(heterarch("nats", "--port", str(nats_server.port),
+                               "--store-dir", str(tmp_path / "store")))
+    assert "address already in use" in line
+
+
+def test_no_docker_is_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime._cli", "sandbox", "build", "--if-missing"], cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    line = _one_line(done)
+    assert "Docker is not available" in line
+
+
+def test_an_auth_failure_never_shows_the_password() -> None:
+    server = NatsServer(extra_args=["--user", "alice", "--pass", "right-horse"])
+    server.start()
+    try:
+        url = f"nats://alice:wrong-battery@127.0.0.1:{server.port}"
+        line = _one_line(heterarch("ping", "--nats", url))
+    finally:
+        server.cleanup()
+    assert "wrong-battery" not in line
+    assert "alice:***@" in line
+    assert "user and password" in line and "heterarch nats" not in line
+
+
+def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    done = heterarch("-v", "rlm", "q", "--context", str(tmp_path / "nope.txt"),
+                     "--root-pool", "main")
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "FileNotFoundError" in done.stderr
+
+
+def test_a_failed_worker_node_exits_non_zero(nats_server: NatsServer, tmp_path: Path) -> None:
+    config = tmp_path / "pools.toml"
+    config.write_text('namespace = "failing"\n[pools.cpu]\n')
+    # The node's own machinery breaks (here: its registry loop raises at once).
+    script = (
+        "import sys, runtime._core.membership as m\n"
+        "async def broken(self):\n"
+        "    raise RuntimeError('registry loop broke')\n"
+        "m.Membership._registry_loop = broken\n"
+        "from runtime._cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "worker", "--pool", "cpu", "--config", str(config),
+         "--nats", nats_server.url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "heterarch: error: node" in done.stderr and "registry loop broke" in done.stderr

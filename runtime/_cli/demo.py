@@ -56,8 +56,10 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
         "invoke_agent rlm", attributes={"gen_ai.operation.name": "invoke_agent",
                                         "gen_ai.agent.name": "rlm", "heterarch.pool": root_pool},
     ):
+        # Transient: if its worker dies, the root restarts on another worker of the pool and
+        # the ask below is sent again (the context is a blob, so nothing is lost).
         root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
-                                  supervision="temporary")
+                                  supervision="transient")
         try:
             query = Query(question=question, context=context, context_ref=context_ref,
                           max_depth=max_depth, max_iterations=max_iterations,

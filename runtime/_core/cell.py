@@ -64,6 +64,7 @@ class ChildRecord:
     restarts: int = 0
     restarting: bool = False
     removed: bool = False
+    failure: BaseException | None = None  # why its last restart failed (the asker gets it)
     changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
     def mark_changed(self) -> None:
@@ -110,6 +111,7 @@ class ActorCell:
         self.abnormal = False
         self.on_finished: list[Any] = []  # callables run once the cell has stopped
         self._handler_scope: anyio.CancelScope | None = None
+        self._fail_cause: BaseException | None = None
         self.self_ref: ActorRef[Any] = node.codec.ref(address)
         self.context = CellContext(self)
         actor.ctx = self.context
@@ -192,10 +194,14 @@ class ActorCell:
         else:
             await self._finish_stop()
 
-    def fail(self, reason: str) -> None:
-        """Crash from outside a handler (escalation): cancel the running handler and stop."""
+    def fail(self, reason: str, cause: BaseException | None = None) -> None:
+        """Crash from outside a handler (escalation): cancel the running handler and stop.
+
+        The asker of the cancelled handler gets ``cause`` (e.g. ``NoWorkerForPool``).
+        """
         if self.state in (CellState.STOPPING, CellState.STOPPED):
             return
+        self._fail_cause = cause or RuntimeError(reason)
         if self._handler_scope is not None:
             self._handler_scope.cancel()
         self.node.task_group.start_soon(self.stop_abnormally, reason)
@@ -305,7 +311,7 @@ class ActorCell:
             with scope:
                 fn = self.actor.bound(handler)
                 return (await fn(msg)) if handler.is_async else fn(msg)
-            return _Failure(anyio.get_cancelled_exc_class()("handler cancelled: supervisor failed"))
+            return _Failure(self._fail_cause or RuntimeError("handler cancelled"))
         except Exception as exc:
             return _Failure(exc)
         finally:
@@ -390,9 +396,10 @@ class ActorCell:
             )
         except Exception as exc:
             log.warning("restart of %s failed: %s", record.ref.actor_id, exc)
+            record.failure = exc
             self._remove_child(record)
             if self.parent is not None:  # a node's guardian has nobody to escalate to
-                self.fail(f"could not restart child {record.ref.actor_id}: {exc}")
+                self.fail(f"could not restart child {record.ref.actor_id}: {exc}", exc)
             return
         record.ref._rebind(address)
         record.generation = generation
@@ -431,6 +438,8 @@ class _Failure:
     __slots__ = ("error", "info")
 
     def __init__(self, error: BaseException) -> None:
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]  # a handler's task group: its one real error
         self.error = error
         self.info = ErrorInfo(
             type=type(error).__name__,

@@ -24,7 +24,7 @@ from transports import (
 )
 from transports.errors import TransportError
 
-from ..errors import NoWorkerForPool
+from ..errors import NoWorkerForPool, UnknownPool
 from .codec import encode
 from .protocol import (
     Exited,
@@ -51,6 +51,9 @@ class Membership(NodeState):
             if not refreshed:
                 refreshed = True
                 await self._refresh_nodes()
+                declared = self.declared_pools()
+                if declared and pool not in declared:  # a typo: no config names it
+                    raise UnknownPool(pool, sorted(declared))
                 continue
             if time.monotonic() >= deadline:
                 raise NoWorkerForPool(pool, self.placement_timeout, self.served_pools())
@@ -62,6 +65,10 @@ class Membership(NodeState):
             pool in info.pools and now - seen < self.node_lost_after
             for info, seen in self._known_nodes.values()
         )
+
+    def declared_pools(self) -> set[str]:
+        """Every pool the config files of the live workers name (served or not)."""
+        return {p for info, _ in self._known_nodes.values() for p in (*info.declared, *info.pools)}
 
     def served_pools(self) -> list[str]:
         return sorted({p for info, _ in self._known_nodes.values() for p in info.pools})
@@ -84,6 +91,7 @@ class Membership(NodeState):
             pid=os.getpid(),
             started_at=self.started_at,
             pools={p.name: p.hardware for p in self.pools.values()},
+            declared=self.declared,
             free_slots={name: s.value for name, s in self._slots.items()},
             actors=len(self.cells) - 1,
             heartbeat_at=time.time(),

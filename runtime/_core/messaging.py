@@ -265,7 +265,7 @@ class Messaging(NodeState):
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                 await record.wait_restarted(generation)
             if record.removed:
-                raise error
+                raise record.failure or error  # e.g. NoWorkerForPool: why it is gone
 
     def _reply_value(
         self, reply: Envelope, reply_type: Any, address: Address, message_type: str = ""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -55,6 +55,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         transport: Transport,
         *,
         pools: Mapping[str, PoolConfig] | None = None,
+        declared_pools: Sequence[str] = (),
         role: str = "client",
         services: Mapping[str, Any] | None = None,
         pool_services: Mapping[str, Mapping[str, Any]] | None = None,
@@ -69,6 +70,9 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         self.node_id = node_id or new_id()[:16]
         self.role = role
         self.pools: dict[str, PoolConfig] = dict(pools or {})
+        #: Every pool of this worker's config (served or not): a spawn onto any other pool name
+        #: fails at once with ``UnknownPool`` instead of waiting for a worker.
+        self.declared = sorted({*declared_pools, *self.pools})
         self.services: dict[str, Any] = {"blobs": transport, **(services or {})}
         self.pool_services: dict[str, dict[str, Any]] = {
             k: dict(v) for k, v in (pool_services or {}).items()

@@ -30,6 +30,7 @@ class NodeState:
     node_id: str
     role: str
     pools: dict[str, PoolConfig]
+    declared: list[str]
     services: dict[str, Any]
     pool_services: dict[str, dict[str, Any]]
     heartbeat_interval: float

@@ -9,11 +9,11 @@ import msgspec
 import pytest
 
 from actors import ActorDead, RemoteError, ReplyNotEncodable, SpawnFailed, message_type_name
-from runtime import NodeFailed, Worker
+from runtime import NodeFailed, NoWorkerForPool, UnknownPool, Worker
 from runtime._core.protocol import SpawnRequest
 from transports import Envelope, Kind, encode_envelope, new_id
 
-from .app import Add, Incarnation, Keep, Parent, Poison, SpawnChildren
+from .app import Add, FanOut, Incarnation, Keep, Parent, Poison, SpawnChildren
 from .app import Worker as Worker_
 from .conftest import Cluster
 
@@ -148,3 +148,36 @@ async def test_a_failure_of_the_node_itself_closes_it(cluster: Cluster) -> None:
         await worker.wait_closed()
     assert "heartbeat bookkeeping broke" in str(caught.value)
 
+
+
+async def test_an_unknown_pool_fails_at_once_with_the_pools_that_exist(cluster: Cluster) -> None:
+    system = await cluster.system(placement_timeout=600.0)
+    await cluster.worker(["cpu"])
+    with anyio.fail_after(30), pytest.raises(UnknownPool) as caught:
+        await system.spawn(Worker_, pool="gpus")
+    assert "did you mean 'gpu'?" in str(caught.value)
+    assert caught.value.known == ["cpu", "gpu"]
+    assert isinstance(caught.value, NoWorkerForPool)
+
+
+async def test_the_real_cause_of_a_failed_restart_reaches_the_asker(cluster: Cluster) -> None:
+    system = await cluster.system()
+    gpu = await cluster.worker(["gpu"])
+    parent = await system.spawn(Parent)
+    await parent.ask(SpawnChildren(2, pool="gpu"), timeout=30)
+    async with anyio.create_task_group() as tg:
+        errors: list[BaseException] = []
+
+        async def fan_out() -> None:
+            try:
+                await parent.ask(FanOut(60), timeout=120)
+            except RemoteError as exc:
+                errors.append(exc)
+
+        tg.start_soon(fan_out)
+        await anyio.wait_all_tasks_blocked()
+        await gpu.__aexit__(None, None, None)  # the pool's only worker goes away
+    (error,) = errors
+    assert isinstance(error, RemoteError)
+    assert error.remote_type == "NoWorkerForPool"
+    assert "heterarch worker --pool gpu" in str(error)
