@@ -38,6 +38,7 @@ bench: install sandbox-image
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/rlm_vs_reference.py
 	$(BIN)/python bench/hetero.py
+	$(BIN)/python bench/vision.py
 	$(BIN)/python bench/tracing.py
 
 # The local stack (compose/): the NATS image is built from the pinned static binary.

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from rich.console import Console
 from rich.table import Table
 
-from actors import Answer, Budget, Query, RLMAgent
+from actors import Answer, Budget, ImageRef, Query, RLMAgent
 
 from .._nats_server import NatsServer
 from .._sim.oolong import Task, generate_task, score
@@ -50,8 +50,9 @@ class RunResult:
 async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
                   context: str = "", root_pool: str = ROOT_POOL, pool_override: str = "",
                   max_depth: int = 1, max_iterations: int = 8, budget: Budget | None = None,
-                  timeout: float = 900.0) -> Answer:
-    """Spawn a root RLM agent on ``root_pool``, ask it, stop it."""
+                  timeout: float = 900.0, images: list[ImageRef] | None = None) -> Answer:
+    """Spawn a root RLM agent on ``root_pool``, ask it, stop it. ``images``: an image
+    context (screenshots in the blob store)."""
     with tracer.start_as_current_span(
         "invoke_agent rlm", attributes={"gen_ai.operation.name": "invoke_agent",
                                         "gen_ai.agent.name": "rlm", "heterarch.pool": root_pool},
@@ -63,7 +64,8 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
         try:
             query = Query(question=question, context=context, context_ref=context_ref,
                           max_depth=max_depth, max_iterations=max_iterations,
-                          budget=budget or Budget(), pool_override=pool_override)
+                          budget=budget or Budget(), pool_override=pool_override,
+                          images=images or [])
             answer: Answer = await root.ask(query, timeout=timeout)
         finally:
             await system.stop(root)
@@ -170,5 +172,10 @@ def _print_results(console: Console, results: list[RunResult]) -> None:
 
 def demo_command(args: Any) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    if getattr(args, "vision", False):
+        from .vision_demo import run_vision_demo
+
+        anyio.run(lambda: run_vision_demo(pages=args.pages, time_scale=args.time_scale))
+        return 0
     anyio.run(lambda: run_demo(records=args.records, time_scale=args.time_scale))
     return 0

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", type=int, default=3000, help="records in the context")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply simulated model latencies (0.1 = ten times faster)")
+    p.add_argument("--vision", action="store_true",
+                   help="the vision demo: screenshots with small text, zoom sub-calls routed "
+                        "to a small vision pool (docs/vision.md)")
+    p.add_argument("--pages", type=int, default=8, help="screenshots in the vision demo")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="run the OpenAI-compatible pool simulator")

@@ -1,0 +1,115 @@
+"""``heterarch demo --vision``: questions about web-page screenshots, all-frontier vs routed.
+
+Starts an embedded nats-server, the pool simulator with the two vision pools (a Qwen3-VL-8B-
+class model on an H100, a GPT-5-class frontier API: published prices and speeds, see
+docs/vision.md), one worker process per pool, renders shop pages with small text, and asks an
+RLM on the frontier pool the same questions twice: every sub-call on the frontier pool, then
+routed by the automation layer (crop-and-read to the small vision pool, page layouts to the
+frontier). Prints score, wall time, dollars and calls per pool. Everything model-side is
+SIMULATED and labelled so.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from actors import Answer
+from actors._images import store_image
+
+from .._nats_server import NatsServer
+from .._sim.simulator import Simulator, profiles_toml
+from .._sim.vision import vision_profiles
+from .._sim.vision_task import VisionRootResponder, VisionTask, make_task, score
+from .._system import ActorSystem
+from .demo import _wait_for_pools, ask_rlm, start_workers
+
+POOLS = ("vision-small", "vision-frontier")
+ROOT_POOL = "vision-frontier"
+
+
+@dataclass
+class VisionRun:
+    label: str
+    answer: Answer
+    score: float
+    wall_s: float
+
+
+async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float = 1.0,
+                          console: Console | None = None) -> list[VisionRun]:
+    """The two runs (all-frontier, routed); prints them and returns them in that order."""
+    console = console or Console(width=max(130, Console().width))
+    console.rule("[bold]heterarch demo --vision[/] - zoom sub-calls on [yellow]SIMULATED[/] "
+                 "vision pools")
+    task = make_task(seed, pages)
+    console.print(f"context: {pages} generated shop screenshots "
+                  f"({task.pages[0].width}x{task.pages[0].height}, text down to 8 px); "
+                  f"{len(task.questions)} questions with known answers")
+    profiles = vision_profiles(VisionRootResponder())
+    with tempfile.TemporaryDirectory(prefix="heterarch-vision-") as tmp, NatsServer() as nats:
+        async with Simulator(profiles, time_scale=time_scale) as sim:
+            console.print(f"[dim]nats-server at {nats.url}; pool simulator (SIMULATED models) "
+                          f"at {sim.base_url}[/]")
+            config = Path(tmp) / "pools.toml"
+            config.write_text('namespace = "vision"\n\n'
+                              + profiles_toml(profiles, sim.base_url, modules=["actors"]))
+            workers = start_workers(config, nats.url, POOLS)
+            try:
+                with console.status("starting 2 worker processes (one per pool)..."):
+                    async with ActorSystem(nats=nats.url, namespace="vision",
+                                           placement_timeout=60) as system:
+                        await _wait_for_pools(system, POOLS)
+                        runs = [await _one_run(system, task, label, override, console)
+                                for label, override in (("all on frontier VLM", ROOT_POOL),
+                                                        ("routed (automation layer)", ""))]
+            finally:
+                for w in workers:
+                    w.terminate()
+                for w in workers:
+                    w.wait(20)
+    _print_runs(console, runs)
+    return runs
+
+
+async def _one_run(system: ActorSystem, task: VisionTask, label: str, override: str,
+                   console: Console) -> VisionRun:
+    blobs = system.node.transport
+    refs = [await store_image(blobs, png) for png in task.screenshots]
+    try:
+        started = time.monotonic()
+        answer = await ask_rlm(system, task.prompt, root_pool=ROOT_POOL, pool_override=override,
+                               images=refs, max_iterations=6)
+        run = VisionRun(label, answer, score(answer.text, task), time.monotonic() - started)
+    finally:
+        for ref in refs:
+            await blobs.delete_blob(ref.ref)
+    console.print(f"  {label:28} score={run.score:.3f} wall={run.wall_s:.1f}s "
+                  f"cost=${answer.cost_usd:.4f} ({answer.stop_reason})")
+    return run
+
+
+def _print_runs(console: Console, runs: list[VisionRun]) -> None:
+    table = Table(title="Same screenshots and questions, two placements (models SIMULATED)")
+    for column in ("run", "score", "wall s", "$ total"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for pool in POOLS:
+        table.add_column(f"{pool} calls / $", justify="right")
+    for r in runs:
+        cells = []
+        for pool in POOLS:
+            u = r.answer.usage.get(pool)
+            cells.append(f"{u.calls} / {u.cost_usd:.4f}" if u else "-")
+        table.add_row(r.label, f"{r.score:.3f}", f"{r.wall_s:.1f}",
+                      f"{r.answer.cost_usd:.4f}", *cells)
+    console.print(table)
+    frontier, routed = runs
+    cost = routed.answer.cost_usd / frontier.answer.cost_usd
+    console.print(f"routed vs all-frontier: cost x{cost:.3f}"
+                  f", wall time x{routed.wall_s / frontier.wall_s:.3f}, score "
+                  f"{routed.score:.3f} vs {frontier.score:.3f}")
