@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rlm", help="answer a question over a large context with an RLM")
     p.add_argument("question")
-    p.add_argument("--context", required=True, help="a text file (any size)")
+    p.add_argument("--context", required=True, action="append",
+                   help="a text file (any size), or a PNG/JPEG screenshot; repeat for several "
+                        "screenshots (then `context` is a list of images)")
     p.add_argument("--root-pool", required=True, help="pool whose model writes the code")
     p.add_argument("--max-depth", type=int, default=1)
     p.add_argument("--max-iterations", type=int, default=12)
@@ -284,11 +286,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_rlm(args: argparse.Namespace) -> int:
     from actors import Budget
+    from actors._images import store_image
 
     from .._system import ActorSystem
     from .demo import ask_rlm
 
-    text = Path(args.context).read_text(encoding="utf-8", errors="replace")
+    text, screenshots = _read_contexts(args.context)
     tracing = _start_tracing(args, role="cli")
 
     async def run() -> int:
@@ -296,15 +299,18 @@ def cmd_rlm(args: argparse.Namespace) -> int:
                                embedded=False, placement_timeout=60.0) as system:
             from .._observe.live import run_with_live_view
 
-            ref = await system.node.transport.put_blob(text.encode())
+            blobs = system.node.transport
+            ref = await blobs.put_blob(text.encode())
+            images = [await store_image(blobs, data) for data in screenshots]
             started = time.monotonic()
             answer = await run_with_live_view(system.node, lambda: ask_rlm(
                 system, args.question, context_ref=ref, root_pool=args.root_pool,
                 max_depth=args.max_depth, max_iterations=args.max_iterations,
                 budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
-                              wall_s=args.budget_seconds),
+                              wall_s=args.budget_seconds), images=images,
             ), title=f"rlm on {args.root_pool}: {args.question[:60]}")
-            await system.node.transport.delete_blob(ref)
+            for blob in [ref, *(image.ref for image in images)]:
+                await blobs.delete_blob(blob)
         print(answer.text)
         print(f"[{answer.stop_reason}] {answer.iterations} iterations, "
               f"{time.monotonic() - started:.1f}s, ${answer.cost_usd:.4f}", file=sys.stderr)
@@ -321,6 +327,18 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     finally:
         if tracing is not None:
             tracing.shutdown()
+
+
+def _read_contexts(paths: list[str]) -> tuple[str, list[bytes]]:
+    """The text of the text files (joined) and the bytes of the PNG/JPEG files among ``paths``."""
+    texts, screenshots = [], []
+    for path in paths:
+        data = Path(path).read_bytes()
+        if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+            screenshots.append(data)
+        else:
+            texts.append(data.decode("utf-8", errors="replace"))
+    return "\n".join(texts), screenshots
 
 
 def cmd_trace_show(args: argparse.Namespace) -> int:
