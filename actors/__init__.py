@@ -11,6 +11,7 @@ from ._agent_messages import Prompt as Prompt
 from ._agent_messages import Query as Query
 from ._agent_messages import merge_usage as merge_usage
 from ._context import Context as Context
+from ._images import store_image as store_image
 from ._llm_agent import LLMAgent as LLMAgent
 from ._messages import Ask as Ask
 from ._messages import ChildExit as ChildExit
@@ -80,4 +81,5 @@ __all__ = (
     "merge_usage",
     "message_type_name",
     "reply_type_of",
+    "store_image",
 )

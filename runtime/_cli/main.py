@@ -285,8 +285,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_rlm(args: argparse.Namespace) -> int:
-    from actors import Budget
-    from actors._images import store_image
+    from actors import Budget, store_image
 
     from .._system import ActorSystem
     from .demo import ask_rlm

@@ -19,8 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from actors import Answer
-from actors._images import store_image
+from actors import Answer, store_image
 
 from .._nats_server import NatsServer
 from .._sim.simulator import Simulator, profiles_toml
