@@ -15,6 +15,7 @@ from ._images import store_image as store_image
 from ._llm_agent import LLMAgent as LLMAgent
 from ._messages import Ask as Ask
 from ._messages import ChildExit as ChildExit
+from ._messages import Inbox as Inbox
 from ._messages import Terminated as Terminated
 from ._messages import message_type_name as message_type_name
 from ._messages import reply_type_of as reply_type_of
@@ -58,6 +59,7 @@ __all__ = (
     "Handler",
     "HeterarchError",
     "ImageRef",
+    "Inbox",
     "InvalidImage",
     "InvalidMessage",
     "LLMAgent",

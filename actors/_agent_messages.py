@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ._messages import Ask
+from ._messages import Ask, Inbox
 
 
 class PoolUsage(msgspec.Struct, kw_only=True):
@@ -82,6 +82,33 @@ class Prompt(Ask[LLMReply], frozen=True, kw_only=True, tag="heterarch.Prompt"):
     max_tokens: int | None = None
     temperature: float | None = None
     images: list[ImageRef] = []
+
+
+class PromptOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One prompt of a ``PromptChunk``, done: its ``reply``, or the error it ended with."""
+
+    index: int
+    reply: LLMReply | None = None
+    error_type: str = ""
+    error: str = ""
+
+
+class PromptResults(msgspec.Struct, frozen=True):
+    """Finished prompts of a chunk: sent as progress to the asker's inbox while it runs, and
+    all of them as the reply (progress travels on another subject: it may arrive later)."""
+
+    outcomes: list[PromptOutcome]
+
+
+class PromptChunk(Ask[PromptResults], frozen=True, kw_only=True, tag="heterarch.PromptChunk"):
+    """Many prompts for one lane, run concurrently within its pool's limit. ``indices`` name
+    them in the caller's batch; finished ones go to ``inbox`` as they finish, so a lost worker
+    costs only the unfinished ones."""
+
+    indices: list[int]
+    prompts: list[str]
+    max_tokens: int | None = None
+    inbox: Inbox | None = None
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
+from ._messages import Inbox
 from ._supervision import Restart
 
 if TYPE_CHECKING:
@@ -12,6 +17,7 @@ if TYPE_CHECKING:
     from ._ref import ActorRef
 
 A = TypeVar("A", bound="Actor")
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 class Context(ABC):
@@ -69,6 +75,21 @@ class Context(ABC):
     @abstractmethod
     async def watch(self, ref: ActorRef[Any]) -> None:
         """Receive a ``Terminated`` message when ``ref`` stops (at once if already dead)."""
+
+    @abstractmethod
+    def inbox(self, item_type: type[T],
+              on_item: Callable[[T], None]) -> AbstractContextManager[Inbox]:
+        """An address for progress while this actor waits on children (its mailbox is busy).
+
+        ``with ctx.inbox(Progress, on_item) as inbox:`` put ``inbox`` in a message; what the
+        receiver sends with ``send_to_inbox(inbox, item)`` is decoded as ``item_type`` and given
+        to ``on_item`` (on this node's event loop) until the block ends. Items that fail to
+        decode, or arrive after the block, are dead letters.
+        """
+
+    @abstractmethod
+    async def send_to_inbox(self, inbox: Inbox, item: msgspec.Struct) -> None:
+        """Send ``item`` to an ``inbox`` (at most once; no reply)."""
 
     @abstractmethod
     def service(self, name: str) -> Any:

@@ -1,21 +1,36 @@
 """Lanes: a few long-lived child agents per pool, reused across sub-calls of one run.
 
 Spawning one child per ``llm_query`` would pay a spawn per call; a run instead keeps at most
-``max_concurrency`` children per pool (the pool's limit), spawned on first use and supervised
-like any child: if a worker dies, its lanes restart elsewhere and calls in flight are re-sent.
+``max_concurrency`` children per pool (the pool's limit), supervised like any child: if a worker
+dies, its lanes restart elsewhere and calls in flight are re-sent.
+
+A batch (``run_batch``) travels in chunks of the pool's concurrency, one ``PromptChunk`` message
+per chunk; the lanes it needs are spawned together when it starts. Finished prompts come back
+as progress to an inbox while the chunk runs, so a lane restarted after losing its worker is
+sent only the prompts still unfinished.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 
 from ._actor import Actor
+from ._agent_messages import PromptChunk, PromptOutcome, PromptResults
 from ._context import Context
+from ._messages import Inbox
 from ._ref import ActorRef
+
+#: How long one chunk may take (its prompts queue behind the pool's concurrency limit).
+CHUNK_TIMEOUT_S = 3600.0
+
+
+def _ignore(_: Any) -> None:
+    pass
 
 
 class Lanes:
@@ -27,24 +42,90 @@ class Lanes:
         self._slots: dict[str, anyio.Semaphore] = {}
         self.spawned: list[ActorRef[Any]] = []
 
+    def _limit(self, pool: str) -> int:
+        return max(1, int(self._limit_of(pool)))
+
     @asynccontextmanager
     async def lane(self, pool: str) -> AsyncIterator[ActorRef[Any]]:
         """Borrow a child on ``pool`` for one call (waits while all of the pool's are busy)."""
         slots = self._slots.get(pool)
         if slots is None:
-            slots = self._slots[pool] = anyio.Semaphore(max(1, int(self._limit_of(pool))))
+            slots = self._slots[pool] = anyio.Semaphore(self._limit(pool))
         async with slots:
             free = self._free.setdefault(pool, [])
             ref = free.pop() if free else await self._spawn(pool)
             try:
                 yield ref
             finally:
-                free.append(ref)
+                free.append(ref)  # a crashed lane is restarted under the same ref
 
     async def _spawn(self, pool: str) -> ActorRef[Any]:
         ref = await self._ctx.spawn(self._actor_class, pool=pool, name=f"{pool}-lane")
         self.spawned.append(ref)
         return ref
+
+    async def _spawn_ahead(self, pool: str, wanted: int) -> None:
+        """Spawn, all at once, the lanes ``pool`` lacks to have ``wanted`` free ones.
+        A spawn that fails is left to the lane's first use (which raises to its caller)."""
+        free = self._free.setdefault(pool, [])
+
+        async def spawn_one() -> None:
+            try:
+                free.append(await self._spawn(pool))
+            except Exception:  # the caller meets the same failure when it borrows
+                pass
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(wanted - len(free)):
+                tg.start_soon(spawn_one)
+
+    async def run_batch(
+        self, pool: str, prompts: Sequence[str], *, max_tokens: int | None,
+        on_lane: Callable[[ActorRef[Any]], None] = _ignore,
+        on_outcome: Callable[[PromptOutcome], None] = _ignore,
+    ) -> list[PromptOutcome | None]:
+        """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
+
+        Returns one outcome per prompt, in order; ``None`` where no lane could answer (every
+        lane of the batch failed): the caller falls back for those. ``on_lane`` sees each lane
+        used (for counting agents), ``on_outcome`` each outcome as it arrives.
+        """
+        n = len(prompts)
+        size = self._limit(pool)
+        chunks = [range(start, min(start + size, n)) for start in range(0, n, size)]
+        chunks.reverse()  # popped from the end: first chunk first
+        outcomes: list[PromptOutcome | None] = [None] * n
+
+        def record(results: PromptResults) -> None:
+            for outcome in results.outcomes:
+                if 0 <= outcome.index < n and outcomes[outcome.index] is None:
+                    outcomes[outcome.index] = outcome
+                    on_outcome(outcome)
+
+        def message(chunk: range, inbox: Inbox) -> PromptChunk:
+            left = [i for i in chunk if outcomes[i] is None]
+            return PromptChunk(indices=left, prompts=[prompts[i] for i in left],
+                               max_tokens=max_tokens, inbox=inbox)
+
+        async def drive(inbox: Inbox) -> None:
+            async with self.lane(pool) as lane:
+                on_lane(lane)
+                while chunks:
+                    chunk = chunks.pop()
+                    try:
+                        record(await lane.ask(message(chunk, inbox), timeout=CHUNK_TIMEOUT_S,
+                                              resend=partial(message, chunk, inbox)))
+                    except Exception:
+                        chunks.append(chunk)  # another lane of the batch takes it over
+                        raise
+
+        lanes = min(len(chunks), size)
+        await self._spawn_ahead(pool, lanes)
+        with self._ctx.inbox(PromptResults, record) as inbox:
+            async with anyio.create_task_group() as tg:
+                for _ in range(lanes):
+                    tg.start_soon(_owned, drive, inbox)
+        return outcomes
 
     async def close(self) -> None:
         """Stop every lane of this run."""
@@ -53,3 +134,12 @@ class Lanes:
         async with anyio.create_task_group() as tg:
             for ref in refs:
                 tg.start_soon(self._ctx.stop, ref)
+
+
+async def _owned(drive: Callable[[Inbox], Any], inbox: Inbox) -> None:
+    """One lane's loop over the batch's chunks. Its failure is owned by ``run_batch``'s caller:
+    what it left unanswered stays ``None`` and is sent again one prompt at a time."""
+    try:
+        await drive(inbox)
+    except Exception:  # see the docstring
+        pass

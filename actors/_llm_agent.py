@@ -1,16 +1,31 @@
-"""``LLMAgent``: one completion on the model of the pool it runs on."""
+"""``LLMAgent``: completions on the model of the pool it runs on."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
+
 from ._actor import Actor
-from ._agent_messages import LLMReply, PoolUsage, Prompt
+from ._agent_messages import (
+    LLMReply,
+    PoolUsage,
+    Prompt,
+    PromptChunk,
+    PromptOutcome,
+    PromptResults,
+)
 from ._images import image_parts
+
+#: How long finished prompts of a chunk wait for company before they travel as progress:
+#: calls that started together finish together, and go back in one message.
+PROGRESS_WINDOW_S = 0.02
 
 
 class LLMAgent(Actor):
-    """Answers ``Prompt`` with a completion from ``ctx.llm`` (its pool's model client).
+    """Answers ``Prompt`` with a completion from ``ctx.llm`` (its pool's model client), and
+    ``PromptChunk`` with many, run concurrently (the client keeps them within the pool's
+    ``max_concurrency``).
 
     Spawn it on a pool that has a model (``pool="fast"``). It holds no state between prompts,
     so one agent can serve many prompts one after another (the RLM agent keeps a few per pool).
@@ -23,11 +38,52 @@ class LLMAgent(Actor):
             parts = await image_parts(self.ctx.service("blobs"), msg.images)
             messages = [{"role": "user",
                          "content": [{"type": "text", "text": msg.prompt}, *parts]}]
+        return await self._complete(messages, msg.max_tokens, msg.temperature)
+
+    async def prompt_chunk(self, msg: PromptChunk) -> PromptResults:
+        if len(msg.indices) != len(msg.prompts):
+            raise ValueError("PromptChunk needs one index per prompt")
+        done: list[PromptOutcome] = []
+        unsent: list[PromptOutcome] = []
+        left = len(msg.prompts)
+        flushing = False
+
+        async def one(index: int, prompt: str) -> None:
+            nonlocal left, flushing
+            try:
+                reply = await self._complete([{"role": "user", "content": prompt}],
+                                             msg.max_tokens, None)
+                outcome = PromptOutcome(index=index, reply=reply)
+            except Exception as exc:  # the asker owns it: it falls back or raises
+                outcome = PromptOutcome(index=index, error_type=type(exc).__name__,
+                                        error=str(exc)[:1000])
+            done.append(outcome)
+            unsent.append(outcome)
+            left -= 1
+            if msg.inbox is None or flushing or left == 0:
+                return  # the reply carries it
+            flushing = True
+            try:
+                await anyio.sleep(PROGRESS_WINDOW_S)
+                if left and unsent:
+                    batch = unsent[:]
+                    unsent.clear()
+                    await self.ctx.send_to_inbox(msg.inbox, PromptResults(batch))
+            finally:
+                flushing = False
+
+        async with anyio.create_task_group() as tg:
+            for index, prompt in zip(msg.indices, msg.prompts, strict=True):
+                tg.start_soon(one, index, prompt)
+        return PromptResults(done)  # all of them: progress may arrive after the reply
+
+    async def _complete(self, messages: list[dict[str, Any]], max_tokens: int | None,
+                        temperature: float | None) -> LLMReply:
         options: dict[str, Any] = {}
-        if msg.max_tokens is not None:
-            options["max_tokens"] = msg.max_tokens
-        if msg.temperature is not None:
-            options["temperature"] = msg.temperature
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
         completion = await self.ctx.llm.complete(messages, **options)
         usage = PoolUsage(
             calls=1,

@@ -64,3 +64,11 @@ class ChildExit(msgspec.Struct, frozen=True):
     reason: str
     abnormal: bool
     action: str  # "restarted", "stopped", "escalated", "ignored"
+
+
+class Inbox(msgspec.Struct, frozen=True, array_like=True):
+    """Where a child sends progress to an asker that is busy waiting (``Context.inbox``):
+    the asker's node and the inbox's id. Opaque to actors; it travels inside messages."""
+
+    subject: str
+    inbox_id: str

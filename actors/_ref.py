@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import msgspec
@@ -31,7 +32,8 @@ class Messenger(Protocol):
 
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None: ...
 
-    async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float) -> Any: ...
+    async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
+                  resend: Callable[[], Any] | None = None) -> Any: ...
 
 
 class ActorRef(Generic[A]):
@@ -71,14 +73,21 @@ class ActorRef(Generic[A]):
         await self._messenger.tell(self, msg)
 
     @overload
-    async def ask(self, msg: Ask[R], *, timeout: float = DEFAULT_ASK_TIMEOUT) -> R: ...
+    async def ask(self, msg: Ask[R], *, timeout: float = DEFAULT_ASK_TIMEOUT,
+                  resend: Callable[[], Ask[R]] | None = None) -> R: ...
 
     @overload
-    async def ask(self, msg: msgspec.Struct, *, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any: ...
+    async def ask(self, msg: msgspec.Struct, *, timeout: float = DEFAULT_ASK_TIMEOUT,
+                  resend: Callable[[], msgspec.Struct] | None = None) -> Any: ...
 
-    async def ask(self, msg: msgspec.Struct, *, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Send ``msg`` and wait up to ``timeout`` seconds for the handler's return value."""
-        return await self._messenger.ask(self, msg, timeout=timeout)
+    async def ask(self, msg: msgspec.Struct, *, timeout: float = DEFAULT_ASK_TIMEOUT,
+                  resend: Callable[[], Any] | None = None) -> Any:
+        """Send ``msg`` and wait up to ``timeout`` seconds for the handler's return value.
+
+        A supervised child that dies before answering is asked again once restarted: with
+        ``msg``, or with what ``resend()`` returns then (a batch re-sends only what is left).
+        """
+        return await self._messenger.ask(self, msg, timeout=timeout, resend=resend)
 
     def _rebind(self, address: Address) -> None:
         """Point this ref at a new incarnation (the runtime does this on restart elsewhere)."""

@@ -38,7 +38,7 @@ from ._lanes import Lanes
 from ._llm_agent import LLMAgent
 from ._semconv import content_capture_enabled, truncate_content
 from ._supervision import Backoff, SupervisorStrategy
-from .errors import BudgetExceeded, InvalidImage
+from .errors import BudgetExceeded, InvalidImage, RemoteError
 
 tracer = trace.get_tracer("heterarch")
 
@@ -366,10 +366,47 @@ class _Run:
         if images is not None:
             return await self._batched_with_images(prompts, per_prompt, images)
         with self._tool_span("llm_query_batched", batch=len(prompts)):
-            return await self._gather(
-                [partial(self._sub_llm, str(p), o)
-                 for p, o in zip(prompts, per_prompt, strict=True)]
-            )
+            return await self._batched([str(p) for p in prompts], per_prompt)
+
+    async def _batched(self, prompts: list[str], options: list[dict[str, Any]]) -> list[str]:
+        """Route each prompt, then send each pool its share in chunks (``Lanes.run_batch``).
+        Prompts that no lane answered, or whose model call failed, go one by one
+        (``_sub_llm_refs``: another pool, unless the code or the run named one)."""
+        self.check_budget()
+        by_pool: dict[str, list[int]] = {}
+        for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            pool, _ = self._route(prompt, "llm", dict(opts), set())
+            by_pool.setdefault(pool, []).append(i)
+        results = [""] * len(prompts)
+
+        async def pool_share(pool: str, indices: list[int]) -> None:
+            outcomes = await self.llm_lanes.run_batch(
+                pool, [prompts[i] for i in indices], on_lane=self._count_agent,
+                max_tokens=options[indices[0]].get("max_tokens"))
+            again: list[tuple[int, set[str]]] = []
+            for i, outcome in zip(indices, outcomes, strict=True):
+                if outcome is not None and outcome.reply is not None:
+                    merge_usage(self.usage, outcome.reply.usage)
+                    results[i] = outcome.reply.text
+                    continue
+                if outcome is None:  # no lane answered: try again, one by one
+                    again.append((i, set()))
+                    continue
+                self.usage.setdefault(pool, PoolUsage()).errors += 1
+                if self.query.pool_override or "pool" in options[i]:
+                    raise RemoteError(outcome.error_type, outcome.error)
+                again.append((i, {pool}))
+            async with anyio.create_task_group() as tg:
+                for i, failed in again:
+                    tg.start_soon(one_by_one, i, failed)
+
+        async def one_by_one(i: int, failed: set[str]) -> None:
+            results[i] = await self._sub_llm_refs(prompts[i], options[i], [], failed)
+
+        async with anyio.create_task_group() as tg:
+            for pool, indices in by_pool.items():
+                tg.start_soon(pool_share, pool, indices)
+        return results
 
     async def _batched_with_images(self, prompts: list[str], options: list[dict[str, Any]],
                                    images: list[Any]) -> list[str]:
@@ -460,10 +497,10 @@ class _Run:
                         pass
 
     async def _sub_llm_refs(self, prompt: str, options: dict[str, Any],
-                            images: list[ImageRef]) -> str:
+                            images: list[ImageRef], failed: set[str] | None = None) -> str:
         options = dict(options)
         max_tokens = options.pop("max_tokens", None)
-        failed: set[str] = set()
+        failed = set(failed or ())
         while True:
             pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
             span = trace.get_current_span()

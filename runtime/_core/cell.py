@@ -8,6 +8,8 @@ import dataclasses
 import enum
 import logging
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -20,6 +22,7 @@ from actors import (
     Address,
     ChildExit,
     Context,
+    Inbox,
     Restart,
     RestartIntensity,
     Strategy,
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("heterarch.actor")
 A = TypeVar("A", bound=Actor)
+T = TypeVar("T", bound=msgspec.Struct)
 
 #: The cell whose handler the current task is running (for ``sender`` and self-stop).
 current_cell: contextvars.ContextVar[ActorCell | None] = contextvars.ContextVar(
@@ -500,6 +504,13 @@ class CellContext(Context):
 
     async def watch(self, ref: ActorRef[Any]) -> None:
         await self._cell.node.watch(ref, self._cell.address)
+
+    def inbox(self, item_type: type[T],
+              on_item: Callable[[T], None]) -> AbstractContextManager[Inbox]:
+        return self._cell.node.open_inbox(item_type, on_item)
+
+    async def send_to_inbox(self, inbox: Inbox, item: msgspec.Struct) -> None:
+        await self._cell.node.send_to_inbox(inbox, item)
 
     def service(self, name: str) -> Any:
         return self._cell.node.service(name, self._cell.address.pool)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -17,6 +18,7 @@ from actors import (
     ActorRef,
     Address,
     AskTimeout,
+    Inbox,
     MailboxFull,
     MessageNotEncodable,
     RemoteError,
@@ -110,10 +112,39 @@ class Messaging(NodeState):
     async def _on_reply(self, env: Envelope) -> None:
         stream = self._pending_spawns.get(env.correlation_id)
         if stream is None:
+            inbox = self._inboxes.get(env.correlation_id)
+            if inbox is not None:
+                self._deliver_to_inbox(env, *inbox)
+                return
             self.transport.dead_letters.record(env.target, "late-reply", env.type)
             return
         with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
             stream.send_nowait(env)
+
+    def _deliver_to_inbox(self, env: Envelope, item_type: Any,
+                          on_item: Callable[[Any], None]) -> None:
+        try:
+            item = self.codec.decode(env.payload, item_type)
+        except DECODE_ERRORS as exc:
+            self.transport.dead_letters.record(env.target, "undeliverable",
+                                               f"invalid inbox item: {exc}", len(env.payload))
+            return
+        on_item(item)
+
+    @contextlib.contextmanager
+    def open_inbox(self, item_type: Any, on_item: Callable[[Any], None]) -> Iterator[Inbox]:
+        """See ``Context.inbox``: items arrive on this node's replies subject, by inbox id."""
+        inbox_id = new_id()
+        self._inboxes[inbox_id] = (item_type, on_item)
+        try:
+            yield Inbox(self.subjects.replies(self.node_id), inbox_id)
+        finally:
+            del self._inboxes[inbox_id]
+
+    async def send_to_inbox(self, inbox: Inbox, item: Any) -> None:
+        env = Envelope(id=new_id(), kind=Kind.REPLY, correlation_id=inbox.inbox_id,
+                       type=message_type_name(type(item)), payload=encode(item))
+        await self.transport.publish(inbox.subject, env)
 
     async def _on_control(self, env: Envelope) -> None:
         if env.reply_to:
@@ -218,7 +249,8 @@ class Messaging(NodeState):
         env = self._envelope(Kind.TELL, address, msg)
         await self.transport.publish(self.subjects.mailbox(address.node_id, address.actor_id), env)
 
-    async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float) -> Any:
+    async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
+                  resend: Callable[[], Any] | None = None) -> Any:
         _check_message(msg)
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -266,6 +298,9 @@ class Messaging(NodeState):
                 await record.wait_restarted(generation)
             if record.removed:
                 raise record.failure or error  # e.g. NoWorkerForPool: why it is gone
+            if resend is not None:
+                msg = resend()
+                _check_message(msg)
 
     def _reply_value(
         self, reply: Envelope, reply_type: Any, address: Address, message_type: str = ""

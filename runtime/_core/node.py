@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -88,6 +88,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         self.started_at = time.time()
         self._records: dict[str, ChildRecord] = {}  # actor id -> record of a supervising cell here
         self._pending_spawns: dict[str, MemoryObjectSendStream[Envelope]] = {}
+        self._inboxes: dict[str, tuple[Any, Callable[[Any], None]]] = {}
         self._known_nodes: dict[str, tuple[NodeInfo, float]] = {}
         self._lost_nodes: set[str] = set()
         self._heard_self_at = time.monotonic()

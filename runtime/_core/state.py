@@ -7,6 +7,7 @@ another are declared for the type checker only (the real ones come first in the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -46,6 +47,7 @@ class NodeState:
     closed: anyio.Event
     _records: dict[str, ChildRecord]  # actor id -> record of a supervising cell here
     _pending_spawns: dict[str, MemoryObjectSendStream[Envelope]]
+    _inboxes: dict[str, tuple[Any, Callable[[Any], None]]]  # inbox id -> (item type, callback)
     _known_nodes: dict[str, tuple[NodeInfo, float]]
     _lost_nodes: set[str]
     _heard_self_at: float  # when our own heartbeat last came back through the broker
