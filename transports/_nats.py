@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import msgspec
@@ -47,6 +48,7 @@ from ._envelope import (
     error_envelope,
     new_id,
 )
+from ._nats_options import DEFAULT_INBOX_PREFIX
 from ._nats_options import ConnectOptions as ConnectOptions
 from ._nats_stores import _NatsKeyValue, _NatsWorkQueue
 from ._subjects import check_subject, is_reply_subject
@@ -114,7 +116,7 @@ class NatsTransport(Transport):
             "reconnect_time_wait": o.reconnect_time_wait, "ping_interval": o.ping_interval,
             "pending_size": o.pending_size, "allow_reconnect": True,
             "error_cb": self._on_error, "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
+            "reconnected_cb": self._on_reconnected, "inbox_prefix": self._inbox_prefix(),
         }
         for key in ("user", "password", "token", "nkeys_seed", "tls_hostname"):
             value = getattr(o, key)
@@ -168,6 +170,15 @@ class NatsTransport(Transport):
         if not info.get("cluster"):
             return 1
         return max(1, min(3, len(info.get("connect_urls") or [])))
+
+    def _inbox_prefix(self) -> str:
+        """``_INBOX_{user}`` for a named user (its permissions allow only its own inboxes)."""
+        o = self.options
+        if o.inbox_prefix != DEFAULT_INBOX_PREFIX:
+            return o.inbox_prefix
+        user = o.user or next((urlparse(s).username for s in o.servers if urlparse(s).username),
+                              None)
+        return f"{DEFAULT_INBOX_PREFIX}_{user}" if user else DEFAULT_INBOX_PREFIX
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None

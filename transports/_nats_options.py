@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+DEFAULT_INBOX_PREFIX = "_INBOX"
+
 
 class ConnectOptions(msgspec.Struct, kw_only=True):
     """How to reach and authenticate with NATS. Every field is optional.
@@ -19,7 +21,9 @@ class ConnectOptions(msgspec.Struct, kw_only=True):
 
     ``replicas`` is how many servers keep each JetStream stream and bucket heterarch creates
     (spawn queues, registry, blobs): ``0`` (the default) means as many as the cluster has, at
-    most 3, and 1 on a single server.
+    most 3, and 1 on a single server. ``inbox_prefix`` is where replies to this client's
+    requests arrive: by default ``_INBOX_{user}`` when a user is named (in ``user`` or the
+    URL), as the permissions that heterarch generates require, else ``_INBOX``.
     """
 
     servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
@@ -41,6 +45,7 @@ class ConnectOptions(msgspec.Struct, kw_only=True):
     pending_size: int = 64 * 1024 * 1024
     blob_max_age_s: float = 24 * 3600.0
     replicas: int = 0
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

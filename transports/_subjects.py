@@ -32,8 +32,9 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(p) == len(s)
 
 
-#: Where replies may go: request inboxes (nats-py's and ``MemoryTransport``'s ``_INBOX.``).
-INBOX_PREFIX = "_INBOX."
+#: Where replies may go: request inboxes (``_INBOX.``, or ``_INBOX_{user}.`` for a NATS user
+#: restricted to its own inboxes).
+INBOX_PREFIX = "_INBOX"
 
 
 def is_reply_subject(subject: str, *extra_prefixes: str) -> bool:

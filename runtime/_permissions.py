@@ -1,0 +1,102 @@
+"""NATS users for heterarch, one per role, with the subjects each role needs and nothing more.
+
+``authorization_block(namespace, users)`` renders the ``authorization { users: [...] }`` block of
+a nats-server config. Roles:
+
+- ``client`` (programs that spawn root actors and ask them): publish to mailboxes, spawn
+  subjects, its heartbeats and node requests, the registry and blob buckets; never reply
+  subjects of nodes (``{ns}.r.*``: only workers report spawns), never a pool's consumer.
+- ``worker`` (processes that host pools): all of the client's rights, plus the spawn replies
+  and the pool consumers of the spawn stream (pull, ack).
+
+Nobody may use ``$JS.API`` beyond the engine's own streams (``{ns}_spawn``, ``KV_{ns}_nodes``,
+``OBJ_{ns}_blobs``): no stream deletion, no other stream, no ``$SYS``. Each user gets its own
+inbox prefix (``_INBOX_{user}``): a user subscribes only to its own inboxes, so it cannot read
+or answer the replies meant for another user (the client connects with
+``ConnectOptions(inbox_prefix=...)``, see ``inbox_prefix_of``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import msgspec
+
+ROLES = ("client", "worker")
+_USER = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
+    """One NATS user: its name, role and password (or a ``$VARIABLE`` the server resolves)."""
+
+    user: str
+    role: str
+    password: str
+
+
+def inbox_prefix_of(user: str) -> str:
+    """The inbox prefix a user must connect with (``ConnectOptions.inbox_prefix``)."""
+    return f"_INBOX_{user}"
+
+
+def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
+    """The ``publish``/``subscribe`` allow lists of one user."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    ns = namespace
+    spawn, nodes, blobs = f"{ns}_spawn", f"KV_{ns}_nodes", f"OBJ_{ns}_blobs"
+    api = "$JS.API"
+    publish = [
+        f"{ns}.a.*.*",  # mailboxes (tell, ask, system messages)
+        f"{ns}.spawn.*",  # spawn requests (a JetStream publish: the ack comes to the inbox)
+        f"{ns}.hb.*",
+        f"{ns}.node.*",
+        f"{api}.INFO",
+        f"{api}.STREAM.NAMES",  # the object store looks its stream up by subject
+        # the engine's streams: create on first use, read their info, nothing else
+        *(f"{api}.STREAM.{op}.{s}" for s in (spawn, nodes, blobs)
+          for op in ("CREATE", "UPDATE", "INFO")),
+        # the registry (KV) and blobs (object store): read, write, list, delete their keys
+        f"$KV.{ns}_nodes.>", f"$O.{ns}_blobs.>",
+        *(f"{api}.{op}.{s}" for s in (nodes, blobs)
+          for op in ("STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE")),
+        *(f"{api}.{op}.{s}.>" for s in (nodes, blobs)
+          for op in ("DIRECT.GET", "CONSUMER.CREATE", "CONSUMER.DELETE", "CONSUMER.INFO")),
+        f"{api}.STREAM.PURGE.{blobs}",  # deleting an object purges its chunks
+        f"{inbox_prefix_of(user)}.>",  # answers to asks come to inboxes
+    ]
+    subscribe = [
+        f"{ns}.a.*.*",
+        f"{ns}.r.*",
+        f"{ns}.hb.*",
+        f"{ns}.node.*",
+        f"{inbox_prefix_of(user)}.>",
+    ]
+    if role == "worker":
+        publish += [
+            f"{ns}.r.*",  # spawn replies to the node that asked for the spawn
+            f"{api}.CONSUMER.CREATE.{spawn}.>",
+            f"{api}.CONSUMER.DURABLE.CREATE.{spawn}.>",
+            f"{api}.CONSUMER.INFO.{spawn}.>",
+            f"{api}.CONSUMER.MSG.NEXT.{spawn}.>",
+            f"$JS.ACK.{spawn}.>",
+        ]
+    # Answers go to the reply subject of a request this user received, and only there (one
+    # answer per request; the server tracks it): no user may publish into another's inboxes.
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe},
+            "allow_responses": {"max": 1, "expires": "10m"}}
+
+
+def authorization_block(namespace: str, users: list[NatsUser]) -> str:
+    """The nats-server ``authorization`` block for ``users`` (JSON is valid nats.conf syntax)."""
+    entries = []
+    for u in users:
+        if not _USER.fullmatch(u.user):
+            raise ValueError(f"user names are letters, digits, '_' and '-', not {u.user!r}")
+        password = u.password if u.password.startswith("$") else json.dumps(u.password)
+        perms = json.dumps(permissions(namespace, u.role, u.user))
+        entries.append(f"    {{ user: {json.dumps(u.user)}, password: {password}, "
+                       f"permissions: {perms} }}")
+    return "authorization {\n  users: [\n" + "\n".join(entries) + "\n  ]\n}\n"
