@@ -143,3 +143,4 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     pool_override: str = ""
     cell_timeout_s: float = 120.0
     images: list[ImageRef] = []  # an image context: ``context`` is then a list of images
+    pools: list[str] = []  # the pools the router may use for this run's tree (empty: all)

@@ -466,6 +466,8 @@ class _Run:
             return pool, "pool override of this run"
         route = self.ctx.service("route")
         extra = {"images": images} if images else {}
+        if self.query.pools:  # this run may use only these pools
+            exclude = exclude | (set(self._pools()) - set(self.query.pools))
         decision = route(
             prompt=prompt, kind=kind, depth=self.query.depth + 1, tag=options.pop("tag", ""),
             exclude=exclude, budget_left=self._budget_left_fraction(), **extra,
@@ -533,7 +535,7 @@ class _Run:
         child_query = Query(
             question=prompt, context=context, max_depth=q.max_depth,
             max_iterations=q.max_iterations, depth=q.depth + 1, budget=self._budget_left(),
-            pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s,
+            pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s, pools=q.pools,
         )
         async with self.rlm_lanes.lane(pool) as lane:
             self._count_agent(lane)

@@ -1,19 +1,23 @@
-"""``heterarch demo``: one long-context question, three ways, on four simulated pools.
+"""``heterarch demo``: the talk's table, on simulated pools with published speeds and prices.
 
-Starts an embedded nats-server, the pool simulator, one worker process per pool, generates an
-OOLONG-style task (~1M characters), and asks an RLM the same question three times: every
-sub-call on the cheap wafer-scale pool, every sub-call on the frontier pool, and routed by the
-automation layer. Prints answer vs truth (score 0.75^|error|), wall time, tokens and dollars
-per pool, side by side. Everything model-side is SIMULATED and labelled so.
+Starts an embedded nats-server, the pool simulator, one worker process per configuration,
+generates an OOLONG-style task (~1M characters) and asks an RLM one question of each kind
+(count, comparison between users, since a year) three ways: every call on the frontier API
+(GPT-5-class), heterogeneous on wafer-scale pools (Cerebras-class), heterogeneous on an RDU pool
+(SambaNova-class). In the heterogeneous runs the automation layer places the root agent and
+every sub-call. Prints score, wall time and dollars per configuration and the ratios to the
+all-frontier run. Everything model-side is SIMULATED and labelled so.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,37 +29,82 @@ from rich.table import Table
 
 from actors import Answer, Budget, ImageRef, Query, RLMAgent
 
+from .._config import RuntimeConfig, load_config
+from .._models.routing import RouteService
 from .._nats_server import NatsServer
-from .._sim.oolong import Task, generate_task, score
+from .._sim.oolong import QUESTION_KINDS, Task, generate_task, score
 from .._sim.simulator import Simulator, default_profiles, profiles_toml
 from .._system import ActorSystem
 
-POOLS = ("wafer", "h100", "frontier", "cpu")
 tracer = trace.get_tracer("heterarch")
-ROOT_POOL = "frontier"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One configuration of the table: its label and the pools its run may use."""
+
+    label: str
+    pools: tuple[str, ...]
+
+
+FRONTIER = Placement("all frontier (GPT-5-class API)", ("frontier",))
+WAFER = Placement("heterogeneous on wafer-scale", ("wafer", "wafer-large"))
+RDU = Placement("heterogeneous on RDU", ("rdu",))
+PLACEMENTS = (FRONTIER, WAFER, RDU)
 
 
 @dataclass
 class RunResult:
     label: str
     answer: Answer
-    truth: int
+    truth: int | str
     wall_s: float
+    kind: str = "count"
 
     @property
     def score(self) -> float:
         return score(self.answer.text, self.truth)
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One configuration over all questions: mean score, total wall time and dollars."""
+
+    label: str
+    score: float
+    wall_s: float
+    cost_usd: float
+
+
+def place_root(route: RouteService, question: str, *, config: RuntimeConfig,
+               pools: Sequence[str] = ()) -> tuple[str, str]:
+    """The root agent's pool, chosen like any recursive sub-task (``kind="rlm"``, depth 0),
+    among ``pools`` (empty: all pools of ``config``). Returns ``(pool, reason)``."""
+    exclude = set(config.pools) - set(pools) if pools else set()
+    decision = route(prompt=question, kind="rlm", depth=0, exclude=exclude)
+    return decision.pool, f"root: {decision.reason}"
+
+
 async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
-                  context: str = "", root_pool: str = ROOT_POOL, pool_override: str = "",
-                  max_depth: int = 1, max_iterations: int = 8, budget: Budget | None = None,
-                  timeout: float = 900.0, images: list[ImageRef] | None = None) -> Answer:
-    """Spawn a root RLM agent on ``root_pool``, ask it, stop it. ``images``: an image
+                  context: str = "", root_pool: str = "", route: RouteService | None = None,
+                  config: RuntimeConfig | None = None, pools: Sequence[str] = (),
+                  pool_override: str = "", max_depth: int = 2, max_iterations: int = 8,
+                  budget: Budget | None = None, timeout: float = 900.0,
+                  images: list[ImageRef] | None = None) -> Answer:
+    """Spawn a root RLM agent, ask it, stop it.
+
+    The root runs on ``root_pool``, or where ``route`` (with ``config``) places it among
+    ``pools``; the run's sub-calls may use only ``pools`` (empty: any). ``images``: an image
     context (screenshots in the blob store)."""
+    reason = "root pool named by the caller"
+    if not root_pool:
+        if route is None or config is None:
+            raise ValueError("ask_rlm needs root_pool, or route and config to place the root")
+        root_pool, reason = place_root(route, question, config=config, pools=pools)
     with tracer.start_as_current_span(
         "invoke_agent rlm", attributes={"gen_ai.operation.name": "invoke_agent",
-                                        "gen_ai.agent.name": "rlm", "heterarch.pool": root_pool},
+                                        "gen_ai.agent.name": "rlm", "heterarch.pool": root_pool,
+                                        "heterarch.route.reason": reason},
     ):
         # Transient: if its worker dies, the root restarts on another worker of the pool and
         # the ask below is sent again (the context is a blob, so nothing is lost).
@@ -65,7 +114,7 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
             query = Query(question=question, context=context, context_ref=context_ref,
                           max_depth=max_depth, max_iterations=max_iterations,
                           budget=budget or Budget(), pool_override=pool_override,
-                          images=images or [])
+                          images=images or [], pools=list(pools))
             answer: Answer = await root.ask(query, timeout=timeout)
         finally:
             await system.stop(root)
@@ -75,99 +124,119 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
         return answer
 
 
-def start_workers(config: Path, nats_url: str, pools: tuple[str, ...]) -> list[
+def start_workers(config: Path, nats_url: str, groups: Sequence[str | Sequence[str]]) -> list[
     subprocess.Popen[bytes]
 ]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
-             str(config), "--nats", nats_url],
-            stdout=subprocess.DEVNULL,
-        )
-        for pool in pools
-    ]
+    """One ``heterarch worker`` process per pool, or per group of pools."""
+    workers = []
+    for group in groups:
+        pools = [group] if isinstance(group, str) else list(group)
+        args = [sys.executable, "-m", "runtime._cli", "worker", "--config", str(config),
+                "--nats", nats_url]
+        for pool in pools:
+            args += ["--pool", pool]
+        workers.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+    return workers
 
 
-async def run_demo(*, records: int = 3000, time_scale: float = 1.0, question_index: int = 1,
+async def _wait_for_pools(system: ActorSystem, pools: Sequence[str]) -> None:
+    for pool in pools:
+        await system.node.wait_pool(pool)
+
+
+def one_question_per_kind(task: Task) -> list[int]:
+    """Indexes of the first question of each kind (count, compare, temporal)."""
+    return [next(i for i, q in enumerate(task.questions) if q.kind == kind)
+            for kind in QUESTION_KINDS]
+
+
+async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
+                   questions: Sequence[int] | None = None, seed: int = 7,
                    console: Console | None = None) -> list[RunResult]:
+    """Every placement on every question; returns the runs (``summarize`` them)."""
     console = console or Console(width=max(130, Console().width))
     console.rule("[bold]heterarch demo[/] - heterogeneous recursion on [yellow]SIMULATED[/] pools")
-    task = generate_task(n_records=records, target_chars=records * 340)
-    question = task.questions[question_index]
+    task = generate_task(n_records=records, target_chars=records * 340, seed=seed)
+    chosen = list(questions) if questions is not None else one_question_per_kind(task)
     console.print(f"context: {len(task.context):,} characters, {records:,} records "
-                  f"(generated, exact answers known)")
-    console.print(f"question: [bold]{question.text}[/]  (truth: {question.answer})")
+                  f"(generated, exact answers known); {len(chosen)} questions")
+    results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="heterarch-demo-") as tmp, NatsServer() as nats:
-        console.print(f"[dim]embedded nats-server at {nats.url}[/]")
         profiles = default_profiles()
         async with Simulator(profiles, time_scale=time_scale) as sim:
-            console.print(f"[dim]pool simulator (SIMULATED models) at {sim.base_url}[/]")
-            config = Path(tmp) / "pools.toml"
-            config.write_text('namespace = "demo"\n\n'
-                              + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            workers = start_workers(config, nats.url, POOLS)
+            console.print(f"[dim]embedded nats-server at {nats.url}; pool simulator (SIMULATED "
+                          f"models, published speeds and prices) at {sim.base_url}[/]")
+            path = Path(tmp) / "pools.toml"
+            path.write_text('namespace = "demo"\n\n'
+                            + profiles_toml(profiles, sim.base_url, modules=["actors"]))
+            config = load_config(path)
+            from .._agents import agent_services
+
+            services, _ = agent_services(config)
+            route: RouteService = services["route"]
+            workers = start_workers(path, nats.url, [p.pools for p in PLACEMENTS])
             try:
-                with console.status("starting 4 worker processes (one per pool)..."):
+                with console.status("starting one worker process per configuration..."):
                     async with ActorSystem(nats=nats.url, namespace="demo",
-                                           placement_timeout=60) as system:
-                        await _wait_for_pools(system, POOLS)
+                                           placement_timeout=120) as system:
+                        for placement in PLACEMENTS:
+                            await _wait_for_pools(system, placement.pools)
                         ref = await system.node.transport.put_blob(task.context.encode())
-                        results = []
-                        for label, override in (("all on wafer (cheap)", "wafer"),
-                                                ("all on frontier", "frontier"),
-                                                ("routed (automation layer)", "")):
-                            results.append(await _one_run(system, task, question_index, ref,
-                                                          label, override, console))
+                        for index in chosen:
+                            question = task.questions[index]
+                            console.print(f"[bold]{question.kind}:[/] {question.text[:110]} "
+                                          f"(truth: {question.answer})")
+                            for placement in PLACEMENTS:
+                                results.append(await _one_run(
+                                    system, route, config, task, index, ref, placement, console))
             finally:
                 for w in workers:
                     w.terminate()
                 for w in workers:
                     w.wait(20)
-    _print_results(console, results)
+    print_table(console, summarize(results))
     return results
 
 
-async def _wait_for_pools(system: ActorSystem, pools: tuple[str, ...]) -> None:
-    for pool in pools:
-        await system.node.wait_pool(pool)
-
-
-async def _one_run(system: ActorSystem, task: Task, index: int, ref: str, label: str,
-                   override: str, console: Console) -> RunResult:
+async def _one_run(system: ActorSystem, route: RouteService, config: RuntimeConfig, task: Task,
+                   index: int, ref: str, placement: Placement, console: Console) -> RunResult:
     question = task.questions[index]
     started = time.monotonic()
-    answer = await ask_rlm(system, question.text, context_ref=ref, pool_override=override)
-    result = RunResult(label, answer, question.answer, time.monotonic() - started)
-    console.print(f"  {label:28} answer={answer.text!r:8} truth={question.answer} "
-                  f"score={result.score:.3f} wall={result.wall_s:.1f}s "
-                  f"cost=${answer.cost_usd:.4f} ({answer.stop_reason})")
+    answer = await ask_rlm(system, question.text, context_ref=ref, route=route, config=config,
+                           pools=placement.pools)
+    result = RunResult(placement.label, answer, question.answer, time.monotonic() - started,
+                       question.kind)
+    pools = ", ".join(f"{p} {u.calls}" for p, u in sorted(answer.usage.items()))
+    console.print(f"  {placement.label:32} answer={answer.text!r:9} score={result.score:.3f} "
+                  f"wall={result.wall_s:5.1f}s cost=${answer.cost_usd:.4f} calls: {pools} "
+                  f"({answer.stop_reason})")
     return result
 
 
-def _print_results(console: Console, results: list[RunResult]) -> None:
-    table = Table(title="Same question, three placements (models SIMULATED)")
-    table.add_column("run")
-    table.add_column("answer / truth")
-    table.add_column("score")
-    table.add_column("wall s", justify="right")
-    table.add_column("$ total", justify="right")
-    for pool in POOLS:
-        table.add_column(f"{pool} tok / $", justify="right")
-    for r in results:
-        cells = []
-        for pool in POOLS:
-            u = r.answer.usage.get(pool)
-            cells.append(f"{u.tokens:,} / {u.cost_usd:.4f}" if u else "-")
-        table.add_row(r.label, f"{r.answer.text} / {r.truth}", f"{r.score:.3f}",
-                      f"{r.wall_s:.1f}", f"{r.answer.cost_usd:.4f}", *cells)
+def summarize(results: Sequence[RunResult]) -> list[Summary]:
+    """Per configuration, in first-seen order: mean score, summed wall time and dollars."""
+    labels = list(dict.fromkeys(r.label for r in results))
+    return [Summary(label, statistics.fmean(r.score for r in runs),
+                    sum(r.wall_s for r in runs), sum(r.answer.cost_usd for r in runs))
+            for label in labels for runs in [[r for r in results if r.label == label]]]
+
+
+def print_table(console: Console, summaries: Sequence[Summary]) -> None:
+    """The talk's table: score, wall time, dollars, and the ratios to the first row."""
+    if not summaries:
+        return
+    base = summaries[0]
+    table = Table(title="Same questions, three configurations (models SIMULATED with "
+                        "published speeds and prices; see docs/llm.md)")
+    for column in ("configuration", "score", "wall s", "$", "cost vs frontier",
+                   "time vs frontier"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for s in summaries:
+        cheaper = base.cost_usd / s.cost_usd if s.cost_usd else float("inf")
+        faster = base.wall_s / s.wall_s if s.wall_s else float("inf")
+        table.add_row(s.label, f"{s.score:.3f}", f"{s.wall_s:.1f}", f"{s.cost_usd:.4f}",
+                      f"{cheaper:.1f}x cheaper", f"{faster:.1f}x faster")
     console.print(table)
-    if len(results) == 3:
-        frontier, routed = results[1], results[2]
-        console.print(
-            f"routed vs all-frontier: cost x{routed.answer.cost_usd / frontier.answer.cost_usd:.2f}"
-            f", wall time x{routed.wall_s / frontier.wall_s:.2f}, score "
-            f"{routed.score:.3f} vs {frontier.score:.3f}"
-        )
 
 
 def demo_command(args: Any) -> int:

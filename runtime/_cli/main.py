@@ -17,7 +17,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import anyio
 
-from actors import HeterarchError
+from actors import HeterarchError, Query
 
 from .._sim.simulator import add_simulator_arguments
 
@@ -101,8 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", required=True, action="append",
                    help="a text file (any size), or a PNG/JPEG screenshot; repeat for several "
                         "screenshots (then `context` is a list of images)")
-    p.add_argument("--root-pool", required=True, help="pool whose model writes the code")
-    p.add_argument("--max-depth", type=int, default=1)
+    p.add_argument("--root-pool", default="",
+                   help="pool whose model writes the code (default: the router places the "
+                        "root like any recursive sub-task; needs --config)")
+    p.add_argument("--config", default=None,
+                   help="the pools config (TOML), for the router to place the root")
+    p.add_argument("--pools", default="",
+                   help="comma-separated pools this run may use (default: all)")
+    p.add_argument("--max-depth", type=int, default=Query(question="").max_depth,
+                   help="recursion depth (the same default as actors.Query)")
     p.add_argument("--max-iterations", type=int, default=12)
     p.add_argument("--budget-dollars", type=float, default=0.0)
     p.add_argument("--budget-tokens", type=int, default=0)
@@ -287,9 +294,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_rlm(args: argparse.Namespace) -> int:
     from actors import Budget, store_image
 
+    from .._agents import agent_services
+    from .._config import load_config
     from .._system import ActorSystem
+    from ..errors import RuntimeConfigError
     from .demo import ask_rlm
 
+    if not args.root_pool and not args.config:
+        raise RuntimeConfigError("give --root-pool, or --config for the router to place the "
+                                 "root agent")
+    config = load_config(args.config) if args.config else None
+    route = agent_services(config)[0]["route"] if config is not None else None
+    pools = [p for p in args.pools.split(",") if p]
     text, screenshots = _read_contexts(args.context)
     tracing = _start_tracing(args, role="cli")
 
@@ -303,11 +319,12 @@ def cmd_rlm(args: argparse.Namespace) -> int:
             images = [await store_image(blobs, data) for data in screenshots]
             started = time.monotonic()
             answer = await run_with_live_view(system.node, lambda: ask_rlm(
-                system, args.question, context_ref=ref, root_pool=args.root_pool,
-                max_depth=args.max_depth, max_iterations=args.max_iterations,
+                system, args.question, context_ref=ref, root_pool=args.root_pool, route=route,
+                config=config, pools=pools, max_depth=args.max_depth,
+                max_iterations=args.max_iterations,
                 budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
                               wall_s=args.budget_seconds), images=images,
-            ), title=f"rlm on {args.root_pool}: {args.question[:60]}")
+            ), title=f"rlm on {args.root_pool or 'a routed pool'}: {args.question[:60]}")
             for blob in [ref, *(image.ref for image in images)]:
                 await blobs.delete_blob(blob)
         print(answer.text)

@@ -74,10 +74,19 @@ class Record:
 
 @dataclass(frozen=True)
 class Question:
+    """One question with its exact answer. ``kind``: ``"count"`` (how many records [of some
+    users] are about a category), ``"compare"`` (which of two users has more; the answer is
+    the user id as text) or ``"temporal"`` (how many about a category since a year)."""
+
     text: str
     users: tuple[int, ...]  # empty: all users
     category: str
-    answer: int
+    answer: int | str
+    kind: str = "count"
+    since_year: int = 0
+
+
+QUESTION_KINDS = ("count", "compare", "temporal")
 
 
 @dataclass(frozen=True)
@@ -128,16 +137,41 @@ def generate_task(*, n_records: int = 3000, n_users: int = 40, hard_fraction: fl
         questions.append(Question(
             f"How many records are about a {category}?", (), category, total
         ))
+    for category in CATEGORIES[3:]:
+        questions.append(_comparison(rng, records, users, category))
+        year = rng.randint(2021, 2023)
+        since = sum(1 for r in records if r.label == category and int(r.date[:4]) >= year)
+        questions.append(Question(
+            f"How many records about a {category} are dated {year} or later?", (), category,
+            since, kind="temporal", since_year=year,
+        ))
     return Task(context, tuple(records), tuple(questions))
 
 
-def score(predicted: str | int | None, truth: int) -> float:
-    """OOLONG's score for a count: ``0.75 ** |error|`` (0 when no number can be read)."""
+def _comparison(rng: random.Random, records: list[Record], users: list[int],
+                category: str) -> Question:
+    """Two users whose counts about ``category`` differ (so the answer is one user)."""
+    for _ in range(100):
+        a, b = sorted(rng.sample(users, 2))
+        counts = {u: sum(1 for r in records if r.label == category and r.user == u)
+                  for u in (a, b)}
+        if counts[a] != counts[b]:
+            break
+    winner = max((a, b), key=lambda u: counts[u])
+    return Question(f"Which of users {a} and {b} has more records about a {category}? "
+                    "Answer with the user id.", (a, b), category, str(winner), kind="compare")
+
+
+def score(predicted: str | int | None, truth: int | str) -> float:
+    """OOLONG's score: for a count ``0.75 ** |error|``; for a user id (``truth`` is text)
+    1 when it is the first number of the answer; 0 when no number can be read."""
     if predicted is None:
         return 0.0
     match = re.search(r"-?\d+", str(predicted))
     if match is None:
         return 0.0
+    if isinstance(truth, str):
+        return float(match.group() == truth)
     return float(0.75 ** abs(int(match.group()) - truth))
 
 
@@ -145,6 +179,41 @@ def score(predicted: str | int | None, truth: int) -> float:
 QUESTION = re.compile(
     r"How many records(?: of users (?P<users>[\d,\s]+))? are about an? (?P<category>[a-z ]+)\?"
 )
+COMPARE = re.compile(
+    r"Which of users (?P<users>\d+ and \d+) has more records about an? (?P<category>[a-z ]+)\?"
+)
+TEMPORAL = re.compile(
+    r"How many records about an? (?P<category>[a-z ]+) are dated (?P<year>\d{4}) or later\?"
+)
+QUESTION_FORMS = ("How many records [of users U1, U2, ...] are about a <category>?",
+                  "Which of users U1 and U2 has more records about a <category>?",
+                  "How many records about a <category> are dated <year> or later?")
+CANNOT_PARSE = ("I cannot parse this question: this simulated model understands only the "
+                "generator's question forms (" + "; ".join(QUESTION_FORMS) + ").\n"
+                "FINAL(cannot answer: the simulated model did not understand the question)")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What the root model reads from a question."""
+
+    users: frozenset[int]
+    category: str
+    since_year: int = 0
+    compare: bool = False
+
+
+def parse_question(text: str) -> Parsed | None:
+    """The question in ``text`` in one of ``QUESTION_FORMS``, or None."""
+    for pattern in (COMPARE, TEMPORAL, QUESTION):
+        match = pattern.search(text)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        users = frozenset(int(u) for u in re.findall(r"\d+", groups.get("users") or ""))
+        return Parsed(users, groups["category"], int(groups.get("year") or 0),
+                      pattern is COMPARE)
+    return None
 
 ROOT_EXPLORE = """Let me look at the context first.
 ```repl
@@ -158,41 +227,49 @@ with a quick model, ambiguous ones with a careful one, then count in Python.
 import re
 users = {users}
 target = {target!r}
+since = {since}
 records = [l for l in context.split("\\n") if l.startswith("Date:")]
-mine = [l for l in records if not users or int(re.search(r"User: (\\d+)", l).group(1)) in users]
+
+def user_of(line):
+    return int(re.search(r"User: (\\d+)", line).group(1))
+
+mine = [l for l in records if (not users or user_of(l) in users) and int(l[6:10]) >= since]
 hedged = re.compile(r"\\b(Reportedly|maybe|possibly|Some say)\\b")
 plain = [l for l in mine if not hedged.search(l)]
 unclear = [l for l in mine if hedged.search(l)]
 labels = {categories!r}
 
-def prompts_for(lines, careful):
+def jobs_for(lines, careful):
     out = []
     for start in range(0, len(lines), {chunk}):
         chunk = lines[start:start + {chunk}]
         head = "These records are ambiguous: reason carefully about each one. " if careful else ""
         body = "\\n".join(f"{{i}}: {{line.split('Instance: ')[1].strip()}}" for i, line in enumerate(chunk))
-        out.append(head + "Label each record with one of: " + ", ".join(labels)
-                   + ". Answer one line per record as `<number>: <label>`.\\n" + body)
+        out.append((chunk, head + "Label each record with one of: " + ", ".join(labels)
+                    + ". Answer one line per record as `<number>: <label>`.\\n" + body))
     return out
 
-prompts = prompts_for(plain, False) + prompts_for(unclear, True)
-replies = llm_query_batched(prompts)
-answer_count = 0
-for reply in replies:
+jobs = jobs_for(plain, False) + jobs_for(unclear, True)
+replies = llm_query_batched([prompt for _, prompt in jobs])
+per_user = {{}}
+for (chunk, _), reply in zip(jobs, replies):
     for line in reply.splitlines():
         number, _, label = line.partition(":")
-        if label.strip() == target:
-            answer_count += 1
-print(f"{{len(mine)}} records, {{len(prompts)}} sub-calls, {{answer_count}} about {{target}}")
+        if label.strip() == target and number.strip().isdigit() and int(number) < len(chunk):
+            user = user_of(chunk[int(number)])
+            per_user[user] = per_user.get(user, 0) + 1
+answer_count = sum(per_user.values())
+result = {result}
+print(f"{{len(mine)}} records, {{len(jobs)}} sub-calls, {{answer_count}} about {{target}}")
 ```'''
 
 # The `answer` dict is the finishing protocol both heterarch and the reference RLM accept.
 ROOT_FINISH = """The count is computed.
 ```repl
-answer["content"] = str(answer_count)
+answer["content"] = str(result)
 answer["ready"] = True
 ```"""
-ROOT_FINISH_VAR = "The count is computed.\nFINAL_VAR(answer_count)"
+ROOT_FINISH_VAR = "The count is computed.\nFINAL_VAR(result)"
 ROOT_RETRY = "The program failed; running it again.\n"
 SUMMARY = re.compile(r"(\d+) records, (\d+) sub-calls, (\d+) about ")
 ERROR_MARKS = ("[error]", "Traceback", "Error:")
@@ -207,7 +284,8 @@ class RootResponder:
        message to this responder, all others to the sub-model);
     2. a user message containing ``How many records [of users U1, U2, ...] are about a
        <category>?`` (e.g. ``Question: How many ...``); the first such message is the
-       question. Without one it answers ``FINAL(unknown)``;
+       question (see ``QUESTION_FORMS``). Without one it says plainly that it cannot parse
+       the question and answers ``FINAL(cannot answer: ...)``;
     3. after each assistant turn, a user message with the cells' (truncated) output.
 
     What it answers, keyed on the assistant turns so far and on that output:
@@ -237,18 +315,20 @@ class RootResponder:
         self.retries = retries
 
     def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
-        question = next((m["content"] for m in messages if m.get("role") == "user"
-                         and QUESTION.search(m.get("content", ""))), "")
-        match = QUESTION.search(question)
-        if match is None:
-            return "I cannot parse this question.\nFINAL(unknown)"
+        parsed = next((q for m in messages if m.get("role") == "user"
+                       and (q := parse_question(m.get("content", ""))) is not None), None)
+        if parsed is None:
+            return CANNOT_PARSE
         turns = sum(1 for m in messages if m.get("role") == "assistant")
         if turns == 0:
             return ROOT_EXPLORE
-        users = {int(u) for u in re.findall(r"\d+", match.group("users") or "")}
-        literal = "{" + ", ".join(map(str, sorted(users))) + "}" if users else "set()"
-        program = ROOT_PROGRAM.format(users=literal, target=match.group("category"),
-                                      categories=list(CATEGORIES), chunk=self.chunk)
+        users = sorted(parsed.users)
+        literal = "{" + ", ".join(map(str, users)) + "}" if users else "set()"
+        result = (f"max({users}, key=lambda u: (per_user.get(u, 0), -u))" if parsed.compare
+                  else "answer_count")
+        program = ROOT_PROGRAM.format(users=literal, target=parsed.category,
+                                      since=parsed.since_year, categories=list(CATEGORIES),
+                                      chunk=self.chunk, result=result)
         if turns == 1:
             return program
         last = messages[-1].get("content", "") if messages[-1].get("role") == "user" else ""
@@ -323,4 +403,5 @@ class LabelResponder:
                 else:
                     label = others[digest[1] % len(others)]
             out.append(f"{number.strip()}: {label}")
-        return "\n".join(out) if out else "(no records found)"
+        return "\n".join(out) if out else (
+            "cannot label: no lines of the form `<number>: <record>` in the prompt")

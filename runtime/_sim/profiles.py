@@ -88,22 +88,43 @@ class Profile:
 
 
 def default_profiles() -> dict[str, Profile]:
-    """Four pools: a wafer-scale chip, an H100 with an open model, a frontier API, a CPU."""
+    """Published offerings (sources in docs/llm.md): an 8B model and gpt-oss-120b on a
+    wafer-scale chip (Cerebras-class), gpt-oss-120b on an RDU (SambaNova-class), an open model
+    on an H100 with vLLM, a GPT-5-class frontier API with its reasoning, and a CPU.
+
+    Speeds and prices are the published ones; how often each model labels a record right
+    (``Accuracy``) is this simulator's assumption, the same for a model on any hardware."""
     def demo(easy: float, hard: float) -> RoutingResponder:
         return RoutingResponder(LabelResponder(Accuracy(easy, hard)))
 
+    small, large = (0.998, 0.55), (0.999, 0.99)  # Llama-3.1-8B-class, gpt-oss-120b-class
     profiles = [
-        Profile("sim/wafer-small", "wafer-scale", 0.02, 2000.0, 64, 0.10, 0.10, 1,
-                responder=demo(0.998, 0.55),
-                description="small fast model on a wafer-scale chip (simulated)"),
-        Profile("sim/h100-open", "h100", 0.15, 150.0, 64, 0.60, 0.60, 2,
-                responder=demo(0.998, 0.80), description="open model on an H100 (simulated)"),
-        Profile("sim/frontier", "api", 0.50, 80.0, 64, 3.00, 15.00, 3,
-                responder=demo(0.999, 0.99), description="frontier API model (simulated)"),
-        Profile("sim/cpu-tiny", "cpu", 0.30, 20.0, 8, 0.05, 0.05, 0,
-                responder=demo(0.95, 0.40), description="tiny model on CPU (simulated)"),
+        Profile("sim/wafer-small", "wafer-scale", 0.25, 1800.0, 64, 0.10, 0.10, 1,
+                responder=demo(*small),
+                description="Llama 3.1 8B on a wafer-scale chip (Cerebras-class, simulated)"),
+        Profile("sim/wafer-large", "wafer-scale", 1.54, 1844.0, 64, 0.25, 0.69, 3,
+                responder=demo(*large),
+                description="gpt-oss-120b on a wafer-scale chip (Cerebras-class, simulated)"),
+        Profile("sim/rdu-large", "rdu", 4.31, 738.0, 64, 0.22, 0.59, 3,
+                responder=demo(*large),
+                description="gpt-oss-120b on an RDU (SambaNova-class, simulated)"),
+        Profile("sim/h100-open", "h100", 0.15, 150.0, 64, 0.14, 0.14, 2,
+                responder=demo(0.998, 0.80),
+                description="open 8B model on one H100 with vLLM (simulated)"),
+        Profile("sim/frontier", "api", 0.89, 80.0, 64, 1.25, 10.00, 3,
+                responder=demo(0.999, 0.99), reasoning_tokens=320,
+                description="GPT-5-class frontier API, medium reasoning (simulated)"),
+        Profile("sim/cpu-tiny", "cpu", 0.30, 20.0, 8, 0.02, 0.02, 0,
+                responder=demo(0.95, 0.40), description="tiny model on a CPU (simulated)"),
     ]
     return {p.model: p for p in profiles}
+
+
+# Pool names the demo and ``profiles_toml`` give the simulated models.
+POOL_NAMES = {"sim/wafer-small": "wafer", "sim/wafer-large": "wafer-large",
+              "sim/rdu-large": "rdu", "sim/h100-open": "h100", "sim/frontier": "frontier",
+              "sim/cpu-tiny": "cpu", "sim/vlm-small": "vision-small",
+              "sim/frontier-vlm": "vision-frontier"}
 
 
 def estimate_tokens(text: str) -> int:
@@ -114,12 +135,9 @@ def estimate_tokens(text: str) -> int:
 def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Sequence[str],
                   capacity: int = 256) -> str:
     """A pools config for these simulated pools (what the demo writes for its workers)."""
-    names = {"sim/wafer-small": "wafer", "sim/h100-open": "h100", "sim/frontier": "frontier",
-             "sim/cpu-tiny": "cpu", "sim/vlm-small": "vision-small",
-             "sim/frontier-vlm": "vision-frontier"}
     out = []
     for model, p in profiles.items():
-        name = names.get(model, model.replace("/", "-"))
+        name = POOL_NAMES.get(model, model.replace("/", "-"))
         out += [f"[pools.{name}]", f'hardware = "{p.hardware}"', f"capacity = {capacity}",
                 f"modules = {json.dumps(list(modules))}", f'model = "openai/{model}"',
                 f'api_base = "{base_url}"', f"input_price_per_mtok = {p.input_price_per_mtok}",

@@ -39,7 +39,7 @@ async def test_rlm_run_survives_killing_the_clients_nats_node(nats_cluster: Nats
                 await system.node.wait_pool("frontier")
                 await system.node.wait_pool("wafer")
                 undisturbed = await ask_rlm(system, question.text, context=task.context,
-                                            pool_override="wafer")
+                                            root_pool="frontier", pool_override="wafer")
                 assert undisturbed.ok, undisturbed.stop_reason
                 killed: list[int] = []
 
@@ -58,7 +58,8 @@ async def test_rlm_run_survives_killing_the_clients_nats_node(nats_cluster: Nats
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill_the_clients_server_mid_batch)
                     disturbed = await ask_rlm(system, question.text, context=task.context,
-                                              pool_override="wafer", timeout=300)
+                                              root_pool="frontier", pool_override="wafer",
+                                              timeout=300)
         finally:
             for w in workers:
                 if w.poll() is None:

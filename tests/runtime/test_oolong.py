@@ -21,12 +21,13 @@ from runtime._models.llm import LLMClient
 from runtime._models.routing import ComplexityRouter, Task
 from runtime._sim.oolong import (
     CATEGORIES,
-    QUESTION,
+    QUESTION_FORMS,
     Accuracy,
     LabelResponder,
     Record,
     RootResponder,
     generate_task,
+    parse_question,
     score,
     true_label,
 )
@@ -40,19 +41,26 @@ def test_ground_truth_matches_a_brute_force_count() -> None:
     task = generate_task(n_records=800, seed=11)
     lines = [line for line in task.context.splitlines() if line.startswith("Date:")]
     assert len(lines) == 800 == len(task.records)
-    assert len(task.questions) == 6
+    assert [q.kind for q in task.questions] == ["count"] * 6 + ["compare", "temporal"] * 3
     for q in task.questions:
-        count = 0
+        counts: dict[int, int] = {}
         for line in lines:
             user = int(line.split("User: ")[1].split(" ")[0])
             label = true_label(line.split("Instance: ")[1].strip())
-            if label == q.category and (not q.users or user in q.users):
-                count += 1
-        assert count == q.answer
-        assert count == sum(1 for r in task.records
-                            if r.label == q.category and (not q.users or r.user in q.users))
-        parsed = QUESTION.search(q.text)
-        assert parsed is not None and parsed.group("category") == q.category
+            year = int(line.split("Date: ")[1][:4])
+            if label == q.category and (not q.users or user in q.users) and (
+                    year >= q.since_year):
+                counts[user] = counts.get(user, 0) + 1
+        if q.kind == "compare":
+            a, b = q.users
+            assert counts.get(a, 0) != counts.get(b, 0)
+            assert q.answer == str(a if counts.get(a, 0) > counts.get(b, 0) else b)
+        else:
+            assert sum(counts.values()) == q.answer
+        parsed = parse_question(q.text)
+        assert parsed is not None and parsed.category == q.category
+        assert (parsed.users, parsed.since_year, parsed.compare) == (
+            frozenset(q.users), q.since_year, q.kind == "compare")
 
 
 def test_the_generator_is_seeded_and_sized() -> None:
@@ -71,6 +79,7 @@ def test_score() -> None:
     assert score("The answer is 14.", 12) == pytest.approx(0.5625)
     assert score("10", 12) == pytest.approx(0.5625)
     assert score("no number", 3) == 0.0 and score(None, 3) == 0.0
+    assert score("User 41234 has more.", "41234") == 1.0 and score("41235", "41234") == 0.0
 
 
 def label_accuracy(responder: LabelResponder, records: list[Record], model: str) -> float:
@@ -117,7 +126,7 @@ def test_sub_responder_ignores_lines_that_are_not_records() -> None:
     reply = LabelResponder(Accuracy(1.0, 1.0)).reply([{"role": "user", "content": prompt}], "m")
     assert reply == "0: human being"
     assert LabelResponder(Accuracy(1, 1)).reply([{"role": "user", "content": "hi"}], "m") == (
-        "(no records found)")
+        "cannot label: no lines of the form `<number>: <record>` in the prompt")
 
 
 SYSTEM = {"role": "system", "content": "You have a REPL with `context`..."}
@@ -140,7 +149,7 @@ def test_root_responder_turns() -> None:
                                          "location"}]
     finish = root.reply(chat, "m")
     assert 'answer["ready"] = True' in finish
-    assert RootResponder(finish="final_var").reply(chat, "m").endswith("FINAL_VAR(answer_count)")
+    assert RootResponder(finish="final_var").reply(chat, "m").endswith("FINAL_VAR(result)")
     with pytest.raises(ValueError):
         RootResponder(finish="shout")
 
@@ -156,8 +165,11 @@ def test_root_responder_retries_a_failed_program_then_gives_up() -> None:
     chat += [{"role": "assistant", "content": again},
              {"role": "user", "content": "[error] NameError: x"}]
     assert root.reply(chat, "m").endswith("FINAL(unknown)")
-    assert root.reply([SYSTEM, {"role": "user", "content": "What?"}], "m").endswith(
-        "FINAL(unknown)")
+    plain = root.reply([SYSTEM, {"role": "user", "content": "What?"}], "m")
+    assert plain.startswith("I cannot parse this question")
+    assert all(form in plain for form in QUESTION_FORMS)
+    assert plain.endswith("FINAL(cannot answer: the simulated model did not understand the "
+                          "question)")
 
 
 def run_program(context: str, question: str,
@@ -183,7 +195,7 @@ def run_program(context: str, question: str,
 def test_the_root_program_is_exact_with_a_perfect_sub_model() -> None:
     task = generate_task(n_records=400, seed=2)
     perfect = LabelResponder(Accuracy(1.0, 1.0))
-    for q in task.questions[:2]:
+    for q in task.questions:  # every kind: counts, comparisons, since a year
         ns, out = run_program(task.context, q.text, lambda prompts: [
             perfect.reply([{"role": "user", "content": p}], "m") for p in prompts])
         assert ns["answer"] == {"content": str(q.answer), "ready": True}

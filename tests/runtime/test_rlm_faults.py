@@ -50,7 +50,7 @@ async def test_worker_killed_mid_batch_answer_unchanged(nats_server: NatsServer,
                                if "wafer" in s.info.pools]) < 2:
                         await anyio.sleep(0.1)
                 undisturbed = await ask_rlm(system, question.text, context=task.context,
-                                            pool_override="wafer")
+                                            root_pool="frontier", pool_override="wafer")
                 assert undisturbed.ok, undisturbed.stop_reason
 
                 killed: list[int] = []
@@ -69,7 +69,7 @@ async def test_worker_killed_mid_batch_answer_unchanged(nats_server: NatsServer,
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill_a_busy_wafer_worker)
                     disturbed = await ask_rlm(system, question.text, context=task.context,
-                                              pool_override="wafer")
+                                              root_pool="frontier", pool_override="wafer")
         finally:
             for w in workers:
                 if w.poll() is None:

@@ -93,12 +93,24 @@ async def test_streaming_is_server_sent_events_with_usage_last() -> None:
     assert chunks[-1]["usage"]["completion_tokens"] == 10
 
 
+async def test_a_reasoning_model_bills_its_hidden_reasoning() -> None:
+    thinker = profile("t", responder=ScriptedResponder(["four"]), reasoning_tokens=320)
+    async with Simulator({"t": thinker}) as sim:
+        _, _, body = await http(sim, post(chat(model="t")))
+        _, _, streamed = await http(sim, post(chat(model="t", stream=True)))
+    usage = json.loads(body)["usage"]
+    assert usage["completion_tokens"] == 1 + 320
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 320}
+    last = [e for e in streamed.decode().split("\n\n") if e.startswith("data: {")][-1]
+    assert json.loads(last[6:])["usage"] == usage
+
+
 async def test_models_and_health() -> None:
     async with Simulator() as sim:
         _, _, models = await http(sim, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, health = await http(sim, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     ids = {m["id"] for m in json.loads(models)["data"]}
-    assert ids == {"sim/wafer-small", "sim/h100-open", "sim/frontier", "sim/cpu-tiny"}
+    assert ids == set(default_profiles())
     assert status == 200 and json.loads(health)["status"] == "ok"
 
 
@@ -228,13 +240,15 @@ async def test_responders_override_per_model() -> None:
 
 def test_default_profiles_span_the_hardware() -> None:
     profiles = default_profiles()
-    assert {p.hardware for p in profiles.values()} == {"wafer-scale", "h100", "api", "cpu"}
+    assert {p.hardware for p in profiles.values()} == {"wafer-scale", "rdu", "h100", "api",
+                                                       "cpu"}
     wafer, frontier = profiles["sim/wafer-small"], profiles["sim/frontier"]
     assert wafer.tokens_per_s >= 1000 and wafer.ttft_s < frontier.ttft_s
     assert frontier.tier > profiles["sim/h100-open"].tier > wafer.tier
     assert frontier.output_price_per_mtok > wafer.output_price_per_mtok
     assert all(isinstance(p.responder, RoutingResponder) for p in profiles.values())
-    assert wafer.latency(2000) == pytest.approx(wafer.ttft_s + 1.0)
+    assert wafer.latency(1800) == pytest.approx(wafer.ttft_s + 1800 / wafer.tokens_per_s)
+    assert frontier.reasoning_tokens > 0 == wafer.reasoning_tokens
     assert profile("x", fixed_latency_s=0.5).latency(10_000) == 0.5
     assert estimate_tokens("") == 1 and estimate_tokens("x" * 400) == 100
 
@@ -246,7 +260,7 @@ def test_profiles_toml_and_the_cli_pieces() -> None:
 
     config = parse_config(tomllib.loads(profiles_toml(
         default_profiles(), "http://127.0.0.1:8700/v1", modules=["examples.pools"])))
-    assert set(config.pools) == {"wafer", "h100", "frontier", "cpu"}
+    assert set(config.pools) == {"wafer", "wafer-large", "rdu", "h100", "frontier", "cpu"}
     assert config.pools["frontier"].model == "openai/sim/frontier"
     parser = argparse.ArgumentParser()
     add_simulator_arguments(parser)
