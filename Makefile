@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test sandbox-image lint bench compose-nats compose-up
+.PHONY: install demo test sandbox-image lint bench compose-nats compose-worker compose-up \
+	compose-down
 
 $(BIN)/heterarch: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,12 +42,18 @@ bench: install sandbox-image
 	$(BIN)/python bench/vision.py
 	$(BIN)/python bench/tracing.py
 
-# The local stack (compose/): the NATS image is built from the pinned static binary.
+# The local stack (compose/), with `docker compose` or `docker-compose`, whichever exists:
+# every image is built here when it cannot be pulled; Jaeger (a registry image, not buildable
+# here) is left out with a one-line notice when no registry answers. Project name: heterarch
+# (COMPOSE_PROJECT_NAME=... for a second stack on the same engine). WORKERS=1 adds the workers.
 compose-nats: install
 	$(BIN)/python compose/build_images.py nats
 
 compose-worker: install
 	$(BIN)/python compose/build_images.py worker
 
-compose-up: compose-nats
-	docker-compose -f compose/docker-compose.yml up -d
+compose-up: install
+	$(BIN)/python compose/stack.py up $(if $(WORKERS),--workers)
+
+compose-down: install
+	$(BIN)/python compose/stack.py down

@@ -36,6 +36,9 @@ SUITE = "bookworm"
 CACHE = Path.home() / ".cache" / "heterarch"
 # Packages the offline wheelhouse needs besides the project's dependencies (build backend).
 BUILD_REQUIRES = ("hatchling",)
+# The packages of the wheel (pyproject's `packages`), copied into the build context.
+PACKAGES = tuple(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
 
 Progress = Callable[[str], None]
 
@@ -144,7 +147,7 @@ def build_wheelhouse(*, progress: Progress = print) -> Path:
 
 
 def _source_digest() -> str:
-    files = sorted(p for pkg in ("actors", "runtime", "transports", "sandbox")
+    files = sorted(p for pkg in PACKAGES
                    for p in (ROOT / pkg).rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts)
     return _digest((ROOT / "Dockerfile").read_bytes(), (ROOT / "pyproject.toml").read_bytes(),
@@ -186,7 +189,7 @@ def build_worker_image(tag: str = WORKER_TAG, *, offline: bool = True, rebuild: 
         context = Path(tmp)
         for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
             shutil.copy(ROOT / name, context / name)
-        for pkg in ("actors", "runtime", "transports", "sandbox"):
+        for pkg in PACKAGES:
             shutil.copytree(ROOT / pkg, context / pkg,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         shutil.copytree(wheels, context / "wheels")

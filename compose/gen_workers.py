@@ -1,8 +1,8 @@
 """Print a compose override with one worker service per pool of a pools TOML file.
 
     python compose/gen_workers.py examples/sim_pools.toml > compose/workers.override.yml
-    docker compose -f compose/docker-compose.yml -f compose/workers.override.yml \\
-        --profile workers up -d
+    docker compose -p heterarch -f compose/docker-compose.yml -f compose/workers.override.yml \\
+        --profile workers up -d       # or docker-compose, same arguments
 
 Paths in the override are relative to compose/ (where docker-compose.yml lives); the pools file
 is mounted at /config/pools.toml and its folder at /app/FOLDER, so pool ``modules`` named
@@ -49,8 +49,7 @@ def render_override(pools_file: Path, *, replicas: int = 1,
             "    working_dir: /app",
             "    environment:",
             '      PYTHONPATH: "/app"',
-            '      OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318"',
-            '      OTEL_SERVICE_NAME: "heterarch"',
+            '      OTEL_EXPORTER_OTLP_ENDPOINT: "${HETERARCH_WORKER_OTLP_ENDPOINT-http://jaeger:4318}"',
             "    volumes:",
             f"      - {_q(pools_rel + ':/config/pools.toml:ro')}",
             f"      - {_q(f'{app_rel}:/app/{folder.name}:ro')}",

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from actors import Actor, ActorRef, Ask
-from runtime import ActorSystem, NatsServer
+from runtime import ActorSystem, NatsServer, load_config
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "pools.toml"
@@ -90,7 +90,8 @@ async def main(nats: str | None = None) -> dict[str, object]:
         print(f"started nats-server at {nats}")
     workers = [start_worker("cpu", nats), start_worker("gpu", nats)]
     try:
-        async with ActorSystem(nats=nats, placement_timeout=30.0) as system:
+        namespace = load_config(CONFIG).namespace  # the workers' namespace ("examples")
+        async with ActorSystem(nats=nats, namespace=namespace, placement_timeout=30.0) as system:
             mapper = await system.spawn(Mapper, pool="cpu", name="mapper")
             print("mapper runs at:", await mapper.ask(Where()))
             result = await mapper.ask(SumOfSquares(list(range(1, 11))))

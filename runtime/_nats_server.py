@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,9 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from .errors import NatsServerError
+from .errors import NatsServerError, PortInUse
+
+_PORT_CLASH = re.compile(r"listen tcp (.*):(\d+): bind: address already in use")
 
 READY_LINE = "Server is ready"
 
@@ -129,14 +132,23 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while not ready.wait(0.02):
             if self.process.poll() is not None:
-                raise NatsServerError(
-                    f"nats-server exited with {self.process.returncode}: "
-                    + " | ".join(self.log_lines[-5:])
-                )
+                raise self._exit_error(self.process.returncode)
             if time.monotonic() > deadline:
                 self.stop()
                 raise NatsServerError(f"nats-server not ready within {timeout}s on {self.url}")
         return self
+
+    def _exit_error(self, code: int) -> NatsServerError:
+        """One line: the port clash, or the server's fatal/error line (not its whole log)."""
+        for line in self.log_lines:
+            clash = _PORT_CLASH.search(line)
+            if clash:
+                port = int(clash.group(2))
+                flag = "--port" if port == self.port else "--http-port"
+                return PortInUse("nats-server", clash.group(1), port, flag)
+        serious = [line for line in self.log_lines if "[FTL]" in line or "[ERR]" in line]
+        last = (serious or self.log_lines or ["(no output)"])[-1]
+        return NatsServerError(f"nats-server exited with {code}: {last.split('] ', 2)[-1]}")
 
     def _pump_log(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
         assert process.stderr is not None

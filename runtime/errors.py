@@ -15,6 +15,20 @@ class NatsServerError(HeterarchError, RuntimeError):
     """The embedded nats-server could not be found or started."""
 
 
+class PortInUse(NatsServerError, OSError):
+    """A server (nats-server, the simulator) cannot listen: its port is taken."""
+
+    def __init__(self, what: str, host: str, port: int, flag: str = "--port") -> None:
+        self.what = what
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"{what} cannot listen on {host}:{port}: address already in use (another {what} "
+            f"still running? `ss -ltnp 'sport = :{port}'` shows who); choose another port with "
+            f"{flag} PORT"
+        )
+
+
 class NoWorkerForPool(HeterarchError, LookupError):
     def __init__(self, pool: str, waited: float, known: list[str]) -> None:
         self.pool = pool

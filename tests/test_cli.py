@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 from runtime import NatsServer
+from runtime._cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,12 +53,18 @@ def test_ping_shows_workers_and_pools(nats_server: NatsServer, tmp_path: Path) -
         assert worker.stdout is not None
         assert "serving gpu (h100)" in worker.stdout.readline()
         done = heterarch("ping", "--nats", nats_server.url, "--namespace", "ping")
+        as_json = heterarch("ping", "--nats", nats_server.url, "--namespace", "ping", "--json")
     finally:
         worker.terminate()
         worker.communicate(timeout=20)  # also closes its stdout pipe
     assert done.returncode == 0, done.stderr
     assert "1 node(s), pools: gpu x1" in done.stdout
     assert "worker" in done.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["pools"] == {"gpu": 1}
+    [node] = report["nodes"]
+    assert node["info"]["role"] == "worker" and node["info"]["pools"] == {"gpu": "h100"}
 
 
 def test_help_lists_the_commands() -> None:
@@ -82,6 +93,46 @@ def test_a_busy_port_is_one_line(nats_server: NatsServer, tmp_path: Path) -> Non
     line = _one_line(heterarch("nats", "--port", str(nats_server.port),
                                "--store-dir", str(tmp_path / "store")))
     assert "address already in use" in line
+
+
+def test_a_busy_simulator_port_is_one_line(nats_server: NatsServer) -> None:
+    line = _one_line(heterarch("simulate", "--port", str(nats_server.port)))
+    assert "address already in use" in line and "--port" in line
+    assert f"127.0.0.1:{nats_server.port}" in line
+
+
+def test_version() -> None:
+    done = heterarch("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"heterarch {version('heterarch')}"
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_option_has_help_and_shows_its_default() -> None:
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) == 11  # heterarch, its 8 commands, sandbox build, trace show
+    for parser in parsers:
+        text = " ".join(parser.format_help().split())  # help lines unwrapped
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"{parser.prog} {action.dest}: no help"
+            if action.default not in (None, False, [], argparse.SUPPRESS) \
+                    and not action.required:
+                assert f"(default: {action.default})" in text, f"{parser.prog} {action.dest}"
+
+
+def test_verbose_works_after_the_subcommand(tmp_path: Path) -> None:
+    done = heterarch("rlm", "q", "--context", str(tmp_path / "nope.txt"), "--root-pool",
+                     "main", "-v")
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "FileNotFoundError" in done.stderr
 
 
 def test_no_docker_is_one_line() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import logging
 import os
 import signal
@@ -11,69 +13,108 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import anyio
+import msgspec
 
 from actors import HeterarchError, Query
 
 from .._sim.simulator import add_simulator_arguments
 
+if TYPE_CHECKING:
+    from .._observe.tracing import TracingHandle
+
 Command = Callable[[argparse.Namespace], int]
 
 
-def _add_nats_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--nats",
-        metavar="URL",
-        help="NATS server URL(s), comma-separated (default: $HETERARCH_NATS_URL or "
-        "nats://127.0.0.1:4222)",
-    )
+NATS_HELP = ("NATS server URL(s), comma-separated (unset: $HETERARCH_NATS_URL, else "
+             "nats://127.0.0.1:4222)")
+TRACE_HELP = ("export spans to the local Jaeger (http://localhost:4318, `make compose-up`); "
+              "the OTEL_* variables and $HETERARCH_TRACE_FILE work too")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (argparse's own), except where there is none to show
+    (required, flags, unset: those say in their help what happens)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False, []):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("heterarch")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # `-v` works before and after the subcommand: the subcommands' copy counts into its own dest
+    # (a subparser's defaults would otherwise overwrite the main parser's count).
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", dest="verbose_sub", action="count", default=0,
+                         help="more logging (-vv: debug)")
     parser = argparse.ArgumentParser(
-        prog="heterarch",
+        prog="heterarch", formatter_class=_Formatter,
         description="Actor runtime for heterogeneous recursive multi-agent systems.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("--version", action="version", version=f"heterarch {_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("nats", help="run a nats-server with JetStream (embedded, for local use)")
-    p.add_argument("--port", type=int, default=4222)
-    p.add_argument("--host", default="127.0.0.1")
+    def command(name: str, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".", parents=[verbose],
+            formatter_class=_Formatter)
+        return made
+
+    p = command("nats", "run a nats-server with JetStream (embedded, for local use)")
+    p.add_argument("--port", type=int, default=4222, help="client port")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--store-dir", default=".heterarch/nats", help="JetStream store directory")
-    p.add_argument("--http-port", type=int, default=None, help="monitoring port (e.g. 8222)")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="monitoring port, e.g. 8222 (unset: no monitoring)")
     p.add_argument("--config", default=None, help="a nats-server config file")
     p.set_defaults(func=cmd_nats)
 
-    p = sub.add_parser("worker", help="serve one or more pools from a config file")
+    p = command("worker", "serve one or more pools from a config file")
     p.add_argument("--pool", action="append", required=True, help="pool to serve (repeatable)")
     p.add_argument("--config", required=True, help="pools TOML file")
-    _add_nats_arg(p)
-    p.add_argument("--trace", action="store_true", help="send traces to the local Jaeger")
-    p.add_argument(
-        "--app-dir", default=".", help="directory put on sys.path to import actor modules"
-    )
+    p.add_argument("--nats", metavar="URL", help=NATS_HELP)
+    p.add_argument("--trace", action="store_true", help=TRACE_HELP)
+    p.add_argument("--app-dir", default=".",
+                   help="directory put on sys.path to import actor modules")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("ping", help="health of the cluster: nodes, pools, live actors")
-    _add_nats_arg(p)
-    p.add_argument("--namespace", default="heterarch")
+    p = command("ping", "health of the cluster: nodes, pools, live actors")
+    p.add_argument("--nats", metavar="URL", help=NATS_HELP)
+    p.add_argument("--namespace", default="heterarch", help="subject and bucket prefix")
     p.add_argument("--actors", action="store_true", help="list every live actor")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (nodes, pools, actors) instead of text")
     p.set_defaults(func=cmd_ping)
 
-    p = sub.add_parser("sandbox", help="sandbox image tools")
+    p = command("sandbox", "sandbox image tools")
     sandbox_sub = p.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
-    b = sandbox_sub.add_parser("build", help="build the sandbox Docker image")
-    b.add_argument("--offline", action="store_true", help="build from a local Debian root fs")
+    b = command("build", "build the sandbox Docker image", sandbox_sub)
+    b.add_argument("--offline", action="store_true",
+                   help="build from a local Debian root fs (unset: offline only when no "
+                   "registry answers)")
     b.add_argument("--if-missing", action="store_true", help="do nothing if the image exists")
-    b.add_argument("--package", action="append", default=[], help="extra Python package")
+    b.add_argument("--package", action="append", default=[],
+                   help="extra Python package (repeatable)")
     b.set_defaults(func=cmd_sandbox_build)
 
-    p = sub.add_parser("demo", help="the OOLONG-style demo on four simulated pools")
+    p = command("demo", "the OOLONG-style demo on four simulated pools")
     p.add_argument("--records", type=int, default=3000, help="records in the context")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply simulated model latencies (0.1 = ten times faster)")
@@ -83,40 +124,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pages", type=int, default=8, help="screenshots in the vision demo")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("simulate", help="run the OpenAI-compatible pool simulator")
+    p = command("simulate", "run the OpenAI-compatible pool simulator")
     add_simulator_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("trace", help="read traces")
+    p = command("trace", "read traces")
     trace_sub = p.add_subparsers(dest="trace_command", metavar="SUBCOMMAND")
-    t = trace_sub.add_parser("show", help="print the spawning tree of one trace")
+    t = command("show", "print the spawning tree of one trace", trace_sub)
     t.add_argument("trace_id", help="a trace id (a unique prefix will do with --file)")
     t.add_argument("--file", default=None,
-                   help="span file (default: $HETERARCH_TRACE_FILE or heterarch-spans.jsonl)")
-    t.add_argument("--jaeger", default=None, help="Jaeger query URL, e.g. http://localhost:16686")
+                   help="span file (unset: $HETERARCH_TRACE_FILE, else heterarch-spans.jsonl)")
+    t.add_argument("--jaeger", default=None,
+                   help="read from Jaeger's query API instead, e.g. http://localhost:16686")
+    t.add_argument("--depth", type=int, default=None,
+                   help="show this many levels below the root (unset: all)")
+    t.add_argument("--all", action="store_true",
+                   help="one line per span: do not fold similar siblings")
     t.set_defaults(func=cmd_trace_show)
 
-    p = sub.add_parser("rlm", help="answer a question over a large context with an RLM")
-    p.add_argument("question")
+    p = command("rlm", "answer a question over a large context with an RLM")
+    p.add_argument("question", help="the question")
     p.add_argument("--context", required=True, action="append",
                    help="a text file (any size), or a PNG/JPEG screenshot; repeat for several "
                         "screenshots (then `context` is a list of images)")
     p.add_argument("--root-pool", default="",
-                   help="pool whose model writes the code (default: the router places the "
+                   help="pool whose model writes the code (unset: the router places the "
                         "root like any recursive sub-task; needs --config)")
     p.add_argument("--config", default=None,
                    help="the pools config (TOML), for the router to place the root")
     p.add_argument("--pools", default="",
-                   help="comma-separated pools this run may use (default: all)")
+                   help="comma-separated pools this run may use (unset: all)")
     p.add_argument("--max-depth", type=int, default=Query(question="").max_depth,
                    help="recursion depth (the same default as actors.Query)")
-    p.add_argument("--max-iterations", type=int, default=12)
-    p.add_argument("--budget-dollars", type=float, default=0.0)
-    p.add_argument("--budget-tokens", type=int, default=0)
-    p.add_argument("--budget-seconds", type=float, default=0.0)
-    p.add_argument("--namespace", default="heterarch")
-    p.add_argument("--trace", action="store_true", help="send traces to the local Jaeger")
-    _add_nats_arg(p)
+    p.add_argument("--max-iterations", type=int, default=12,
+                   help="code/observe rounds of the root agent")
+    p.add_argument("--budget-dollars", type=float, default=0.0, help="stop at this cost (0: none)")
+    p.add_argument("--budget-tokens", type=int, default=0, help="stop at these tokens (0: none)")
+    p.add_argument("--budget-seconds", type=float, default=0.0,
+                   help="stop after this wall time (0: none)")
+    p.add_argument("--namespace", default="heterarch", help="subject and bucket prefix")
+    p.add_argument("--trace", action="store_true", help=TRACE_HELP)
+    p.add_argument("--nats", metavar="URL", help=NATS_HELP)
     p.set_defaults(func=cmd_rlm)
     return parser
 
@@ -124,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbosity = args.verbose + getattr(args, "verbose_sub", 0)
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.WARNING - 10 * min(verbosity, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     func: Command | None = getattr(args, "func", None)
@@ -137,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line a user can act on; `-v` adds the traceback
-        if args.verbose:
+        if verbosity:
             traceback.print_exception(exc)
         print(f"heterarch: error: {user_message(exc)}", file=sys.stderr)
         return 1
@@ -199,7 +248,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     sys.path.insert(0, str(Path(args.app_dir).resolve()))
-    tracing = _start_tracing(args, role=f"worker-{'-'.join(args.pool)}")
+    tracing = _start_tracing(args, role="worker", pools=args.pool)
 
     from .._agents import agent_services
 
@@ -237,11 +286,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_tracing(args: argparse.Namespace, *, role: str) -> Any:
+def _start_tracing(args: argparse.Namespace, *, role: str,
+                   pools: Sequence[str] = ()) -> TracingHandle:
     from .._observe.tracing import LOCAL_JAEGER, configure_tracing
 
     endpoint = LOCAL_JAEGER if getattr(args, "trace", False) else None
-    return configure_tracing(role=role, endpoint=endpoint)
+    return configure_tracing(role=role, pools=pools, endpoint=endpoint)
 
 
 # -- ping ----------------------------------------------------------------------------------------
@@ -254,13 +304,16 @@ def cmd_ping(args: argparse.Namespace) -> int:
             await anyio.sleep(system.node.heartbeat_interval * 1.5)
             stats = await system.node.cluster_stats()
         others = [s for s in stats if s.info.node_id != system.node.node_id]
-        if not others:
-            print("no nodes answered (no worker is running)")
-            return 1
         pools: dict[str, int] = {}
         for s in others:
             for pool in s.info.pools:
                 pools[pool] = pools.get(pool, 0) + 1
+        if args.json:
+            print(json.dumps({"nodes": msgspec.to_builtins(others), "pools": pools}, indent=2))
+            return 0 if others else 1
+        if not others:
+            print("no nodes answered (no worker is running)")
+            return 1
         print(f"{len(others)} node(s), pools: "
               + (", ".join(f"{p} x{n}" for p, n in sorted(pools.items())) or "none"))
         for s in others:
@@ -296,6 +349,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
 
     from .._agents import agent_services
     from .._config import load_config
+    from .._observe.trace_show import trace_note
     from .._system import ActorSystem
     from ..errors import RuntimeConfigError
     from .demo import ask_rlm
@@ -333,9 +387,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
         for pool, u in sorted(answer.usage.items()):
             print(f"  {pool:12} calls={u.calls} tokens={u.tokens:,} ${u.cost_usd:.4f}",
                   file=sys.stderr)
-        if answer.trace_id:
-            link = tracing.trace_url(answer.trace_id) if tracing is not None else None
-            print(f"trace: {link or answer.trace_id}", file=sys.stderr)
+        print(trace_note(tracing, answer.trace_id), file=sys.stderr)
         return 0 if answer.ok else 3
 
     try:
@@ -361,7 +413,8 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
     from .._observe.trace_show import trace_show_command
 
     jsonl = args.file or os.environ.get("HETERARCH_TRACE_FILE")
-    return trace_show_command(args.trace_id, jsonl=jsonl, jaeger=args.jaeger)
+    return trace_show_command(args.trace_id, jsonl=jsonl, jaeger=args.jaeger, depth=args.depth,
+                              fold=not args.all)
 
 
 # -- sandbox -------------------------------------------------------------------------------------

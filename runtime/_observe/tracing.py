@@ -64,6 +64,9 @@ from actors._semconv import (
 
 log = logging.getLogger("heterarch.tracing")
 
+ATTR_POOLS = "heterarch.pools"
+"""Resource attribute of a worker process: the pools it serves, comma-separated."""
+
 LOCAL_JAEGER = "http://localhost:4318"
 """What ``--trace`` means: OTLP/HTTP to the Jaeger of ``compose/``."""
 JAEGER_UI = "http://localhost:16686"
@@ -136,6 +139,8 @@ class _GuardedExporter(SpanExporter):
         self.inner = inner
         self.where = where
         self._warned = False
+        self.delivered = 0  # batches the receiver accepted
+        self.failed = 0     # batches lost
 
     def _warn(self, reason: str) -> None:
         if not self._warned:
@@ -147,10 +152,14 @@ class _GuardedExporter(SpanExporter):
         try:
             result = self.inner.export(spans)
         except Exception as exc:  # an exporter bug must not reach the SDK's traceback logging
+            self.failed += 1
             self._warn(f"{type(exc).__name__}: {exc}")
             return SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
+            self.failed += 1
             self._warn("is the collector running?")
+        else:
+            self.delivered += 1
         return result
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -274,8 +283,10 @@ class TracingHandle:
     def __init__(self, *, enabled: bool = False, endpoint: str | None = None,
                  protocol: str | None = None, jsonl: Path | None = None,
                  service_name: str | None = None, instance_id: str | None = None,
-                 processors: tuple[SpanProcessor, ...] = ()) -> None:
+                 processors: tuple[SpanProcessor, ...] = (),
+                 otlp: _GuardedExporter | None = None) -> None:
         self.enabled = enabled
+        self._otlp = otlp
         self.endpoint = endpoint
         self.protocol = protocol
         self.jsonl = jsonl
@@ -290,11 +301,28 @@ class TracingHandle:
                 f"jsonl={str(self.jsonl) if self.jsonl else None!r})")
 
     def trace_url(self, trace_id: str) -> str | None:
-        """The Jaeger link for a trace, when exporting to a Jaeger on this machine."""
+        """The Jaeger link for a trace: only when exporting to a collector on this machine and
+        every batch so far was delivered (call after ``force_flush()``); else None."""
         host = urlsplit(self.endpoint).hostname if self.endpoint else None
-        if host in ("localhost", "127.0.0.1", "::1"):
-            return f"{JAEGER_UI}/trace/{trace_id}"
-        return None
+        otlp = self._otlp
+        if host not in ("localhost", "127.0.0.1", "::1") or otlp is None:
+            return None
+        if otlp.delivered == 0 or otlp.failed:
+            return None
+        return f"{JAEGER_UI}/trace/{trace_id}"
+
+    def delivery_note(self) -> str:
+        """One line on where this process's spans went (for the end of a CLI run)."""
+        parts = []
+        if self._otlp is not None:
+            otlp = self._otlp
+            state = ("delivered" if otlp.delivered and not otlp.failed else
+                     "NOT delivered (is the collector running?)" if otlp.failed else
+                     "nothing exported yet")
+            parts.append(f"{self.endpoint}: {state}")
+        if self.jsonl is not None:
+            parts.append(f"span file {self.jsonl}")
+        return "; ".join(parts)
 
     def force_flush(self, timeout_millis: int = FLUSH_TIMEOUT_MS) -> bool:
         return all(p.force_flush(timeout_millis) for p in self._processors)
@@ -319,6 +347,7 @@ def configure_tracing(
     *,
     service_name: str | None = None,
     role: str = "cli",
+    pools: Sequence[str] = (),
     endpoint: str | None = None,
     protocol: str | None = None,
     jsonl_path: str | Path | None = None,
@@ -330,8 +359,11 @@ def configure_tracing(
     :data:`LOCAL_JAEGER`); ``protocol``: ``http/protobuf`` (default) or ``grpc``;
     ``jsonl_path``: also write every span to this file (``HETERARCH_TRACE_FILE``);
     ``capture_content``: put prompts, replies and code on spans (default: the variable
-    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``). ``role`` names this process
-    (``service.instance.id`` = role@host:pid, attribute ``heterarch.role``).
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``). ``role`` (``cli``, ``worker``)
+    names the service: ``service.name`` = ``heterarch-{role}`` unless ``OTEL_SERVICE_NAME`` or
+    ``service_name`` say otherwise, ``service.namespace`` = ``heterarch``, ``heterarch.role``;
+    ``pools`` (a worker's) go in ``heterarch.pools`` and the instance id
+    (``service.instance.id`` = ``worker-wafer-h100@host:pid``).
 
     Never raises for bad configuration: it logs one warning and leaves that exporter out.
     Returns a handle whose ``shutdown()`` the caller runs at exit; ``handle.enabled`` is False
@@ -339,7 +371,7 @@ def configure_tracing(
 
     Example::
 
-        handle = configure_tracing(role="worker-gpu", endpoint=LOCAL_JAEGER)
+        handle = configure_tracing(role="worker", pools=["gpu"], endpoint=LOCAL_JAEGER)
         try:
             ...
         finally:
@@ -362,6 +394,7 @@ def configure_tracing(
         protocol = "http/protobuf"
 
     processors: list[SpanProcessor] = []
+    otlp: _GuardedExporter | None = None
     if endpoint is not None:
         endpoint = endpoint.strip()
         problem = _check_endpoint(endpoint, protocol)
@@ -372,6 +405,7 @@ def configure_tracing(
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 _quiet_exporter_logs()
+                otlp = exporter
                 processors.append(BatchSpanProcessor(exporter, schedule_delay_millis=1000,
                                                      export_timeout_millis=FLUSH_TIMEOUT_MS))
         if problem is not None:
@@ -391,19 +425,22 @@ def configure_tracing(
     if not processors:
         return _off()
 
-    instance = f"{role}@{socket.gethostname()}:{os.getpid()}"
-    attributes: dict[str, str] = {"service.instance.id": instance, ATTR_ROLE: role}
+    instance = "-".join([role, *pools]) + f"@{socket.gethostname()}:{os.getpid()}"
+    attributes: dict[str, str] = {"service.instance.id": instance, ATTR_ROLE: role,
+                                  "service.namespace": "heterarch"}
+    if pools:
+        attributes[ATTR_POOLS] = ",".join(pools)
     if service_name:
         attributes["service.name"] = service_name
     resource = Resource.create(attributes)  # + OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
     name = str(resource.attributes.get("service.name", ""))
     if not name or name.startswith("unknown_service"):
-        name = "heterarch"
+        name = f"heterarch-{role}"
         resource = resource.merge(Resource({"service.name": name}))
     _install(resource, tuple(processors))
     return TracingHandle(enabled=True, endpoint=endpoint, protocol=protocol, jsonl=path,
                          service_name=name, instance_id=instance,
-                         processors=tuple(processors))
+                         processors=tuple(processors), otlp=otlp)
 
 
 def _off() -> TracingHandle:
@@ -422,7 +459,8 @@ __all__ = (
     "ATTR_GENAI_AGENT_NAME", "ATTR_GENAI_INPUT_MESSAGES", "ATTR_GENAI_INPUT_TOKENS",
     "ATTR_GENAI_OPERATION", "ATTR_GENAI_OUTPUT_MESSAGES", "ATTR_GENAI_OUTPUT_TOKENS",
     "ATTR_GENAI_PROVIDER", "ATTR_GENAI_REQUEST_MODEL", "ATTR_GENAI_TOOL_NAME", "ATTR_HARDWARE",
-    "ATTR_PARENT_ID", "ATTR_POOL", "ATTR_ROLE", "ATTR_ROUTE_REASON", "CAPTURE_CONTENT_ENV",
+    "ATTR_PARENT_ID", "ATTR_POOL", "ATTR_POOLS", "ATTR_ROLE", "ATTR_ROUTE_REASON",
+    "CAPTURE_CONTENT_ENV",
     "JAEGER_UI", "LOCAL_JAEGER", "PROTOCOLS", "JsonLinesExporter", "TracingHandle",
     "configure_tracing", "content_capture_enabled", "span_to_dict", "truncate_content",
 )

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import importlib
 import json
 import logging
@@ -31,7 +32,7 @@ from typing import Any, Self, cast
 
 from aiohttp import web
 
-from ..errors import RuntimeConfigError
+from ..errors import PortInUse, RuntimeConfigError
 from .profiles import EchoResponder as EchoResponder
 from .profiles import Profile as Profile
 from .profiles import Responder as Responder
@@ -100,10 +101,18 @@ class Simulator:
         return app
 
     async def start(self) -> None:
+        """Listen; raises :class:`PortInUse` when the port is taken."""
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse("the pool simulator", self.host, self.port) from None
+            raise
         self.port = self._runner.addresses[0][1]
         self._closed.clear()
 
@@ -397,7 +406,4 @@ def run_simulator_cli(args: argparse.Namespace) -> int:
                           responders=args.responder))
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"heterarch simulate: cannot listen on {args.host}:{args.port}: {exc}")
-        return 2
-    return 0
+    return 0  # a busy port (PortInUse) and other errors: one line from the CLI

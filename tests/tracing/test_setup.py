@@ -37,6 +37,7 @@ from runtime._observe.trace_show import (
 from runtime._observe.tracing import (
     ATTR_COST_USD,
     ATTR_GENAI_INPUT_TOKENS,
+    ATTR_GENAI_OPERATION,
     ATTR_GENAI_OUTPUT_TOKENS,
     ATTR_HARDWARE,
     ATTR_POOL,
@@ -107,7 +108,7 @@ def test_service_name_from_the_standard_variables(monkeypatch: pytest.MonkeyPatc
     _reset()
     monkeypatch.delenv("OTEL_SERVICE_NAME")
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
-    assert configure_tracing(jsonl_path=tmp_path / "c.jsonl").service_name == "heterarch"
+    assert configure_tracing(jsonl_path=tmp_path / "c.jsonl").service_name == "heterarch-cli"
 
 
 def test_sdk_disabled_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -120,7 +121,7 @@ def test_otlp_http_exports_names_attributes_parents_and_resource(
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
     with Receiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
-        handle = configure_tracing(role="worker-gpu", service_name="svc")
+        handle = configure_tracing(role="worker", pools=["gpu", "cpu"], service_name="svc")
         assert handle.enabled and handle.protocol == "http/protobuf"
         _make_spans()
         handle.shutdown()
@@ -132,8 +133,10 @@ def test_otlp_http_exports_names_attributes_parents_and_resource(
     assert attrs[ATTR_GENAI_INPUT_TOKENS].int_value == 120
     resource = {a.key: a.value.string_value for a in receiver.resources[0].attributes}
     assert resource["service.name"] == "svc"
-    assert resource["heterarch.role"] == "worker-gpu"
-    assert resource["service.instance.id"].startswith("worker-gpu@")
+    assert resource["heterarch.role"] == "worker"
+    assert resource["heterarch.pools"] == "gpu,cpu"
+    assert resource["service.namespace"] == "heterarch"
+    assert resource["service.instance.id"].startswith("worker-gpu-cpu@")
     assert resource["deployment.environment"] == "test"
 
 
@@ -182,7 +185,7 @@ def test_span_file_round_trip_and_reconfiguration(tmp_path: Path) -> None:
     assert chat["parent_span_id"] == root["span_id"] and root["parent_span_id"] == ""
     assert chat["attributes"][ATTR_GENAI_INPUT_TOKENS] == 120
     assert chat["kind"] == "INTERNAL" and chat["end_ns"] >= chat["start_ns"]
-    assert chat["service"] == "heterarch" and chat["instance"].startswith("cli@")
+    assert chat["service"] == "heterarch-cli" and chat["instance"].startswith("cli@")
     assert set(chat) >= {"trace_id", "span_id", "parent_span_id", "status", "events"}
     # Configured again in the same process: the new exporter takes over, the old one is done.
     handle = configure_tracing(jsonl_path=second)
@@ -205,6 +208,32 @@ def test_unreachable_collector_warns_once_and_shutdown_is_bounded(
     warnings = [r for r in caplog.records if r.name == "heterarch.tracing"]
     assert len(warnings) == 1 and "not delivered" in warnings[0].getMessage()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_jaeger_link_only_when_spans_reached_a_local_collector(tmp_path: Path) -> None:
+    with Receiver() as receiver:  # a real OTLP/HTTP receiver on loopback
+        handle = configure_tracing(endpoint=receiver.url)
+        trace_id = _make_spans()
+        assert handle.trace_url(trace_id) is None  # nothing delivered yet
+        assert handle.force_flush()
+        assert handle.trace_url(trace_id) == f"http://localhost:16686/trace/{trace_id}"
+        assert handle.delivery_note() == f"{receiver.url}: delivered"
+        handle.shutdown()
+    _reset()
+    dead = configure_tracing(endpoint="http://127.0.0.1:9")  # nothing listens on port 9
+    trace_id = _make_spans()
+    dead.force_flush()
+    assert dead.trace_url(trace_id) is None
+    assert "NOT delivered" in dead.delivery_note()
+    dead.shutdown()
+    _reset()
+    spans = tmp_path / "spans.jsonl"
+    file_only = configure_tracing(jsonl_path=spans)
+    trace_id = _make_spans()
+    file_only.force_flush()
+    assert file_only.trace_url(trace_id) is None
+    assert file_only.delivery_note() == f"span file {spans}"
+    file_only.shutdown()
 
 
 @pytest.mark.parametrize(("endpoint", "protocol", "says"), [
@@ -282,6 +311,46 @@ def test_trace_show_renders_the_spawning_tree(tmp_path: Path) -> None:
     assert console.export_text() == EXPECTED
     assert trace_show_command("ffff", jsonl=spans_file, console=console) == 1
     assert trace_show_command("ab", jsonl=tmp_path / "missing.jsonl", console=console) == 2
+
+
+def _big_batch() -> list[dict[str, Any]]:
+    """A root, a batch tool span with 5 agents (3 on wafer, 2 on frontier, one failed), each
+    with one chat span, and 2 create spans (too few to fold)."""
+    spans = [_span("a", "", "invoke_agent rlm", 0, 3000),
+             _span("b", "a", "execute_tool llm_query_batched", 10, 2000)]
+    for i, (pool, ms) in enumerate([("wafer", 300), ("wafer", 400), ("frontier", 900),
+                                    ("wafer", 350), ("frontier", 1000)]):
+        agent, chat = f"{i + 1}", f"{i + 6}"
+        spans.append(_span(agent, "b", f"invoke_agent {pool}-lane", 20 + i, 20 + i + ms,
+                           **{ATTR_POOL: pool, ATTR_GENAI_OPERATION: "invoke_agent",
+                              "status": "ERROR" if i == 2 else "UNSET"}))
+        spans.append(_span(chat, agent, f"chat {pool}-model", 21 + i, 20 + i + ms - 1,
+                           **{ATTR_POOL: pool, ATTR_GENAI_OPERATION: "chat",
+                              ATTR_GENAI_INPUT_TOKENS: 100, ATTR_GENAI_OUTPUT_TOKENS: 10}))
+    for i in range(2):
+        spans.append(_span(f"c{i}", "b", "create_agent wafer-lane", 11 + i, 15 + i,
+                           **{ATTR_GENAI_OPERATION: "create_agent", ATTR_POOL: "wafer"}))
+    return spans
+
+
+def test_trace_show_folds_similar_siblings_and_cuts_at_a_depth() -> None:
+    tree = build_tree(_big_batch())
+    folded = render_text(tree)
+    assert folded.splitlines()[3:] == [
+        "        ├── create_agent wafer-lane  pool=wafer  4.0 ms",
+        "        ├── create_agent wafer-lane  pool=wafer  4.0 ms",
+        "        └── 5 x invoke_agent on wafer 3 / frontier 2, p50 0.40 s, 1 error",
+        "            └── 5 x chat on wafer 3 / frontier 2, p50 0.40 s, 0 errors, tokens=550",
+    ]
+    everything = render_text(tree, fold=False)
+    assert everything.count("invoke_agent wafer-lane") == 3
+    assert everything.count("chat frontier-model") == 2
+    assert len(everything.splitlines()) == 1 + len(_big_batch())
+    assert render_text(tree, depth=1).splitlines()[2:] == [
+        "    └── execute_tool llm_query_batched  1990.0 ms",
+        "        └── ... 12 spans below (--depth 1)",
+    ]
+    assert render_text(tree, depth=0).splitlines()[2:] == ["    └── ... 13 spans below (--depth 0)"]
 
 
 def test_trace_id_prefix_must_be_unique(tmp_path: Path) -> None:
