@@ -1,15 +1,17 @@
 """``DockerSandbox``: the REPL server in a hardened, long-lived container.
 
-The container has no network, a read-only root file system (``/tmp`` and ``/workspace`` are
-small tmpfs mounts), a non-root user, no capabilities, ``no-new-privileges``, memory / CPU /
-pids limits and no host environment. Frames travel over the container's attached stdio. The
-docker SDK is synchronous: every call runs in a worker thread; the attached socket is read and
-written by the event loop directly (non-blocking).
+The container has no network, a read-only root file system (``/tmp``, ``/workspace`` and
+``/dev/shm`` are small tmpfs mounts), a non-root user, no capabilities, ``no-new-privileges``,
+the project's seccomp profile (``seccomp.json``), a private cgroup namespace, no log driver,
+memory / CPU / pids limits and no host environment. Frames travel over the container's attached
+stdio. The docker SDK is synchronous: every call runs in a worker thread; the attached socket
+is read and written by the event loop directly (non-blocking).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import socket
@@ -21,12 +23,23 @@ from typing import Any
 import anyio
 
 from ._build import DEFAULT_IMAGE
-from ._contract import Channel, Sandbox
-from .errors import DockerUnavailable, ImageMissing, SandboxCrashed, SandboxOOM
+from ._contract import Sandbox
+from ._frames import DEFAULT_MAX_FRAME
+from ._link import Channel
+from .errors import DockerUnavailable, ImageMissing, SandboxClosed, SandboxCrashed, SandboxOOM
 
 LABEL = "heterarch.sandbox"
 OWNER_LABEL = "heterarch.sandbox.owner"
 DATA_DIR = "/data"
+#: The uid and gid the REPL runs as inside the container.
+SANDBOX_USER = 10001
+SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
+
+
+@functools.cache
+def seccomp_profile() -> str:
+    """The seccomp profile every sandbox container runs under (JSON text, as the API takes it)."""
+    return SECCOMP_PROFILE.read_text(encoding="utf-8")
 
 
 def default_owner() -> str:
@@ -97,7 +110,8 @@ class DockerSandbox(Sandbox):
     """A REPL in a hardened container (see the module docstring).
 
     Raises ``DockerUnavailable`` from ``start()`` when there is no engine (it never falls back
-    to a process silently), ``ImageMissing`` when the image was not built.
+    to a process silently), ``ImageMissing`` when the image was not built. ``shm_size`` is the
+    size of the container's ``/dev/shm`` tmpfs (counted against ``memory``).
     """
 
     def __init__(
@@ -107,26 +121,31 @@ class DockerSandbox(Sandbox):
         memory: str = "512m",
         cpus: float = 1.0,
         pids: int = 64,
+        shm_size: str = "16m",
         output_limit: int = 20_000,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_callbacks: int = 1_000,
+        max_batch: int = 10_000,
         docker_url: str | None = None,
         owner: str | None = None,
     ) -> None:
-        super().__init__(output_limit=output_limit)
+        super().__init__(output_limit=output_limit, max_frame=max_frame,
+                         max_callbacks=max_callbacks, max_batch=max_batch)
         self.image = image
         self.memory = memory
         self.cpus = cpus
         self.pids = pids
+        self.shm_size = shm_size
         self.docker_url = docker_url
         self.owner = owner or default_owner()
         self._client: Any = None
         self.container: Any = None
         self._socket: Any = None
-        self._exit_watch: asyncio.Task[None] | None = None
-        self._data_dir = tempfile.mkdtemp(prefix="heterarch-sbx-")
-        os.chmod(self._data_dir, 0o755)
+        self._data_dir: Path | None = None
 
-    def _run_container(self) -> tuple[Any, Any]:
+    def _run_container(self, data_dir: Path) -> tuple[Any, Any]:
         import docker.errors
+        from docker.types import LogConfig
 
         if self._client is None:
             self._client = docker_client(self.docker_url)
@@ -143,56 +162,67 @@ class DockerSandbox(Sandbox):
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": "size=64m,mode=1777", "/workspace": "size=256m,mode=1777"},
-            volumes={self._data_dir: {"bind": DATA_DIR, "mode": "ro"}},
+            shm_size=self.shm_size,
+            volumes={str(data_dir): {"bind": DATA_DIR, "mode": "ro"}},
             working_dir="/workspace",
-            user="10001:10001",
+            user=f"{SANDBOX_USER}:{SANDBOX_USER}",
+            # The data folder is 0750: the REPL reads it through its group (see _data_group).
+            group_add=[] if _data_group() == SANDBOX_USER else [_data_group()],
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={seccomp_profile()}"],
+            cgroupns="private",
+            log_config=LogConfig(type=LogConfig.types.NONE),
             mem_limit=self.memory,
             memswap_limit=self.memory,
             nano_cpus=int(self.cpus * 1e9),
             pids_limit=self.pids,
-            environment={"HETERARCH_OUTPUT_LIMIT": str(self.output_limit), "HOME": "/workspace"},
+            environment={
+                "HETERARCH_OUTPUT_LIMIT": str(self.output_limit),
+                "HETERARCH_MAX_FRAME": str(self.max_frame),
+                "HOME": "/workspace",
+            },
             labels={LABEL: "1", OWNER_LABEL: self.owner},
         )
-        sock = client.api.attach_socket(
-            container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        )
+        try:
+            sock = client.api.attach_socket(
+                container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+        except BaseException:
+            _remove(container)
+            raise
         return container, sock
 
     async def _launch(self) -> Channel:
-        self.container, self._socket = await anyio.to_thread.run_sync(self._run_container)
-        raw = getattr(self._socket, "_sock", self._socket)
-        channel = _AttachedChannel(raw)
+        self._data_dir = data_dir = await anyio.to_thread.run_sync(_make_data_dir)
+        try:
+            self.container, self._socket = await anyio.to_thread.run_sync(
+                self._run_container, data_dir)
+        except BaseException:
+            self._data_dir = None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_remove_dir, data_dir)
+            raise
+        return _AttachedChannel(getattr(self._socket, "_sock", self._socket))
+
+    async def _wait_exit(self) -> None:
         # The attach stream may stay open after the container dies (stdin is still attached):
         # wait for the exit itself, so a killed REPL (OOM, pids) is noticed at once.
-        self._exit_watch = asyncio.get_running_loop().create_task(
-            self._watch_exit(self.container, channel)
+        container_id = self.container.id
+        await anyio.to_thread.run_sync(
+            _wait_quietly, container_id, self.docker_url, None, abandon_on_cancel=True,
+            limiter=_WAITERS,
         )
-        return channel
-
-    async def _watch_exit(self, container: Any, channel: Channel) -> None:
-        try:
-            await anyio.to_thread.run_sync(
-                _wait_quietly, container.id, self.docker_url, abandon_on_cancel=True,
-                limiter=_WAITERS,
-            )
-        finally:
-            self.process_exited(channel)
 
     async def _kill(self) -> None:
-        watch, self._exit_watch = self._exit_watch, None
         container, self.container = self.container, None
         sock, self._socket = self._socket, None
+        data_dir, self._data_dir = self._data_dir, None
         if sock is not None:
             _close_attach_socket(sock)
         if container is not None:
             await anyio.to_thread.run_sync(_remove, container)
-        if watch is not None:
-            # The waiting thread returns once the container is gone; let it finish with its
-            # connection before the client closes.
-            await asyncio.wait({watch}, timeout=5)
-            watch.cancel()
+        if data_dir is not None:
+            await anyio.to_thread.run_sync(_remove_dir, data_dir)
 
     async def _crash_reason(self) -> SandboxCrashed:
         container = self.container
@@ -200,6 +230,8 @@ class DockerSandbox(Sandbox):
             return SandboxCrashed("the container is gone")
 
         def inspect() -> dict[str, Any]:
+            # The channel may close a moment before the engine records the exit.
+            _wait_quietly(container.id, self.docker_url, 5)
             container.reload()
             state: dict[str, Any] = container.attrs.get("State", {})
             return state
@@ -208,22 +240,51 @@ class DockerSandbox(Sandbox):
             state = await anyio.to_thread.run_sync(inspect)
         except Exception:
             return SandboxCrashed("the container is gone")
-        if state.get("OOMKilled") or state.get("ExitCode") == 137:
+        if state.get("OOMKilled"):
             return SandboxOOM(self.memory)
-        return SandboxCrashed(f"the container exited with {state.get('ExitCode')}")
+        if state.get("Running"):
+            return SandboxCrashed("the REPL closed its channel")
+        return SandboxCrashed(f"the REPL exited with status {state.get('ExitCode')}")
 
     async def _write_file(self, name: str, text: str) -> str:
-        path = Path(self._data_dir) / f"var-{name}.txt"
-        await anyio.to_thread.run_sync(path.write_text, text, "utf-8")
-        os.chmod(path, 0o644)
+        if self._data_dir is None:
+            raise SandboxClosed()
+        path = self._data_dir / f"var-{name}.txt"
+        await anyio.to_thread.run_sync(_write_private, path, text)
         return f"{DATA_DIR}/{path.name}"
 
     async def close(self) -> None:
         await super().close()
-        shutil.rmtree(self._data_dir, ignore_errors=True)
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _data_group() -> int:
+    """The group that lets the REPL read the data folder: ours, or the REPL's when we are root
+    (root's group must not be handed to the container)."""
+    return SANDBOX_USER if os.getuid() == 0 else os.getgid()
+
+
+def _make_data_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="heterarch-sbx-"))
+    os.chmod(path, 0o750)
+    if os.getuid() == 0:
+        os.chown(path, -1, SANDBOX_USER)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with open(fd, "w", encoding="utf-8") as f:
+        if os.getuid() == 0:
+            os.fchown(fd, -1, SANDBOX_USER)
+        os.fchmod(fd, 0o640)
+        f.write(text)
+
+
+def _remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _close_attach_socket(sock: Any) -> None:
@@ -241,8 +302,8 @@ def _close_attach_socket(sock: Any) -> None:
 _WAITERS = anyio.CapacityLimiter(10_000)
 
 
-def _wait_quietly(container_id: str, docker_url: str | None) -> None:
-    """Block until the container stops, on a client of its own (closed here, whatever happens)."""
+def _wait_quietly(container_id: str, docker_url: str | None, timeout: float | None) -> None:
+    """Block until the container stops (or ``timeout``), on a client of its own (closed here)."""
     import docker
 
     try:
@@ -250,7 +311,7 @@ def _wait_quietly(container_id: str, docker_url: str | None) -> None:
     except Exception:
         return
     try:
-        client.api.wait(container_id)
+        client.api.wait(container_id, timeout=timeout)
     except Exception:  # removed, engine gone: either way it is not running
         pass
     finally:

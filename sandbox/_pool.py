@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -48,13 +49,30 @@ class SandboxPool:
         await self.close()
 
     async def start(self) -> None:
+        """Start ``size`` sandboxes; if one fails, close the others and raise its error."""
+        errors: list[BaseException] = []
+
+        async def add() -> None:
+            try:
+                await self._add_warm()
+            except Exception as exc:
+                errors.append(exc)
+
         async with anyio.create_task_group() as tg:
             for _ in range(self.size):
-                tg.start_soon(self._add_warm)
+                tg.start_soon(add)
+        if errors:
+            await self.close()
+            raise errors[0]
 
     async def _add_warm(self) -> None:
         sandbox = self.factory()
-        await sandbox.start()
+        try:
+            await sandbox.start()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await sandbox.close()
+            raise
         if self._closed:
             await sandbox.close()
             return
@@ -63,16 +81,20 @@ class SandboxPool:
             self._warm_ready.notify()
 
     async def acquire(self) -> Sandbox:
-        """A started sandbox of your own until ``release``; waits while all are in use."""
+        """A started sandbox of your own until ``release``; waits while all are in use.
+
+        When no warm one is left (a replacement failed to start), one is started here, and
+        its error, if any, is raised here.
+        """
         if self._closed:
             raise SandboxClosed()
         await self._available.acquire()
         try:
+            if not self._warm:
+                await self._add_warm()
             async with self._warm_ready:
-                while not self._warm:
-                    if self._closed:
-                        raise SandboxClosed()
-                    await self._warm_ready.wait()
+                if self._closed or not self._warm:
+                    raise SandboxClosed()
                 sandbox = self._warm.pop()
         except BaseException:
             self._available.release()
@@ -81,7 +103,11 @@ class SandboxPool:
         return sandbox
 
     async def release(self, sandbox: Sandbox) -> None:
-        """Give it back: it is closed and a fresh one is started in its place."""
+        """Give it back: it is closed for good and a fresh one is started in its place.
+
+        A replacement that fails to start is not an error here: the next ``acquire`` starts
+        one itself and raises what goes wrong there.
+        """
         if sandbox not in self._in_use:
             raise SandboxError("release() of a sandbox this pool did not hand out")
         self._in_use.discard(sandbox)
@@ -89,7 +115,8 @@ class SandboxPool:
             with anyio.CancelScope(shield=True):
                 await sandbox.close()
                 if not self._closed:
-                    await self._add_warm()
+                    with contextlib.suppress(SandboxError):
+                        await self._add_warm()
         finally:
             self._available.release()
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from ._contract import Channel, Sandbox
+import anyio
+
+from ._contract import Sandbox
+from ._frames import DEFAULT_MAX_FRAME
+from ._link import Channel
+from .errors import SandboxClosed, SandboxCrashed
 
 SERVER = Path(__file__).with_name("_server.py")
 
@@ -39,38 +45,76 @@ class _PipeChannel(Channel):
 class ProcessSandbox(Sandbox):
     """A REPL in a local subprocess (see the module docstring: no isolation)."""
 
-    def __init__(self, *, output_limit: int = 20_000, python: str | None = None) -> None:
-        super().__init__(output_limit=output_limit)
+    def __init__(
+        self,
+        *,
+        output_limit: int = 20_000,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_callbacks: int = 1_000,
+        max_batch: int = 10_000,
+        python: str | None = None,
+    ) -> None:
+        super().__init__(output_limit=output_limit, max_frame=max_frame,
+                         max_callbacks=max_callbacks, max_batch=max_batch)
         self.python = python or sys.executable
         self._process: asyncio.subprocess.Process | None = None
-        self._dir = tempfile.mkdtemp(prefix="heterarch-sandbox-")
+        self._dir: Path | None = None
 
     async def _launch(self) -> Channel:
-        env = {"HETERARCH_OUTPUT_LIMIT": str(self.output_limit), "PATH": os.environ.get("PATH", "")}
-        self._process = await asyncio.create_subprocess_exec(
-            self.python, "-u", str(SERVER), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
-            cwd=self._dir, start_new_session=True,
-        )
+        self._dir = Path(tempfile.mkdtemp(prefix="heterarch-sandbox-"))
+        os.chmod(self._dir, 0o750)
+        env = {
+            "HETERARCH_OUTPUT_LIMIT": str(self.output_limit),
+            "HETERARCH_MAX_FRAME": str(self.max_frame),
+            "PATH": os.environ.get("PATH", ""),
+        }
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                self.python, "-u", str(SERVER), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+                cwd=self._dir, start_new_session=True,
+            )
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            raise
         return _PipeChannel(self._process)
+
+    async def _wait_exit(self) -> None:
+        assert self._process is not None
+        await self._process.wait()
+
+    async def _crash_reason(self) -> SandboxCrashed:
+        process = self._process
+        if process is None:
+            return SandboxCrashed("the REPL process is gone")
+        with anyio.move_on_after(5):  # the channel may close a moment before the exit
+            await process.wait()
+        if process.returncode is None:
+            return SandboxCrashed("the REPL closed its channel")
+        return SandboxCrashed(f"the REPL exited with status {process.returncode}")
 
     async def _kill(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        if process.stdin is not None:
-            process.stdin.close()
+        data_dir, self._dir = self._dir, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)  # its children too (it leads its own session)
+            await process.wait()
+            if process.stdin is not None:
+                process.stdin.close()
+        if data_dir is not None:
+            await anyio.to_thread.run_sync(shutil.rmtree, data_dir, True)
 
     async def _write_file(self, name: str, text: str) -> str:
-        path = Path(self._dir) / f"var-{name}.txt"
-        path.write_text(text, encoding="utf-8")
+        if self._dir is None:
+            raise SandboxClosed()
+        path = self._dir / f"var-{name}.txt"
+
+        def write() -> None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        await anyio.to_thread.run_sync(write)
         return str(path)
-
-    async def close(self) -> None:
-        await super().close()
-        import shutil
-
-        shutil.rmtree(self._dir, ignore_errors=True)

@@ -5,21 +5,33 @@ original stdin/stdout. At start the server keeps private duplicates of fds 0 and
 then points fd 0 at /dev/null and fds 1 and 2 at a capture file, so nothing user code writes
 (print, sys.stdout, os.write(1, ...), child processes) can reach the frame channel.
 
-Host -> server: exec, set_var, set_var_file, get_var, reply (to a call), ping.
-Server -> host: result (one per request), call (a callback; the server blocks for its reply).
+Host -> server: exec, set_var, set_var_file, get_var, callbacks, reply (to a call), ping.
+Server -> host: ready (once), result (one per request), call (a callback; the calling thread
+blocks for its reply).
+
+A reader thread drains the input at all times: replies go to the thread waiting for them,
+requests queue for the main thread, which runs them one at a time. Callbacks may be called from
+several threads at once. Frames are written whole (short writes looped, SIGALRM blocked), so
+the watchdog can never leave half a frame in the channel. The host trusts none of this: the
+code in a cell can rewrite the server; the host checks every frame it receives.
 """
 
 import io
 import json
 import os
+import queue
 import signal
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
 LIMIT = int(os.environ.get("HETERARCH_OUTPUT_LIMIT", "20000"))
+MAX_FRAME = int(os.environ.get("HETERARCH_MAX_FRAME", str(64 * 1024 * 1024)))
+#: Exit status when the host sent a frame that breaks the protocol.
+PROTOCOL_EXIT = 70
 
 
 class CappedWriter(io.TextIOBase):
@@ -69,10 +81,53 @@ class CappedWriter(io.TextIOBase):
         return text, truncated
 
 
+class FrameTooLarge(ValueError):
+    pass
+
+
+def cap_text(text, limit):
+    """The first and last limit/2 characters of ``text``, with a marker between."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return "%s\n... [%d characters truncated] ...\n%s" % (
+        text[:half], len(text) - 2 * half, text[-half:])
+
+
+def describe(exc):
+    """(type, message) of an exception, whatever its ``__str__`` does."""
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<the exception could not be printed>"
+    return type(exc).__name__, cap_text(message, LIMIT)
+
+
+def encode_capped(value, limit):
+    """JSON bytes of ``value``; ValueError if over ``limit`` bytes or not valid text."""
+    size = 0
+    parts = []
+    encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+    for chunk in encoder.iterencode(value):
+        data = chunk.encode("utf-8")  # a lone surrogate is not text: UnicodeEncodeError
+        size += len(data)
+        if size > limit:
+            raise ValueError("the value is over %d bytes as JSON: return a slice, a summary, "
+                             "or write it to a file" % limit)
+        parts.append(data)
+    return b"".join(parts)
+
+
+class Waiter:
+    def __init__(self):
+        self.event = threading.Event()
+        self.frame = {}
+
+
 class Server:
     def __init__(self):
-        self.frames_in = os.fdopen(os.dup(0), "rb", buffering=0)
-        self.frames_out = os.fdopen(os.dup(1), "wb", buffering=0)
+        self.fd_in = os.dup(0)
+        self.fd_out = os.dup(1)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         fd, self.capture_path = tempfile.mkstemp(prefix=".heterarch-fd-")
@@ -85,60 +140,120 @@ class Server:
         sys.stderr = self.stderr
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__,
                           "CallbackError": CallbackError}
+        self.send_lock = threading.Lock()
+        self.ids_lock = threading.Lock()
         self.call_ids = 0
+        self.waiting = {}
+        self.requests = queue.Queue()  # type: queue.Queue[dict[str, object]]
+        self.armed = False
         signal.signal(signal.SIGALRM, self._alarm)
 
     # -- frames ------------------------------------------------------------------------------
-    def read_frame(self):
-        header = self._read_exactly(4)
-        if header is None:
-            return None
-        (size,) = struct.unpack(">I", header)
-        body = self._read_exactly(size)
-        if body is None:
-            return None
-        return json.loads(body.decode("utf-8"))
-
     def _read_exactly(self, n):
         chunks = []
         while n:
-            chunk = self.frames_in.read(n)
+            chunk = os.read(self.fd_in, min(n, 1 << 20))
             if not chunk:
                 return None
             chunks.append(chunk)
             n -= len(chunk)
         return b"".join(chunks)
 
+    def read_frame(self):
+        header = self._read_exactly(4)
+        if header is None:
+            return None
+        (size,) = struct.unpack(">I", header)
+        if size == 0 or size > MAX_FRAME:
+            self._protocol_error("frame of %d bytes (limit %d)" % (size, MAX_FRAME))
+        body = self._read_exactly(size)
+        if body is None:
+            return None
+        try:
+            frame = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            self._protocol_error("malformed frame: %s" % str(exc)[:200])
+        if not isinstance(frame, dict) or not isinstance(frame.get("id", 0), int):
+            self._protocol_error("a frame must be an object with an integer id")
+        return frame
+
+    def _protocol_error(self, why):
+        os.write(2, ("heterarch REPL: protocol violation from the host: %s\n" % why).encode())
+        os._exit(PROTOCOL_EXIT)
+
+    def send_bytes(self, body):
+        if len(body) > MAX_FRAME:
+            raise FrameTooLarge("a frame of %d bytes is over the %d-byte limit"
+                                % (len(body), MAX_FRAME))
+        data = struct.pack(">I", len(body)) + body
+        # A whole frame or none: the watchdog's SIGALRM waits until the write is done.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            with self.send_lock:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd_out, view):]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
     def send(self, frame):
-        body = json.dumps(frame, default=repr).encode("utf-8")
-        self.frames_out.write(struct.pack(">I", len(body)) + body)
+        body = json.dumps(frame, ensure_ascii=False, allow_nan=False, default=repr)
+        self.send_bytes(body.encode("utf-8", "replace"))
+
+    def read_loop(self):
+        """The reader thread: replies to their waiters, requests to the main thread."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        while True:
+            frame = self.read_frame()
+            if frame is None:  # the host is gone
+                os._exit(0)
+            if frame.get("op") == "reply":
+                waiter = self.waiting.get(frame.get("id"))
+                if waiter is not None:  # else: its caller gave up (watchdog); drop it
+                    waiter.frame = frame
+                    waiter.event.set()
+            else:
+                self.requests.put(frame)
 
     # -- callbacks ---------------------------------------------------------------------------
     def make_callback(self, name):
         server = self
 
         def callback(*args, **kwargs):
-            server.call_ids += 1
-            call_id = server.call_ids
-            server.send({"op": "call", "id": call_id, "name": name, "args": list(args),
-                         "kwargs": kwargs})
-            while True:
-                frame = server.read_frame()
-                if frame is None:
-                    raise SystemExit(0)
-                if frame.get("op") == "reply" and frame.get("id") == call_id:
-                    if frame.get("ok"):
-                        return frame.get("value")
-                    raise CallbackError(frame.get("error", "callback failed"))
-                server.send({"op": "result", "id": frame.get("id"), "ok": False,
-                             "error": {"type": "Busy", "message": "a cell is running"}})
+            with server.ids_lock:
+                server.call_ids += 1
+                call_id = server.call_ids
+            waiter = Waiter()
+            server.waiting[call_id] = waiter
+            try:
+                server.send({"op": "call", "id": call_id, "name": name, "args": list(args),
+                             "kwargs": kwargs})
+                waiter.event.wait()
+            finally:
+                server.waiting.pop(call_id, None)
+            frame = waiter.frame
+            if frame.get("ok"):
+                return frame.get("value")
+            raise CallbackError(frame.get("error") or "callback failed")
 
         callback.__name__ = name
         return callback
 
     # -- requests ----------------------------------------------------------------------------
     def _alarm(self, signum, frame):
-        raise TimeoutError("cell exceeded its time limit")
+        if self.armed:
+            raise TimeoutError("the cell exceeded its time limit")
+
+    def with_watchdog(self, timeout, fn, *args):
+        """Run ``fn`` with SIGALRM armed for ``timeout`` seconds (TimeoutError past it)."""
+        self.armed = True
+        if timeout > 0:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return fn(*args)
+        finally:
+            self.armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _fd_output(self):
         try:
@@ -163,6 +278,9 @@ class Server:
         except OSError:
             return "", False
 
+    def _run_cell(self, code):
+        exec(compile(code, "<cell>", "exec"), self.namespace)
+
     def do_exec(self, frame):
         code = frame.get("code")
         timeout = float(frame.get("timeout") or 0)
@@ -170,19 +288,17 @@ class Server:
         self.stderr.reset()
         error = None
         started = time.perf_counter()
-        if timeout > 0:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            compiled = compile(code, "<cell>", "exec")
-            exec(compiled, self.namespace)
+            self.with_watchdog(timeout, self._run_cell, code)
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 exc = RuntimeError("the cell called exit(); the REPL stays up")
-            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            error = {"type": type(exc).__name__, "message": str(exc),
-                     "traceback": "".join(tb[-20:])[-6000:]}
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            error_type, message = describe(exc)
+            try:
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-20:])
+            except BaseException:
+                tb = ""
+            error = {"type": error_type, "message": message, "traceback": tb[-6000:]}
         duration = time.perf_counter() - started
         fd_text, fd_truncated = self._fd_output()
         stdout, out_truncated = self.stdout.value(fd_text)
@@ -190,6 +306,14 @@ class Server:
         return {"stdout": stdout, "stderr": stderr, "error": error, "duration": duration,
                 "stdout_truncated": out_truncated or fd_truncated,
                 "stderr_truncated": err_truncated}
+
+    def do_get_var(self, frame):
+        name = frame["name"]
+        if name not in self.namespace:
+            raise KeyError("no variable %r in the sandbox" % name)
+        limit = int(frame.get("limit") or MAX_FRAME - 1024)
+        return self.with_watchdog(float(frame.get("timeout") or 0), encode_capped,
+                                  self.namespace[name], limit)
 
     def handle(self, frame):
         op = frame.get("op")
@@ -202,13 +326,6 @@ class Server:
             with open(frame["path"], encoding="utf-8") as f:
                 self.namespace[frame["name"]] = f.read()
             return None
-        if op == "get_var":
-            name = frame["name"]
-            if name not in self.namespace:
-                raise KeyError("no variable %r in the sandbox" % name)
-            value = self.namespace[name]
-            json.dumps(value)  # raises TypeError if it cannot travel
-            return value
         if op == "callbacks":
             for name in frame.get("names", []):
                 self.namespace[name] = self.make_callback(name)
@@ -217,18 +334,27 @@ class Server:
             return "pong"
         raise ValueError("unknown op %r" % op)
 
+    def respond(self, frame):
+        request_id = frame.get("id")
+        try:
+            if frame.get("op") == "get_var":
+                value = self.do_get_var(frame)
+                self.send_bytes(b'{"op":"result","id":%d,"ok":true,"value":%s}'
+                                % (request_id, value))
+                return
+            value = self.handle(frame)
+            self.send({"op": "result", "id": request_id, "ok": True, "value": value})
+        except Exception as exc:
+            error_type, message = describe(exc)
+            self.send({"op": "result", "id": request_id, "ok": False,
+                       "error": {"type": error_type, "message": message}})
+
     def serve(self):
+        reader = threading.Thread(target=self.read_loop, name="heterarch-frames", daemon=True)
+        reader.start()
         self.send({"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
         while True:
-            frame = self.read_frame()
-            if frame is None:
-                return
-            try:
-                value = self.handle(frame)
-                self.send({"op": "result", "id": frame.get("id"), "ok": True, "value": value})
-            except Exception as exc:
-                self.send({"op": "result", "id": frame.get("id"), "ok": False,
-                           "error": {"type": type(exc).__name__, "message": str(exc)}})
+            self.respond(self.requests.get())
 
 
 class CallbackError(Exception):

@@ -35,12 +35,12 @@ class SandboxClosed(SandboxError):
 
 
 class SandboxCrashed(SandboxError):
-    """The REPL process died; the sandbox restarted it and its state is lost."""
+    """The REPL process died or broke the protocol; the sandbox restarted it, state is lost."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, state_lost: bool = True) -> None:
         self.reason = reason
-        self.state_lost = True
-        super().__init__(f"the sandbox process died ({reason}); it was restarted, state is lost")
+        self.state_lost = state_lost
+        super().__init__(f"the sandbox failed ({reason}); it was restarted and its state is lost")
 
 
 class SandboxOOM(SandboxCrashed):
