@@ -10,10 +10,10 @@ a nats-server config. Roles:
   and the pool consumers of the spawn stream (pull, ack).
 
 Nobody may use ``$JS.API`` beyond the engine's own streams (``{ns}_spawn``, ``KV_{ns}_nodes``,
-``OBJ_{ns}_blobs``): no stream deletion, no other stream, no ``$SYS``. Each user gets its own
-inbox prefix (``_INBOX_{user}``): a user subscribes only to its own inboxes, so it cannot read
-or answer the replies meant for another user (the client connects with
-``ConnectOptions(inbox_prefix=...)``, see ``inbox_prefix_of``).
+``KV_{ns}_fenced``, ``OBJ_{ns}_blobs``): no stream deletion, no other stream, no ``$SYS``. Each
+user gets its own inbox prefix (``_INBOX_{user}``): a user subscribes only to its own inboxes,
+so it cannot read the replies meant for another user, and answers only requests it received
+(``NatsTransport`` connects with that prefix whenever a user is named).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 import msgspec
 
 ROLES = ("client", "worker")
+#: The engine's KV buckets: the node registry, and the nodes declared lost (fencing).
+BUCKETS = ("nodes", "fenced")
 _USER = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -46,7 +48,8 @@ def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     ns = namespace
-    spawn, nodes, blobs = f"{ns}_spawn", f"KV_{ns}_nodes", f"OBJ_{ns}_blobs"
+    spawn, blobs = f"{ns}_spawn", f"OBJ_{ns}_blobs"
+    buckets = [f"KV_{ns}_{b}" for b in BUCKETS]
     api = "$JS.API"
     publish = [
         f"{ns}.a.*.*",  # mailboxes (tell, ask, system messages)
@@ -56,13 +59,13 @@ def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
         f"{api}.INFO",
         f"{api}.STREAM.NAMES",  # the object store looks its stream up by subject
         # the engine's streams: create on first use, read their info, nothing else
-        *(f"{api}.STREAM.{op}.{s}" for s in (spawn, nodes, blobs)
+        *(f"{api}.STREAM.{op}.{s}" for s in (spawn, *buckets, blobs)
           for op in ("CREATE", "UPDATE", "INFO")),
         # the registry (KV) and blobs (object store): read, write, list, delete their keys
-        f"$KV.{ns}_nodes.>", f"$O.{ns}_blobs.>",
-        *(f"{api}.{op}.{s}" for s in (nodes, blobs)
+        *(f"$KV.{ns}_{b}.>" for b in BUCKETS), f"$O.{ns}_blobs.>",
+        *(f"{api}.{op}.{s}" for s in (*buckets, blobs)
           for op in ("STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE")),
-        *(f"{api}.{op}.{s}.>" for s in (nodes, blobs)
+        *(f"{api}.{op}.{s}.>" for s in (*buckets, blobs)
           for op in ("DIRECT.GET", "CONSUMER.CREATE", "CONSUMER.DELETE", "CONSUMER.INFO")),
         f"{api}.STREAM.PURGE.{blobs}",  # deleting an object purges its chunks
         f"{inbox_prefix_of(user)}.>",  # answers to asks come to inboxes

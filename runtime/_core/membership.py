@@ -96,6 +96,7 @@ class Membership(NodeState):
             actors=len(self.cells) - 1,
             heartbeat_at=time.time(),
             reconnects=self.transport.reconnects,
+            lost_after=self.node_lost_after,
         )
 
     async def _publish_heartbeat(self, *, registry: bool = True) -> None:
@@ -146,6 +147,9 @@ class Membership(NodeState):
             self.transport.dead_letters.record(env.sender, "malformed-heartbeat")
             return
         self._lost_nodes.discard(env.sender)
+        if 0 < info.lost_after < self._lease_s + self.heartbeat_interval:
+            # A peer that judges faster shortens our lease: we stop acting before it judges us.
+            self._lease_s = max(self.heartbeat_interval, info.lost_after - self.heartbeat_interval)
         known = self._known_nodes.get(env.sender)
         self._known_nodes[env.sender] = (info, time.monotonic())
         if known is not None and info.reconnects > known[0].reconnects:
@@ -155,7 +159,8 @@ class Membership(NodeState):
     def _heard_self(self) -> None:
         """Our own heartbeat came back through the broker: we can judge our peers again."""
         now = time.monotonic()
-        self._heard_self_at = now
+        if not self._lease_heard(now):
+            return  # the lease lapsed: settle (fenced or not) before anything else
         if self._suspect_self:
             self._suspect_self = False
             log.warning("broker reachable again: judging peers from now on")
@@ -191,6 +196,7 @@ class Membership(NodeState):
             return
         self._lost_nodes.add(node_id)
         log.warning("node %s lost (no heartbeat for %.1fs)", node_id, self.node_lost_after)
+        self.task_group.start_soon(self._record_fenced, node_id)
         self._inflight.node_lost(node_id)
         for cell in list(self.cells.values()):
             lost = [r for r in cell.children.values()

@@ -190,6 +190,9 @@ class Messaging(NodeState):
             self._refuse_envelope(reply, "bad-reply-to",
                                   f"reply subject {reply_to!r} is not an inbox")
             return
+        if not self.lease_valid() and not await self.wait_lease():
+            self.transport.dead_letters.record(reply.target, "fenced", "reply of a fenced node")
+            return
         with contextlib.suppress(TransportError):
             await self.transport.publish(reply_to, reply)
 
@@ -247,6 +250,9 @@ class Messaging(NodeState):
         record = self._records.get(ref.actor_id)
         address = record.ref.address if record is not None else ref.address
         env = self._envelope(Kind.TELL, address, msg)
+        if not self.lease_valid() and not await self.wait_lease():
+            self.transport.dead_letters.record(address.actor_id, "fenced", env.type)
+            return
         await self.transport.publish(self.subjects.mailbox(address.node_id, address.actor_id), env)
 
     async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
@@ -267,6 +273,8 @@ class Messaging(NodeState):
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
             env = self._envelope(Kind.ASK, address, msg, correlation_id=request_id)
             subject = self.subjects.mailbox(address.node_id, address.actor_id)
+            if not self.lease_valid() and not await self.wait_lease():
+                raise ActorDead(address.actor_id, "not asked: this node was fenced")
             try:
                 if address.node_id in self._lost_nodes:
                     raise ActorDead(address.actor_id, "node lost")
@@ -280,8 +288,8 @@ class Messaging(NodeState):
                 if reply.sender != address.actor_id:
                     # Only the actor asked may answer (the same request id gets it again).
                     self._refuse_envelope(reply, "forged-reply",
-                                 f"reply to an ask of {address.actor_id} came from another "
-                                 f"sender {reply.sender!r}")
+                                          f"reply to an ask of {address.actor_id} came from "
+                                          f"another sender {reply.sender!r}")
                     continue
                 return self._reply_value(reply, reply_type, address, env.type)
             except RequestTimeout:

@@ -28,6 +28,7 @@ from transports.errors import TransportError
 from .._config import PoolConfig
 from .cell import ActorCell, ChildRecord
 from .codec import Codec
+from .fencing import FENCED_BUCKET, Fencing
 from .inflight import InFlight
 from .membership import Membership
 from .messaging import Messaging
@@ -41,7 +42,7 @@ from .protocol import (
 log = logging.getLogger("heterarch.node")
 
 
-class Node(Messaging, Placement, PoolConsumer, Membership):
+class Node(Messaging, Placement, PoolConsumer, Membership, Fencing):
     """Hosts actors for one process and speaks the runtime protocol over a ``Transport``.
 
     Use it as an async context manager. Pools (``pools=``) make it a worker: it then pulls spawn
@@ -93,6 +94,10 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
         self._lost_nodes: set[str] = set()
         self._heard_self_at = time.monotonic()
         self._suspect_self = False
+        self._lease_s = max(heartbeat_interval, node_lost_after - heartbeat_interval)
+        self._lease_renewed = anyio.Event()
+        self._settling = False
+        self._fence_epoch = 0
         self._inflight = InFlight()
         self._slots: dict[str, anyio.Semaphore] = {}
         self._started = False
@@ -119,6 +124,8 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
             await self.task_group.open()
             t = self.transport
             t.on_reconnect(self._on_transport_reconnected)
+            # Who was declared lost; read by a node that comes back from a pause (fencing.py).
+            self._fenced_kv = await t.key_value(FENCED_BUCKET, ttl=3600.0)
             self._subs = [
                 await t.subscribe(self.subjects.mailboxes_of(self.node_id), self._on_mailbox),
                 await t.subscribe(self.subjects.replies(self.node_id), self._on_reply),
@@ -129,6 +136,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership):
                 Subjects.NODES_BUCKET, ttl=max(10.0, self.heartbeat_interval * 12)
             )
             self._guardian = self._make_guardian()
+            self._heard_self_at = time.monotonic()  # a slow start is no lapse of the lease
             await self._publish_heartbeat()
             self.task_group.start_soon(self._heartbeat_loop)
             self.task_group.start_soon(self._registry_loop)

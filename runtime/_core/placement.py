@@ -65,6 +65,8 @@ class Placement(NodeState):
         except MessageNotEncodable as exc:
             raise SpawnFailed(class_path(actor_class), pool or "", str(exc)) from None
         target_pool = parent_cell.address.pool if pool is None else pool
+        if not self.lease_valid() and not await self.wait_lease():
+            raise SpawnFailed(class_path(actor_class), target_pool, "this node was fenced")
         actor_id = new_id()
         address = await self.spawn_actor(
             actor_class, args_bytes, pool=target_pool if pool is not None else None,

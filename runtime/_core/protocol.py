@@ -58,6 +58,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     actors: int = 0
     heartbeat_at: float = 0.0
     reconnects: int = 0  # the transport's: a rise means what we sent it around then may be lost
+    lost_after: float = 0.0  # its node_lost_after: how soon it declares a silent peer lost
     declared: list[str] = []  # every pool in the worker's config file, served or not
 
 

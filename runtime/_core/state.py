@@ -52,6 +52,11 @@ class NodeState:
     _lost_nodes: set[str]
     _heard_self_at: float  # when our own heartbeat last came back through the broker
     _suspect_self: bool  # we cannot hear ourselves: we judge no peer meanwhile
+    _lease_s: float  # we may act this long after we last heard ourselves (see fencing.py)
+    _lease_renewed: anyio.Event
+    _settling: bool
+    _fence_epoch: int
+    _fenced_kv: KeyValue
     _inflight: InFlight
     _slots: dict[str, anyio.Semaphore]
     _guardian: ActorCell | None
@@ -69,6 +74,10 @@ class NodeState:
             self, watcher: Address, exited: Exited, dead: Address
         ) -> None: ...
         async def tell(self, ref: ActorRef[Any], msg: Any) -> None: ...
+        def lease_valid(self) -> bool: ...
+        async def wait_lease(self) -> bool: ...
+        def _lease_heard(self, now: float) -> bool: ...
+        async def _record_fenced(self, node_id: str) -> None: ...
         async def _start_local(
             self, actor_class: type[Actor], args: bytes, *, pool: str, name: str,
             parent: Address | None, depth: int, actor_id: str, generation: int,

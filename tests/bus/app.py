@@ -7,7 +7,7 @@ import collections
 import anyio
 import msgspec
 
-from actors import Actor, Ask
+from actors import Actor, ActorRef, Ask
 from runtime import PoolConfig
 
 
@@ -56,6 +56,60 @@ class Slow(Actor):
     async def job(self, msg: Job) -> str:
         await anyio.sleep(msg.seconds)
         return msg.key
+
+
+class Effect(Ask[str], frozen=True, tag=True):
+    """Say it started, take ``seconds``, then do the side effect (tell the parent it is done)."""
+
+    key: str
+    seconds: float
+
+
+class Started(msgspec.Struct, frozen=True, tag=True):
+    key: str
+
+
+class Done(msgspec.Struct, frozen=True, tag=True):
+    key: str
+
+
+class Effector(Actor):
+    async def effect(self, msg: Effect) -> str:
+        parent = self.ctx.parent
+        assert parent is not None
+        await parent.tell(Started(msg.key))
+        await anyio.sleep(msg.seconds)
+        await parent.tell(Done(msg.key))
+        return msg.key
+
+
+class StartEffectors(Ask[list[ActorRef[Effector]]], frozen=True, tag=True):
+    n: int
+    pool: str
+
+
+class Effects(Ask[dict[str, list[int]]], frozen=True, tag=True):
+    """Per key: how many times it started, how many times its side effect happened."""
+
+
+class Recorder(Actor):
+    """Parent of the effectors; counts their side effects."""
+
+    def __init__(self) -> None:
+        self.started: collections.Counter[str] = collections.Counter()
+        self.done: collections.Counter[str] = collections.Counter()
+
+    async def start_effectors(self, msg: StartEffectors) -> list[ActorRef[Effector]]:
+        return [await self.ctx.spawn(Effector, pool=msg.pool) for _ in range(msg.n)]
+
+    async def on_started(self, msg: Started) -> None:
+        self.started[msg.key] += 1
+
+    async def on_done(self, msg: Done) -> None:
+        self.done[msg.key] += 1
+
+    async def effects(self, msg: Effects) -> dict[str, list[int]]:
+        return {k: [self.started[k], self.done[k]] for k in self.started | self.done}
 
 
 POOLS = {"cpu": PoolConfig(name="cpu", hardware="cpu", capacity=16, modules=["tests.bus.app"])}
