@@ -135,6 +135,8 @@ class _Run:
         self.llm_lanes = Lanes(self.ctx, LLMAgent, limit_of=limit_of)
         self.rlm_lanes = Lanes(self.ctx, RLMAgent, limit_of=lambda pool: 4)
         self.sandbox: Any = None
+        self._sandbox_ready = anyio.Event()
+        self._sandbox_failure: Exception | None = None
         self.seen_lanes: set[str] = set()
         self._callback_context: Any = None
         self._context = ""
@@ -154,7 +156,6 @@ class _Run:
         wall = q.budget.wall_s
         try:
             context = await self._load_context()
-            await self._start_sandbox(context)
             system = SYSTEM_PROMPT.format(
                 context_chars=len(context), context_lines=context.count("\n") + 1,
                 output_limit=self.agent.output_limit, depth=q.depth, max_depth=q.max_depth,
@@ -166,8 +167,17 @@ class _Run:
                 {"role": "system", "content": system},
                 {"role": "user", "content": f"Question: {q.question}"},
             ]
-            with anyio.move_on_after(wall if wall > 0 else None) as wall_scope:
-                final, stop_reason = await self._loop(messages)
+            failure: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                # The sandbox starts while the root model writes its first reply.
+                tg.start_soon(self._start_sandbox_soon, context)
+                with anyio.move_on_after(wall if wall > 0 else None) as wall_scope:
+                    try:
+                        final, stop_reason = await self._loop(messages)
+                    except Exception as exc:  # raised below, outside the task group
+                        failure = exc
+            if failure is not None:
+                raise failure
             if wall_scope.cancelled_caught:
                 stop_reason = f"budget: wall time {wall:g}s exceeded"
         except BudgetExceeded as exc:
@@ -241,7 +251,7 @@ class _Run:
         u.cost_usd += float(completion.cost_usd)
 
     async def _final_answer(self, reply: str) -> str | None:
-        answer = await self.sandbox.get_var("answer")
+        answer = await (await self._ready_sandbox()).get_var("answer")
         if isinstance(answer, dict) and answer.get("ready"):
             return str(answer.get("content", ""))
         prose = CODE_BLOCK.sub("", reply)
@@ -265,6 +275,21 @@ class _Run:
             data: bytes = await blobs.get_blob(q.context_ref)
             return data.decode("utf-8", errors="replace")
         return q.context
+
+    async def _start_sandbox_soon(self, context: str) -> None:
+        """Start the sandbox; its failure is raised where the sandbox is first needed."""
+        try:
+            await self._start_sandbox(context)
+        except Exception as exc:
+            self._sandbox_failure = exc
+        finally:
+            self._sandbox_ready.set()
+
+    async def _ready_sandbox(self) -> Any:
+        await self._sandbox_ready.wait()
+        if self._sandbox_failure is not None:
+            raise self._sandbox_failure
+        return self.sandbox
 
     async def _start_sandbox(self, context: str) -> None:
         factory = self.ctx.service("sandbox_factory")
@@ -291,6 +316,7 @@ class _Run:
 
     async def _run_cell(self, index: int, code: str) -> str:
         self.check_budget()
+        sandbox = await self._ready_sandbox()  # a sandbox that did not start ends the run
         with tracer.start_as_current_span(
             "execute_tool repl",
             attributes={
@@ -306,7 +332,7 @@ class _Run:
                 span.set_attribute("heterarch.cell.code", truncate_content(code))
             self._callback_context = otel_context.get_current()
             try:
-                result = await self.sandbox.exec(code, timeout=self.query.cell_timeout_s)
+                result = await sandbox.exec(code, timeout=self.query.cell_timeout_s)
             except Exception as exc:
                 if isinstance(exc, BudgetExceeded):
                     raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.metadata
 import json
 import logging
@@ -257,6 +258,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from .._models.llm import litellm_module
 
         litellm_module()
+    # What the imports made (litellm alone: hundreds of thousands of objects) lives as long as
+    # the process: out of the garbage collector's sight, so its collections stay cheap on the
+    # hot path (measured: about half the model client's CPU per call with litellm imported).
+    gc.freeze()
 
     async def serve() -> None:
         async with Worker(config, args.pool, nats=_split(args.nats), services=services,
