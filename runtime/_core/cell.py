@@ -10,6 +10,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -222,7 +223,8 @@ class ActorCell:
         if records:
             async with anyio.create_task_group() as tg:
                 for record in reversed(records):
-                    tg.start_soon(self.node.stop_ref, record.ref, "parent stopped")
+                    tg.start_soon(partial(self.node.stop_ref, record.ref, "parent stopped",
+                                          generation=record.generation))
         self.children.clear()
         token = current_cell.set(self)
         try:
@@ -404,6 +406,11 @@ class ActorCell:
             self._remove_child(record)
             if self.parent is not None:  # a node's guardian has nobody to escalate to
                 self.fail(f"could not restart child {record.ref.actor_id}: {exc}", exc)
+            return
+        if record.removed or self.state is not CellState.RUNNING:
+            # We stopped (or let the child go) while it was being restarted: our stop could not
+            # reach the new incarnation, so stop it now rather than leave it running forever.
+            await self.node.stop_ref(self.node.codec.ref(address), "parent stopped")
             return
         record.ref._rebind(address)
         record.generation = generation

@@ -98,6 +98,12 @@ class Messaging(NodeState):
             self.reject(env, DEAD, f"actor {env.target} is not running on this node")
             return
         if isinstance(msg, StopActor):
+            if 0 <= msg.generation < cell.generation:
+                # Meant for an older incarnation, which is gone: not this one.
+                self.transport.dead_letters.record(env.target, "stale-stop", msg.reason)
+                if env.reply_to:
+                    self.task_group.start_soon(self.reply_value, env, True)
+                return
             self.task_group.start_soon(self._stop_and_reply, cell, env, msg.reason)
         elif isinstance(msg, Watch):
             cell.watchers[msg.watcher.actor_id] = msg.watcher
@@ -369,11 +375,17 @@ class Messaging(NodeState):
                 address,
             )
 
-    async def stop_ref(self, ref: ActorRef[Any], reason: str) -> None:
-        """Stop an actor wherever it lives and wait until it is gone (no-op if already gone)."""
+    async def stop_ref(self, ref: ActorRef[Any], reason: str, *, generation: int = -1) -> None:
+        """Stop an actor wherever it lives and wait until it is gone (no-op if already gone).
+
+        ``generation`` >= 0 stops only that incarnation (or an older one): a stop that arrives
+        late never takes down the incarnation that replaced it.
+        """
         address = ref.address
         local = self.cells.get(address.actor_id)
         if local is not None and address.node_id == self.node_id:
+            if 0 <= generation < local.generation:
+                return
             await local.stop(reason)
             return
         if address.node_id in self._lost_nodes:
@@ -381,7 +393,7 @@ class Messaging(NodeState):
         with self._inflight.waiting_on(address.node_id), contextlib.suppress(
             ActorDead, NoResponders, RequestTimeout, TransportError
         ):
-            await self.send_system(address, StopActor(reason), reply=True)
+            await self.send_system(address, StopActor(reason, generation), reply=True)
 
 
 def _check_message(msg: Any) -> None:

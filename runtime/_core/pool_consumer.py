@@ -129,7 +129,11 @@ class PoolConsumer(NodeState):
             log.warning("pool %s: refused spawn of %s: %s", pool.name, request.actor_class, reason)
             await self._refuse(pool, item, reason, type(exc).__name__)
             return False
-        cell = self.cells[request.actor_id]
+        cell = self.cells.get(request.actor_id)
+        if cell is None:  # stopped while it started (its parent stopped meanwhile)
+            await _settle(item.ack, pool)
+            await self._reply_spawned(env, address)
+            return False
         cell.on_finished.append(self._slots[pool.name].release)
         await _settle(item.ack, pool)
         await self._reply_spawned(env, address)

@@ -32,6 +32,7 @@ class Spawned(msgspec.Struct, frozen=True, tag="heterarch.sys.spawned"):
 
 class StopActor(msgspec.Struct, frozen=True, tag="heterarch.sys.stop"):
     reason: str = "stopped"
+    generation: int = -1  # the incarnation meant (-1: whichever runs); a newer one ignores it
 
 
 class Watch(msgspec.Struct, frozen=True, tag="heterarch.sys.watch"):

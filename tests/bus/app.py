@@ -112,5 +112,32 @@ class Recorder(Actor):
         return {k: [self.started[k], self.done[k]] for k in self.started | self.done}
 
 
+class Crash(Ask[str], frozen=True, tag=True):
+    pass
+
+
+class SlowToRestart(Actor):
+    """Crashes on ``Crash``; its restart waits for ``proceed`` (set by the test)."""
+
+    restarting: anyio.Event
+    proceed: anyio.Event
+
+    async def crash(self, msg: Crash) -> str:
+        raise RuntimeError("crash on purpose")
+
+    async def on_restart(self, error: BaseException | str) -> None:
+        type(self).restarting.set()
+        await type(self).proceed.wait()
+
+
+class SpawnChild(Ask[ActorRef[SlowToRestart]], frozen=True, tag=True):
+    pool: str
+
+
+class Supervisor(Actor):
+    async def spawn_child(self, msg: SpawnChild) -> ActorRef[SlowToRestart]:
+        return await self.ctx.spawn(SlowToRestart, pool=msg.pool)
+
+
 POOLS = {"cpu": PoolConfig(name="cpu", hardware="cpu", capacity=16, modules=["tests.bus.app"])}
 FAST = {"heartbeat_interval": 0.2, "node_lost_after": 1.5, "placement_timeout": 10.0}
