@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
+from pathlib import Path
 
 import docker
 import pytest
 
-from sandbox import DockerSandbox, SandboxCrashed, SandboxOOM, SandboxPool, reap_leftovers
+from sandbox import (
+    DockerSandbox,
+    ImageMissing,
+    SandboxClosed,
+    SandboxCrashed,
+    SandboxOOM,
+    SandboxPool,
+    reap_leftovers,
+)
 from sandbox._docker import LABEL, OWNER_LABEL, default_owner
 
 pytestmark = pytest.mark.anyio
@@ -115,5 +126,100 @@ async def test_leftovers_of_a_dead_process_are_reaped(sandbox_image: str) -> Non
         assert not client.containers.list(
             all=True, filters={"label": f"{OWNER_LABEL}=crashed-process"}
         )
+    finally:
+        client.close()
+
+
+async def test_kernel_surface_is_narrowed_by_the_seccomp_profile(
+    docker_sandbox: DockerSandbox,
+) -> None:
+    result = await docker_sandbox.exec(
+        "import ctypes, errno, socket\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "params = ctypes.create_string_buffer(120)\n"
+        "print(libc.syscall(425, 8, params), ctypes.get_errno() == errno.EPERM)  # io_uring_setup\n"
+        "for family in (socket.AF_VSOCK, socket.AF_ALG, socket.AF_PACKET):\n"
+        "    try:\n"
+        "        socket.socket(family, socket.SOCK_STREAM if family == socket.AF_VSOCK else"
+        " socket.SOCK_SEQPACKET if family == socket.AF_ALG else socket.SOCK_RAW)\n"
+        "        print('open')\n"
+        "    except PermissionError:\n"
+        "        print('refused')\n"
+        "socket.socket(socket.AF_UNIX).close()\n"
+        "print(open('/proc/self/cgroup').read().strip())\n"
+    )
+    assert result.ok, result.error
+    lines = result.stdout.splitlines()
+    assert lines[0] == "-1 True"
+    assert lines[1:4] == ["refused"] * 3
+    container = docker_sandbox.container
+    cgroups = lines[4:]  # a private cgroup namespace: every path is the root, no container id
+    assert cgroups and all(line.endswith(":/") for line in cgroups), cgroups
+    assert container.id not in result.stdout
+    container.reload()
+    host = container.attrs["HostConfig"]
+    assert host["CgroupnsMode"] == "private"
+    assert host["LogConfig"]["Type"] == "none"  # frames never land in the daemon's logs
+    assert host["ShmSize"] == 16 * 1024**2
+    assert any(opt.startswith("seccomp=") for opt in host["SecurityOpt"])
+
+
+async def test_data_folder_is_private_and_goes_with_the_process(
+    docker_sandbox: DockerSandbox,
+) -> None:
+    await docker_sandbox.set_text("context", "secret context")
+    data_dir = docker_sandbox._data_dir
+    assert data_dir is not None
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o750
+    (var_file,) = data_dir.iterdir()
+    assert stat.S_IMODE(var_file.stat().st_mode) == 0o640
+    assert (await docker_sandbox.exec("print(context)")).stdout == "secret context\n"
+    with pytest.raises(SandboxCrashed):
+        await docker_sandbox.exec("import os\nos._exit(1)")
+    assert not data_dir.exists()  # the dead process's folder is gone; the new one has its own
+    await docker_sandbox.close()
+    assert docker_sandbox._data_dir is None
+
+
+def sandbox_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("heterarch-sbx-*")}
+
+
+async def test_no_data_folder_leaks_from_unstarted_or_failed_sandboxes(sandbox_image: str) -> None:
+    before = sandbox_dirs()
+    never_started = DockerSandbox(image=sandbox_image)
+    await never_started.close()
+    missing = DockerSandbox(image="heterarch-sandbox:does-not-exist")
+    with pytest.raises(ImageMissing):
+        await missing.start()
+    await missing.close()
+    with pytest.raises(ImageMissing):  # one typed error, not an exception group
+        async with SandboxPool(
+            lambda: DockerSandbox(image="heterarch-sandbox:does-not-exist"), size=3
+        ):
+            pass
+    assert sandbox_dirs() <= before
+
+
+async def test_exit_137_is_a_crash_not_out_of_memory(docker_sandbox: DockerSandbox) -> None:
+    with pytest.raises(SandboxCrashed) as info:
+        await docker_sandbox.exec("import os\nos._exit(137)")
+    assert not isinstance(info.value, SandboxOOM)
+    assert "status 137" in str(info.value)
+    assert (await docker_sandbox.exec("print('alive')")).stdout == "alive\n"
+
+
+async def test_a_released_pool_sandbox_is_closed_for_good(sandbox_image: str) -> None:
+    async with SandboxPool(lambda: DockerSandbox(image=sandbox_image), size=1) as pool:
+        sb = await pool.acquire()
+        await pool.release(sb)
+        with pytest.raises(SandboxClosed):
+            await sb.start()
+        with pytest.raises(SandboxClosed):
+            await sb.exec("1")
+    client = docker.from_env()
+    try:
+        mine = f"{OWNER_LABEL}={default_owner()}"
+        assert not client.containers.list(all=True, filters={"label": mine})
     finally:
         client.close()
