@@ -37,9 +37,9 @@ class Counting:
 async def bounded(request: pytest.FixtureRequest, sandbox_image: str) -> AsyncIterator[
     tuple[Sandbox, Counting]
 ]:
-    limits = {"max_callbacks": 8, "max_batch": 1_000}
-    sb: Sandbox = DockerSandbox(image=sandbox_image, **limits) if request.param == "docker" else (
-        ProcessSandbox(**limits)
+    sb: Sandbox = (
+        DockerSandbox(image=sandbox_image, max_callbacks=8, max_batch=1_000)
+        if request.param == "docker" else ProcessSandbox(max_callbacks=8, max_batch=1_000)
     )
     counting = Counting()
     sb.register_callback("llm_query", counting)
