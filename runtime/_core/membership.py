@@ -30,6 +30,7 @@ from .protocol import (
     Exited,
     NodeInfo,
     NodeStats,
+    is_node_id,
 )
 from .state import NodeState
 
@@ -136,15 +137,19 @@ class Membership(NodeState):
         if env.sender == self.node_id:
             self._heard_self()
             return
-        if not env.sender:
+        if not is_node_id(env.sender):
+            self._bad_heartbeat(env, "its sender is not a node id")
             return
         if env.type == "goodbye":
             self._known_nodes.pop(env.sender, None)
             return
         try:
             info = _node_info_decoder.decode(env.payload)
-        except DECODE_ERRORS:
-            self.transport.dead_letters.record(env.sender, "malformed-heartbeat")
+        except DECODE_ERRORS as exc:
+            self._bad_heartbeat(env, f"not a NodeInfo: {exc}")
+            return
+        if info.node_id != env.sender or not all(is_node_id(p) for p in info.pools):
+            self._bad_heartbeat(env, "its node id or pool names are malformed")
             return
         self._lost_nodes.discard(env.sender)
         if 0 < info.lost_after < self._lease_s + self.heartbeat_interval:
@@ -155,6 +160,11 @@ class Membership(NodeState):
         if known is not None and info.reconnects > known[0].reconnects:
             # It lost the broker for a while: what we asked it then may never have arrived.
             self._inflight.resend(env.sender)
+
+    def _bad_heartbeat(self, env: Envelope, why: str) -> None:
+        """One line, no traceback: a crafted heartbeat must not flood every node's log."""
+        self.transport.dead_letters.record("heartbeat", "malformed-heartbeat", why)
+        log.warning("refused a heartbeat from %r: %s", env.sender[:64], why[:200])
 
     def _heard_self(self) -> None:
         """Our own heartbeat came back through the broker: we can judge our peers again."""

@@ -37,6 +37,7 @@ from .pool_consumer import PoolConsumer
 from .protocol import (
     NodeInfo,
     Subjects,
+    is_node_id,
 )
 
 log = logging.getLogger("heterarch.node")
@@ -69,6 +70,8 @@ class Node(Messaging, Placement, PoolConsumer, Membership, Fencing):
     ) -> None:
         self.transport = transport
         self.node_id = node_id or new_id()[:16]
+        if not is_node_id(self.node_id):
+            raise ValueError(f"node_id must be 1-64 letters, digits, '_' or '-', not {node_id!r}")
         self.role = role
         self.pools: dict[str, PoolConfig] = dict(pools or {})
         #: Every pool of this worker's config (served or not): a spawn onto any other pool name

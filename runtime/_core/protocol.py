@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from actors import Address
@@ -90,6 +92,14 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True):
 
 SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited
 system_decoder = msgspec.msgpack.Decoder(SystemMessage)
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_node_id(value: str) -> bool:
+    """A node id (or pool name) is one subject token: letters, digits, '_' and '-'."""
+    return _NODE_ID.fullmatch(value) is not None
 
 
 class Subjects:

@@ -4,13 +4,16 @@ traffic is unaffected."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import anyio
 import msgspec
 import nats
 import pytest
 
 from actors import message_type_name
 from runtime import ActorSystem, NatsServer, Worker
+from runtime._core.protocol import NodeInfo
 from transports import Envelope, Kind, NatsTransport, encode_envelope, new_id
 
 from .app import FAST, POOLS, Handled, Job, Tally
@@ -83,5 +86,52 @@ async def test_a_reply_from_another_sender_is_refused(nats_server: NatsServer,
             assert forged_once, "the impostor saw no ask"
             assert "came from another sender 'impostor'" in caplog.text
             assert await tally.ask(Handled(), timeout=10) == {"real": 1}
+    finally:
+        await nc.close()
+
+
+async def test_crafted_heartbeats_are_refused_with_one_line_each(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    namespace = "hb" + new_id()[:8]
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with Worker(POOLS, ["cpu"], nats=nats_server.url, namespace=namespace,
+                          **FAST) as worker, \
+                ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as system:
+            tally = await system.spawn(Tally, pool="cpu")
+
+            def heartbeat(sender: str, info: NodeInfo | bytes) -> bytes:
+                payload = info if isinstance(info, bytes) else msgspec.msgpack.encode(info)
+                return encode_envelope(Envelope(id=new_id(), kind=Kind.SYSTEM, sender=sender,
+                                                payload=payload))
+
+            def info(node_id: str, **extra: Any) -> NodeInfo:
+                return NodeInfo(node_id=node_id, role="worker", host="h", pid=1, started_at=0,
+                                heartbeat_at=float("nan"), lost_after=float("nan"), **extra)
+
+            crafted = [
+                heartbeat("x" * 5000, info("x" * 5000)),  # a subject past the control line
+                heartbeat("*", info("*")), heartbeat(">", info(">")),
+                heartbeat("$SYS", info("$SYS")), heartbeat("a.b", info("a.b")),
+                heartbeat("ok-id", b"\xc1 not msgpack"),
+                heartbeat("ok-id", info("someone-else")),
+                heartbeat("ok-id", info("ok-id", pools={"a.b": "cpu"})),
+                heartbeat(worker.node.node_id, info(worker.node.node_id)),  # impersonation
+            ]
+            with caplog.at_level(logging.WARNING):
+                for data in crafted:
+                    await nc.publish(f"{namespace}.hb.x", data)
+                await nc.flush()
+                # Judge after the crafted ones have been seen and any "lost" timeout has passed.
+                with anyio.fail_after(30):
+                    while caplog.text.count("refused a heartbeat") < 2 * (len(crafted) - 1):
+                        await anyio.sleep(0.05)
+                stats = await system.node.cluster_stats(timeout=5)
+            assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+            assert {s.info.node_id for s in stats} == {worker.node.node_id, system.node.node_id}
+            assert set(system.node._known_nodes) == {worker.node.node_id, system.node.node_id}
+            assert system.node.transport.is_connected
+            assert await tally.ask(Job("still fine"), timeout=10) == "still fine"
     finally:
         await nc.close()
