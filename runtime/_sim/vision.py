@@ -214,9 +214,9 @@ def vision_profiles(root: Responder | None = None) -> dict[str, Profile]:
                 modalities=("text", "image"), vision=QWEN3_VL_VISION,
                 description="Qwen3-VL-8B-class VLM on one H100 (simulated)"),
         Profile("sim/frontier-vlm", "api", 0.89, 80.0, 64, 1.25, 10.00, 3,
-                responder=VisionResponder(GPT5_VISION, root),
+                responder=VisionResponder(GPT5_VISION, root), reasoning_tokens=320,
                 modalities=("text", "image"), vision=GPT5_VISION,
-                description="GPT-5-class frontier VLM API (simulated)"),
+                description="GPT-5-class frontier VLM API, medium reasoning (simulated)"),
     ]
     return {p.model: p for p in profiles}
 
