@@ -82,6 +82,7 @@ class Prompt(Ask[LLMReply], frozen=True, kw_only=True, tag="heterarch.Prompt"):
     max_tokens: int | None = None
     temperature: float | None = None
     images: list[ImageRef] = []
+    route_reason: str = ""  # why the router chose this pool (on the sub-call's span)
 
 
 class PromptOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +110,7 @@ class PromptChunk(Ask[PromptResults], frozen=True, kw_only=True, tag="heterarch.
     prompts: list[str]
     max_tokens: int | None = None
     inbox: Inbox | None = None
+    route_reasons: list[str] = []  # why the router chose this pool, per prompt
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,3 +146,5 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     cell_timeout_s: float = 120.0
     images: list[ImageRef] = []  # an image context: ``context`` is then a list of images
     pools: list[str] = []  # the pools the router may use for this run's tree (empty: all)
+    route_reason: str = ""  # why the router placed this agent on its pool
+    conversation_id: str = ""  # the run's id, on every agent span (gen_ai.conversation.id)

@@ -82,13 +82,14 @@ class Lanes:
     async def run_batch(
         self, pool: str, prompts: Sequence[str], *, max_tokens: int | None,
         on_lane: Callable[[ActorRef[Any]], None] = _ignore,
-        on_outcome: Callable[[PromptOutcome], None] = _ignore,
+        on_outcome: Callable[[PromptOutcome], None] = _ignore, reasons: Sequence[str] = (),
     ) -> list[PromptOutcome | None]:
         """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
 
         Returns one outcome per prompt, in order; ``None`` where no lane could answer (every
         lane of the batch failed): the caller falls back for those. ``on_lane`` sees each lane
-        used (for counting agents), ``on_outcome`` each outcome as it arrives.
+        used (for counting agents), ``on_outcome`` each outcome as it arrives. ``reasons``: why
+        the router chose the pool, per prompt (they go on the sub-calls' spans).
         """
         n = len(prompts)
         size = self._limit(pool)
@@ -105,7 +106,8 @@ class Lanes:
         def message(chunk: range, inbox: Inbox) -> PromptChunk:
             left = [i for i in chunk if outcomes[i] is None]
             return PromptChunk(indices=left, prompts=[prompts[i] for i in left],
-                               max_tokens=max_tokens, inbox=inbox)
+                               max_tokens=max_tokens, inbox=inbox,
+                               route_reasons=[reasons[i] for i in left] if reasons else [])
 
         async def drive(inbox: Inbox) -> None:
             async with self.lane(pool) as lane:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+from opentelemetry import trace
 
 from ._actor import Actor
 from ._agent_messages import (
@@ -16,6 +17,7 @@ from ._agent_messages import (
     PromptResults,
 )
 from ._images import image_parts
+from ._spans import mark_failed, note_route
 
 #: How long finished prompts of a chunk wait for company before they travel as progress:
 #: calls that started together finish together, and go back in one message.
@@ -32,6 +34,7 @@ class LLMAgent(Actor):
     """
 
     async def prompt(self, msg: Prompt) -> LLMReply:
+        note_route(msg.route_reason)
         messages: list[dict[str, Any]] = list(msg.messages) or [
             {"role": "user", "content": msg.prompt}]
         if msg.images:  # the bytes come from the blob store here, next to the model call
@@ -43,6 +46,7 @@ class LLMAgent(Actor):
     async def prompt_chunk(self, msg: PromptChunk) -> PromptResults:
         if len(msg.indices) != len(msg.prompts):
             raise ValueError("PromptChunk needs one index per prompt")
+        note_route(msg.route_reasons)
         done: list[PromptOutcome] = []
         unsent: list[PromptOutcome] = []
         left = len(msg.prompts)
@@ -75,6 +79,10 @@ class LLMAgent(Actor):
         async with anyio.create_task_group() as tg:
             for index, prompt in zip(msg.indices, msg.prompts, strict=True):
                 tg.start_soon(one, index, prompt)
+        failed = [o for o in done if o.reply is None]
+        if failed:  # the chunk's span says so; the asker falls back for these prompts
+            mark_failed(trace.get_current_span(), failed[0].error_type,
+                        f"{len(failed)} of {len(done)} prompts failed: {failed[0].error}")
         return PromptResults(done)  # all of them: progress may arrive after the reply
 
     async def _complete(self, messages: list[dict[str, Any]], max_tokens: int | None,

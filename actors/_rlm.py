@@ -36,7 +36,17 @@ from ._agent_messages import (
 from ._images import store_wire_images, wire_images
 from ._lanes import Lanes
 from ._llm_agent import LLMAgent
-from ._semconv import content_capture_enabled, truncate_content
+from ._semconv import (
+    ATTR_GENAI_CONVERSATION_ID,
+    ATTR_GENAI_INPUT_MESSAGES,
+    ATTR_GENAI_OUTPUT_MESSAGES,
+    ATTR_GENAI_TOOL_ARGUMENTS,
+    ATTR_GENAI_TOOL_RESULT,
+    content_capture_enabled,
+    genai_messages,
+    truncate_content,
+)
+from ._spans import mark_exception, mark_failed, mark_outcome, note_route, usage_attributes
 from ._supervision import Backoff, SupervisorStrategy
 from .errors import BudgetExceeded, InvalidImage, RemoteError
 
@@ -151,6 +161,7 @@ class _Run:
     # -- the loop ---------------------------------------------------------------------------------
     async def execute(self) -> Answer:
         q = self.query
+        self._describe_run()
         stop_reason = "max_iterations"
         final: str | None = None
         wall = q.budget.wall_s
@@ -188,7 +199,7 @@ class _Run:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
         text = final if final is not None else self.best_partial
-        self._record_rollups(stop_reason if final is None else "final")
+        self._record_rollups(stop_reason if final is None else "final", text)
         return Answer(
             text=text,
             ok=final is not None,
@@ -201,22 +212,39 @@ class _Run:
             trace_id=_trace_id(),
         )
 
-    def _record_rollups(self, stop_reason: str) -> None:
-        """Totals of the whole subtree on this agent's span (the root's span: the whole run)."""
+    def _describe_run(self) -> None:
+        """What this agent was asked, on its span: the run's id, why it runs on this pool, the
+        question (content capture only)."""
         span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        q = self.query
+        if q.conversation_id:
+            span.set_attribute(ATTR_GENAI_CONVERSATION_ID, q.conversation_id)
+        note_route(q.route_reason)
+        if content_capture_enabled():
+            span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(
+                [{"role": "user", "content": q.question}]))
+
+    def _record_rollups(self, stop_reason: str, text: str) -> None:
+        """Totals of the whole subtree on this agent's span (the root's span: the whole run),
+        its status (ERROR with ``error.type`` when it did not answer), the answer (opt-in)."""
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
         attributes: dict[str, Any] = {
-            "heterarch.cost_usd": total_cost(self.usage),
+            **usage_attributes(self.usage),
             "heterarch.usage.tokens": total_tokens(self.usage),
             "heterarch.stop_reason": stop_reason,
             "heterarch.iterations": self.iterations,
         }
-        for pool, u in self.usage.items():
-            attributes[f"heterarch.usage.{pool}.tokens"] = u.tokens
-            attributes[f"heterarch.usage.{pool}.cost_usd"] = u.cost_usd
-            attributes[f"heterarch.usage.{pool}.calls"] = u.calls
         for depth, n in self.agents_by_depth.items():
             attributes[f"heterarch.agents.depth_{depth}"] = n
+        if content_capture_enabled():
+            attributes[ATTR_GENAI_OUTPUT_MESSAGES] = genai_messages(
+                [{"role": "assistant", "content": text}], finish_reason=stop_reason)
         span.set_attributes(attributes)
+        mark_outcome(span, stop_reason)
 
     async def _loop(self, messages: list[dict[str, str]]) -> tuple[str | None, str]:
         for _ in range(self.query.max_iterations):
@@ -328,22 +356,30 @@ class _Run:
                 "heterarch.cell.chars": len(code),
             },
         ) as span:
-            if content_capture_enabled():
-                span.set_attribute("heterarch.cell.code", truncate_content(code))
+            capture = content_capture_enabled() and span.is_recording()
+            if capture:
+                span.set_attribute(ATTR_GENAI_TOOL_ARGUMENTS, truncate_content(code))
             self._callback_context = otel_context.get_current()
             try:
                 result = await sandbox.exec(code, timeout=self.query.cell_timeout_s)
             except Exception as exc:
                 if isinstance(exc, BudgetExceeded):
                     raise
-                span.record_exception(exc)
+                mark_exception(span, exc)
                 lost = bool(getattr(exc, "state_lost", False))
                 if lost:
                     await self._load_state(self._context)
                 note = " The REPL was restarted: variables are gone, `context` is reloaded." \
                     if lost else ""
                 return f"[cell {index}] {type(exc).__name__}: {exc}.{note}"
-        return self._describe(index, result)
+            output = self._describe(index, result)
+            error = getattr(result, "error", None)
+            if error:  # the model's code raised: the tool call failed, the agent goes on
+                mark_failed(span, getattr(error, "type", "") or type(error).__name__,
+                            getattr(error, "message", "") or str(error))
+            if capture:
+                span.set_attribute(ATTR_GENAI_TOOL_RESULT, truncate_content(output))
+            return output
 
     def _describe(self, index: int, result: Any) -> str:
         parts = []
@@ -400,15 +436,22 @@ class _Run:
         (``_sub_llm_refs``: another pool, unless the code or the run named one)."""
         self.check_budget()
         by_pool: dict[str, list[int]] = {}
+        reasons: list[str] = []
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
-            pool, _ = self._route(prompt, "llm", dict(opts), set())
+            pool, reason = self._route(prompt, "llm", dict(opts), set())
             by_pool.setdefault(pool, []).append(i)
+            reasons.append(reason)
+        span = trace.get_current_span()
+        if span.is_recording():  # where the batch went; each sub-call's span says why
+            span.set_attribute("heterarch.route.pools",
+                               [f"{pool}={len(ix)}" for pool, ix in by_pool.items()])
         results = [""] * len(prompts)
 
         async def pool_share(pool: str, indices: list[int]) -> None:
             outcomes = await self.llm_lanes.run_batch(
                 pool, [prompts[i] for i in indices], on_lane=self._count_agent,
-                max_tokens=options[indices[0]].get("max_tokens"))
+                max_tokens=options[indices[0]].get("max_tokens"),
+                reasons=[reasons[i] for i in indices])
             again: list[tuple[int, set[str]]] = []
             for i, outcome in zip(indices, outcomes, strict=True):
                 if outcome is not None and outcome.reply is not None:
@@ -532,13 +575,12 @@ class _Run:
         while True:
             pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
             span = trace.get_current_span()
-            span.set_attribute("heterarch.route.reason", reason)
-            span.set_attribute("heterarch.pool", pool)
             try:
                 async with self.llm_lanes.lane(pool) as lane:
                     self._count_agent(lane)
                     reply: LLMReply = await lane.ask(
-                        Prompt(prompt=prompt, max_tokens=max_tokens, images=images), timeout=600
+                        Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
+                               route_reason=reason), timeout=600
                     )
             except Exception as exc:
                 failed.add(pool)
@@ -557,11 +599,11 @@ class _Run:
             return await self._sub_llm(text, options)
         self.check_budget()
         pool, reason = self._route(prompt + context[:2000], "rlm", dict(options), set())
-        trace.get_current_span().set_attribute("heterarch.route.reason", reason)
         child_query = Query(
             question=prompt, context=context, max_depth=q.max_depth,
             max_iterations=q.max_iterations, depth=q.depth + 1, budget=self._budget_left(),
             pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s, pools=q.pools,
+            route_reason=reason, conversation_id=q.conversation_id,
         )
         async with self.rlm_lanes.lane(pool) as lane:
             self._count_agent(lane)

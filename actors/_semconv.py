@@ -7,7 +7,10 @@ The ``actors`` package must not import ``runtime``; ``runtime._observe.tracing``
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # heterarch's own attributes
 ATTR_ACTOR_ID = "heterarch.actor.id"
@@ -30,6 +33,10 @@ ATTR_GENAI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 ATTR_GENAI_TOOL_NAME = "gen_ai.tool.name"
 ATTR_GENAI_INPUT_MESSAGES = "gen_ai.input.messages"
 ATTR_GENAI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+ATTR_GENAI_CONVERSATION_ID = "gen_ai.conversation.id"
+ATTR_GENAI_TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
+ATTR_GENAI_TOOL_RESULT = "gen_ai.tool.call.result"
+ATTR_ERROR_TYPE = "error.type"
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONTENT_LIMIT = 2000
@@ -54,3 +61,33 @@ def content_capture_enabled() -> bool:
 def truncate_content(text: str, limit: int = CONTENT_LIMIT) -> str:
     """``text`` cut to ``limit`` characters, with a marker saying how much was left out."""
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more]"
+
+
+def _part(content: Any, limit: int) -> dict[str, Any]:
+    """One message part of the conventions' schema, text cut inside the content."""
+    if isinstance(content, Mapping):
+        if content.get("type") == "text":
+            return {"type": "text", "content": truncate_content(str(content.get("text", "")),
+                                                                 limit)}
+        if content.get("type") == "image_url":
+            url = str((content.get("image_url") or {}).get("url", ""))
+            return {"type": "uri", "modality": "image", "uri": truncate_content(url, 120)}
+        return {"type": str(content.get("type", "generic"))}
+    return {"type": "text", "content": truncate_content(str(content), limit)}
+
+
+def genai_messages(messages: Iterable[Mapping[str, Any]], *, finish_reason: str | None = None,
+                   limit: int = CONTENT_LIMIT) -> str:
+    """``[{role, content}]`` chat messages as the GenAI conventions' JSON (``[{role, parts:
+    [{type: "text", content}]}]``; output messages with ``finish_reason``), every text cut to
+    ``limit`` characters inside its ``content``, so the attribute stays valid JSON."""
+    out = []
+    for message in messages:
+        content = message.get("content", "")
+        items = content if isinstance(content, list) else [content]
+        entry: dict[str, Any] = {"role": str(message.get("role", "user")),
+                                 "parts": [_part(c, limit) for c in items]}
+        if finish_reason is not None:
+            entry["finish_reason"] = finish_reason
+        out.append(entry)
+    return json.dumps(out, ensure_ascii=False)

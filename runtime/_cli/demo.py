@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,14 @@ from rich.console import Console
 from rich.table import Table
 
 from actors import Answer, Budget, ImageRef, Query, RLMAgent
+from actors._semconv import (
+    ATTR_GENAI_CONVERSATION_ID,
+    ATTR_GENAI_INPUT_MESSAGES,
+    ATTR_GENAI_OUTPUT_MESSAGES,
+    content_capture_enabled,
+    genai_messages,
+)
+from actors._spans import mark_exception, mark_outcome, usage_attributes
 
 from .._config import RuntimeConfig, load_config
 from .._models.routing import RouteService
@@ -101,26 +110,42 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
         if route is None or config is None:
             raise ValueError("ask_rlm needs root_pool, or route and config to place the root")
         root_pool, reason = place_root(route, question, config=config, pools=pools)
+    conversation = uuid.uuid4().hex
     with tracer.start_as_current_span(
-        "invoke_agent rlm", attributes={"gen_ai.operation.name": "invoke_agent",
-                                        "gen_ai.agent.name": "rlm", "heterarch.pool": root_pool,
-                                        "heterarch.route.reason": reason},
-    ):
-        # Transient: if its worker dies, the root restarts on another worker of the pool and
-        # the ask below is sent again (the context is a blob, so nothing is lost).
-        root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
-                                  supervision="transient")
+        "invoke_agent rlm", record_exception=False, set_status_on_exception=False,
+        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "rlm",
+                    ATTR_GENAI_CONVERSATION_ID: conversation, "heterarch.pool": root_pool,
+                    "heterarch.route.reason": reason},
+    ) as span:
+        if content_capture_enabled() and span.is_recording():
+            span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(
+                [{"role": "user", "content": question}]))
         try:
-            query = Query(question=question, context=context, context_ref=context_ref,
-                          max_depth=max_depth, max_iterations=max_iterations,
-                          budget=budget or Budget(), pool_override=pool_override,
-                          images=images or [], pools=list(pools))
-            answer: Answer = await root.ask(query, timeout=timeout)
-        finally:
-            await system.stop(root)
-        span = trace.get_current_span()
-        span.set_attribute("heterarch.cost_usd", answer.cost_usd)
-        span.set_attribute("heterarch.stop_reason", answer.stop_reason)
+            # Transient: if its worker dies, the root restarts on another worker of the pool
+            # and the ask below is sent again (the context is a blob, so nothing is lost).
+            root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
+                                      supervision="transient")
+            try:
+                query = Query(question=question, context=context, context_ref=context_ref,
+                              max_depth=max_depth, max_iterations=max_iterations,
+                              budget=budget or Budget(), pool_override=pool_override,
+                              images=images or [], pools=list(pools), route_reason=reason,
+                              conversation_id=conversation)
+                answer: Answer = await root.ask(query, timeout=timeout)
+            finally:
+                await system.stop(root)
+        except Exception as exc:
+            mark_exception(span, exc)
+            raise
+        if span.is_recording():
+            span.set_attributes({**usage_attributes(answer.usage),
+                                 "heterarch.stop_reason": answer.stop_reason,
+                                 "heterarch.iterations": answer.iterations})
+            if content_capture_enabled():
+                span.set_attribute(ATTR_GENAI_OUTPUT_MESSAGES, genai_messages(
+                    [{"role": "assistant", "content": answer.text}],
+                    finish_reason=answer.stop_reason))
+            mark_outcome(span, answer.stop_reason)
         return answer
 
 

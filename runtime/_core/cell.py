@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import msgspec
-from opentelemetry import trace
 
 from actors import (
     Actor,
@@ -29,11 +28,13 @@ from actors import (
     Strategy,
     Terminated,
 )
+from actors._spans import mark_exception
 from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind
 
+from .._observe.agent_spans import CreatedUnder, invoke_agent_span
 from .asks import Admission, TakenAsks
 from .protocol import DEAD, MAILBOX_FULL, UNDELIVERABLE, Exited
-from .trace_context import extract_context, tracer, tracing_enabled
+from .trace_context import extract_context, tracing_enabled
 
 if TYPE_CHECKING:
     from .node import Node
@@ -70,6 +71,7 @@ class ChildRecord:
     restarting: bool = False
     removed: bool = False
     failure: BaseException | None = None  # why its last restart failed (the asker gets it)
+    created_under: CreatedUnder | None = None  # its create span (tracing on): see agent_spans
     changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
     def mark_changed(self) -> None:
@@ -274,16 +276,14 @@ class ActorCell:
         token = current_cell.set(self)
         try:
             if tracing_enabled():
-                with tracer.start_as_current_span(
-                    f"invoke_agent {type(self.actor).__name__}",
-                    context=extract_context(env.headers),
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes=self._span_attributes(env),
+                with invoke_agent_span(
+                    self.actor, self.address, parent_id=self.parent.actor_id if self.parent
+                    else "", depth=self.depth, hardware=self.node.hardware_of(self.address.pool),
+                    message_type=env.type, context=extract_context(env.headers),
                 ) as span:
                     result = await self._call(handler, msg)
                     if isinstance(result, _Failure):
-                        span.record_exception(result.error)
-                        span.set_status(trace.StatusCode.ERROR, str(result.error))
+                        mark_exception(span, result.error)
             else:
                 result = await self._call(handler, msg)
         finally:
@@ -322,20 +322,6 @@ class ActorCell:
             return _Failure(exc)
         finally:
             self._handler_scope = None
-
-    def _span_attributes(self, env: Envelope) -> dict[str, Any]:
-        hardware = self.node.hardware_of(self.address.pool)
-        return {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": type(self.actor).__name__,
-            "gen_ai.agent.id": self.address.actor_id,
-            "heterarch.actor.id": self.address.actor_id,
-            "heterarch.parent.id": self.parent.actor_id if self.parent else "",
-            "heterarch.pool": self.address.pool,
-            "heterarch.hardware": hardware,
-            "heterarch.depth": self.depth,
-            "heterarch.message.type": env.type,
-        }
 
     # -- supervision ------------------------------------------------------------------------------
     async def child_exited(self, exited: Exited, *, counts: bool = True) -> None:

@@ -40,6 +40,7 @@ from transports import (
 from transports._subjects import is_reply_subject
 from transports.errors import NoResponders, RequestTimeout, TransportError
 
+from .._observe.agent_spans import first_work_context
 from .cell import ActorCell, current_cell
 from .classes import class_path
 from .codec import ENCODE_ERRORS, encode, encode_message
@@ -57,7 +58,7 @@ from .protocol import (
     system_decoder,
 )
 from .state import NodeState
-from .trace_context import inject_headers
+from .trace_context import inject_headers, tracing_enabled
 
 log = logging.getLogger("heterarch.node")
 A = TypeVar("A", bound=Actor)
@@ -248,8 +249,17 @@ class Messaging(NodeState):
             correlation_id=correlation_id,
             type=message_type_name(type(msg)),
             payload=encode_message(msg),
-            headers=inject_headers(),
+            headers=self._trace_headers(address.actor_id),
         )
+
+    def _trace_headers(self, target: str) -> dict[str, str]:
+        """The trace context for a message to ``target``: the current span's, or the target's
+        create span for the first work its parent gives it (``agent_spans``)."""
+        if not tracing_enabled():
+            return {}
+        record = self._records.get(target)
+        created = record.created_under if record is not None else None
+        return inject_headers(context=first_work_context(created))
 
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
         _check_message(msg)

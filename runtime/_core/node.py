@@ -26,6 +26,7 @@ from transports._tasks import HostedTaskGroup
 from transports.errors import TransportError
 
 from .._config import PoolConfig
+from .._observe.agent_spans import CreatedUnder
 from .cell import ActorCell, ChildRecord
 from .codec import Codec
 from .fencing import FENCED_BUCKET, Fencing
@@ -91,6 +92,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership, Fencing):
         self.cells: dict[str, ActorCell] = {}
         self.started_at = time.time()
         self._records: dict[str, ChildRecord] = {}  # actor id -> record of a supervising cell here
+        self._created_under: dict[str, CreatedUnder] = {}
         self._pending_spawns: dict[str, MemoryObjectSendStream[Envelope]] = {}
         self._inboxes: dict[str, tuple[Any, Callable[[Any], None]]] = {}
         self._known_nodes: dict[str, tuple[NodeInfo, float]] = {}

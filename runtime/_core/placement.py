@@ -7,7 +7,6 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
-from opentelemetry import trace
 
 from actors import (
     Actor,
@@ -24,6 +23,7 @@ from transports import (
     new_id,
 )
 
+from .._observe.agent_spans import create_agent_span
 from .cell import ActorCell, ChildRecord
 from .classes import class_path, instantiate
 from .codec import encode, encode_message
@@ -33,7 +33,7 @@ from .protocol import (
     SpawnRequest,
 )
 from .state import NodeState
-from .trace_context import inject_headers, tracer, tracing_enabled
+from .trace_context import inject_headers, tracing_enabled
 
 if TYPE_CHECKING:
     from .node import Node
@@ -76,6 +76,7 @@ class Placement(NodeState):
         record = ChildRecord(
             ref=ref, actor_class=actor_class, args=args_bytes, name=name or "",
             pool=pool if pool is not None else "", restart=restart,
+            created_under=self._created_under.pop(actor_id, None),
         )
         if pool is None:
             record.pool = ""
@@ -119,22 +120,15 @@ class Placement(NodeState):
             generation=generation,
         )
         if tracing_enabled():
-            with tracer.start_as_current_span(
-                f"create_agent {actor_class.__name__}",
-                kind=trace.SpanKind.PRODUCER,
-                attributes={
-                    "gen_ai.operation.name": "create_agent",
-                    "gen_ai.agent.name": actor_class.__name__,
-                    "gen_ai.agent.id": actor_id,
-                    "heterarch.actor.id": actor_id,
-                    "heterarch.parent.id": parent.address.actor_id,
-                    "heterarch.pool": pool,
-                    "heterarch.hardware": self.hardware_of(pool),
-                    "heterarch.depth": parent.depth + 1,
-                    "heterarch.restart": restart_error is not None,
-                },
-            ):
-                return await self._spawn_remote(request, inject_headers())
+            with create_agent_span(
+                actor_class, name=name, actor_id=actor_id, parent=parent.address,
+                depth=parent.depth + 1, pool=pool, hardware=self.hardware_of(pool),
+                restart=restart_error is not None,
+            ) as created:
+                address = await self._spawn_remote(request, inject_headers())
+                if generation == 0:
+                    self._created_under[actor_id] = created
+                return address
         return await self._spawn_remote(request, {})
 
     async def _spawn_remote(self, request: SpawnRequest, headers: dict[str, str]) -> Address:

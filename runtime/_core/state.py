@@ -25,6 +25,8 @@ from .protocol import Exited, NodeInfo, Subjects
 if TYPE_CHECKING:
     from actors import Actor, ActorRef, Address
 
+    from .._observe.agent_spans import CreatedUnder
+
 
 class NodeState:
     transport: Transport
@@ -46,6 +48,7 @@ class NodeState:
     task_group: HostedTaskGroup
     closed: anyio.Event
     _records: dict[str, ChildRecord]  # actor id -> record of a supervising cell here
+    _created_under: dict[str, CreatedUnder]  # actor id -> its create span, until recorded
     _pending_spawns: dict[str, MemoryObjectSendStream[Envelope]]
     _inboxes: dict[str, tuple[Any, Callable[[Any], None]]]  # inbox id -> (item type, callback)
     _known_nodes: dict[str, tuple[NodeInfo, float]]

@@ -16,11 +16,13 @@ def tracing_enabled() -> bool:
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
-def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
-    """The current trace context as headers; empty when tracing is off or no span is active."""
+def inject_headers(headers: dict[str, str] | None = None, *,
+                   context: otel_context.Context | None = None) -> dict[str, str]:
+    """The trace context (``context``, else the current one) as headers; empty when tracing is
+    off or no span is active."""
     carrier: dict[str, str] = {} if headers is None else headers
     if tracing_enabled():
-        propagate.inject(carrier)
+        propagate.inject(carrier, context=context)
     return carrier
 
 

@@ -15,7 +15,6 @@ with ``client = "litellm"``, through litellm (``litellm_path``).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -27,7 +26,12 @@ import msgspec
 from opentelemetry import trace
 
 from actors._agent_messages import PoolUsage, Usage
-from actors._semconv import content_capture_enabled, truncate_content
+from actors._semconv import (
+    ATTR_GENAI_INPUT_MESSAGES,
+    ATTR_GENAI_OUTPUT_MESSAGES,
+    content_capture_enabled,
+    genai_messages,
+)
 
 from .._config import PoolConfig
 from .._core.trace_context import tracing_enabled
@@ -241,8 +245,9 @@ class LLMClient:
     def _end_span(self, span: trace.Span, messages: list[dict[str, Any]], reply: RawReply,
                   cost: float, attempts: int) -> None:
         if content_capture_enabled():
-            span.set_attribute("gen_ai.input.messages", truncate_content(json.dumps(messages)))
-            span.set_attribute("gen_ai.output.messages", truncate_content(reply.text))
+            span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(messages))
+            span.set_attribute(ATTR_GENAI_OUTPUT_MESSAGES, genai_messages(
+                [{"role": "assistant", "content": reply.text}], finish_reason="stop"))
         span.set_attributes({
             "gen_ai.response.model": reply.model,
             "gen_ai.usage.input_tokens": reply.input_tokens,

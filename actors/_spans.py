@@ -1,0 +1,74 @@
+"""Span helpers shared by the built-in agents and the runtime (the OpenTelemetry API only:
+everything here is a no-op on a non-recording span, so it costs nothing with tracing off)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+
+from ._agent_messages import Usage
+from ._semconv import (
+    ATTR_COST_USD,
+    ATTR_ERROR_TYPE,
+    ATTR_GENAI_INPUT_TOKENS,
+    ATTR_GENAI_OUTPUT_TOKENS,
+    ATTR_ROUTE_REASON,
+)
+
+
+def mark_failed(span: trace.Span, error_type: str, description: str = "") -> None:
+    """ERROR status with ``error.type`` (the conventions' way to say an operation failed)."""
+    if span.is_recording():
+        span.set_attribute(ATTR_ERROR_TYPE, error_type)
+        span.set_status(trace.StatusCode.ERROR, description[:500])
+
+
+def mark_exception(span: trace.Span, exc: BaseException) -> None:
+    """``exc`` as an event on ``span``, and the span failed with its type."""
+    if span.is_recording():
+        span.record_exception(exc)
+        mark_failed(span, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+
+
+def stop_error_type(stop_reason: str) -> str | None:
+    """The ``error.type`` of a run that ended with ``stop_reason`` (None: it answered)."""
+    if stop_reason == "final":
+        return None
+    if stop_reason.startswith("budget"):
+        return "BudgetExceeded"
+    if stop_reason.startswith("error: "):
+        return stop_reason[len("error: "):].split(":", 1)[0] or "error"
+    return stop_reason.split(":", 1)[0]
+
+
+def mark_outcome(span: trace.Span, stop_reason: str) -> None:
+    """OK for an answer, else ERROR with the stop reason's ``error.type``."""
+    error_type = stop_error_type(stop_reason)
+    if error_type is None:
+        if span.is_recording():
+            span.set_status(trace.StatusCode.OK)
+    else:
+        mark_failed(span, error_type, stop_reason)
+
+
+def usage_attributes(usage: Usage) -> dict[str, Any]:
+    """Token totals (``gen_ai.usage.*``), dollars, and per pool calls, tokens, dollars."""
+    attributes: dict[str, Any] = {
+        ATTR_GENAI_INPUT_TOKENS: sum(u.input_tokens for u in usage.values()),
+        ATTR_GENAI_OUTPUT_TOKENS: sum(u.output_tokens for u in usage.values()),
+        ATTR_COST_USD: sum(u.cost_usd for u in usage.values()),
+    }
+    for pool, u in usage.items():
+        attributes[f"heterarch.usage.{pool}.tokens"] = u.tokens
+        attributes[f"heterarch.usage.{pool}.cost_usd"] = u.cost_usd
+        attributes[f"heterarch.usage.{pool}.calls"] = u.calls
+    return attributes
+
+
+def note_route(reasons: list[str] | str) -> None:
+    """Why the router sent this sub-call here, on the current (the sub-call's) span."""
+    span = trace.get_current_span()
+    if span.is_recording() and reasons:
+        text = reasons if isinstance(reasons, str) else "; ".join(sorted(set(reasons)))
+        span.set_attribute(ATTR_ROUTE_REASON, text)
