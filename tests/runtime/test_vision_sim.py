@@ -6,7 +6,7 @@ import base64
 import io
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from runtime import PoolConfig
 from runtime._models.llm import LLMCallFailed, LLMClient
@@ -21,6 +21,7 @@ from runtime._models.routing import (
 from runtime._sim import vision, webpages
 from runtime._sim.profiles import default_profiles
 from runtime._sim.simulator import Simulator
+from sandbox import heterarch_vision as hv
 
 GPT4O = vision.VisionSpec.openai_tiles(85, 170, legible_px=5.5)
 
@@ -68,15 +69,9 @@ def test_pages_are_a_pure_function_of_their_id() -> None:
 
 
 def view_png(page: webpages.Page, box: tuple[int, int, int, int], zoom: float) -> bytes:
-    """A crop of the rendered page, zoomed, carrying its view (what the REPL helpers write)."""
-    full = Image.open(io.BytesIO(webpages.render(page)))
-    crop = full.crop(box).resize((round((box[2] - box[0]) * zoom),
-                                  round((box[3] - box[1]) * zoom)))
-    meta = PngImagePlugin.PngInfo()
-    meta.add_text(webpages.VIEW_KEY, webpages.view_info(page.page_id, box))
-    out = io.BytesIO()
-    crop.save(out, format="PNG", pnginfo=meta)
-    return out.getvalue()
+    """A crop of the rendered page, zoomed, as the REPL helpers send it."""
+    wire = hv.to_wire(hv.zoom(webpages.render(page), box, zoom))
+    return base64.b64decode(wire["data"])
 
 
 def test_the_responder_reads_zoomed_crops_and_misreads_small_text() -> None:
