@@ -41,7 +41,8 @@ from .profiles import ScriptedResponder as ScriptedResponder
 from .profiles import default_profiles as default_profiles
 from .profiles import estimate_tokens as estimate_tokens
 from .profiles import profiles_toml as profiles_toml
-from .vision import reply_with_images, request_images
+from .vision import reply_with_images, request_images, vision_profiles
+from .vision_task import VisionRootResponder
 
 log = logging.getLogger("heterarch.simulate")
 
@@ -385,9 +386,11 @@ async def serve(*, host: str = "127.0.0.1", port: int = 8700, time_scale: float 
                 seed: int = 1, error_rate: float | None = None,
                 profiles: Mapping[str, Profile] | None = None,
                 responders: Sequence[str] = ()) -> None:
-    """Run the simulator until cancelled (Ctrl-C), printing what it serves."""
-    chosen = with_responders(profiles if profiles is not None else default_profiles(),
-                             responders)
+    """Run the simulator until cancelled (Ctrl-C), printing what it serves (by default the
+    text pools and the two vision pools)."""
+    if profiles is None:
+        profiles = {**default_profiles(), **vision_profiles(VisionRootResponder())}
+    chosen = with_responders(profiles, responders)
     if error_rate is not None:
         if not 0.0 <= error_rate <= 1.0:
             raise RuntimeConfigError("--error-rate must be between 0 and 1")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -171,3 +176,26 @@ def test_no_router_sends_an_image_to_a_text_only_pool() -> None:
     text_only = {"wafer": VISION_POOLS["wafer"]}
     with pytest.raises(NoPoolFits):
         RouteService(ComplexityRouter(text_only), pools=text_only)(prompt="x", images=1)
+
+
+def test_heterarch_simulate_serves_the_vision_pools() -> None:
+    root = Path(__file__).parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "runtime._cli", "simulate", "--port", "0",
+                             "--time-scale", "0"], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        page = webpages.layout("web:4:0")
+        card = next(box for role, box in page.regions if role == "card")
+        body = json.dumps({"model": "sim/vlm-small",
+                           "messages": image_message(view_png(page, card, 2.0))}).encode()
+        request = urllib.request.Request(url + "/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            reply = json.loads(response.read())
+        assert reply["choices"][0]["message"]["content"].startswith("name: ")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
