@@ -119,9 +119,19 @@ def encode_capped(value, limit):
 
 
 class Waiter:
+    """One callback's wait for its reply: a locked lock the reader thread releases."""
+
     def __init__(self):
-        self.event = threading.Event()
+        self.lock = threading.Lock()
+        self.lock.acquire()
         self.frame = {}
+
+    def wait(self):
+        self.lock.acquire()  # interruptible: the watchdog's TimeoutError lands here
+
+    def deliver(self, frame):
+        self.frame = frame
+        self.lock.release()
 
 
 class Server:
@@ -208,10 +218,9 @@ class Server:
             if frame is None:  # the host is gone
                 os._exit(0)
             if frame.get("op") == "reply":
-                waiter = self.waiting.get(frame.get("id"))
+                waiter = self.waiting.pop(frame.get("id"), None)
                 if waiter is not None:  # else: its caller gave up (watchdog); drop it
-                    waiter.frame = frame
-                    waiter.event.set()
+                    waiter.deliver(frame)
             else:
                 self.requests.put(frame)
 
@@ -228,7 +237,7 @@ class Server:
             try:
                 server.send({"op": "call", "id": call_id, "name": name, "args": list(args),
                              "kwargs": kwargs})
-                waiter.event.wait()
+                waiter.wait()
             finally:
                 server.waiting.pop(call_id, None)
             frame = waiter.frame
