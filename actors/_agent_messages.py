@@ -111,6 +111,7 @@ class PromptChunk(Ask[PromptResults], frozen=True, kw_only=True, tag="heterarch.
     max_tokens: int | None = None
     inbox: Inbox | None = None
     route_reasons: list[str] = []  # why the router chose this pool, per prompt
+    images: list[list[ImageRef]] = []  # per prompt (empty: no images), in the blob store
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True):

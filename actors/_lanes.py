@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from ._actor import Actor
-from ._agent_messages import PromptChunk, PromptOutcome, PromptResults
+from ._agent_messages import ImageRef, PromptChunk, PromptOutcome, PromptResults
 from ._context import Context
 from ._messages import Inbox
 from ._ref import ActorRef
@@ -83,13 +83,15 @@ class Lanes:
         self, pool: str, prompts: Sequence[str], *, max_tokens: int | None,
         on_lane: Callable[[ActorRef[Any]], None] = _ignore,
         on_outcome: Callable[[PromptOutcome], None] = _ignore, reasons: Sequence[str] = (),
+        images: Sequence[list[ImageRef]] = (),
     ) -> list[PromptOutcome | None]:
         """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
 
         Returns one outcome per prompt, in order; ``None`` where no lane could answer (every
         lane of the batch failed): the caller falls back for those. ``on_lane`` sees each lane
         used (for counting agents), ``on_outcome`` each outcome as it arrives. ``reasons``: why
-        the router chose the pool, per prompt (they go on the sub-calls' spans).
+        the router chose the pool, per prompt (they go on the sub-calls' spans); ``images``:
+        per prompt, stored images to send with it (refs only travel).
         """
         n = len(prompts)
         size = self._limit(pool)
@@ -107,7 +109,8 @@ class Lanes:
             left = [i for i in chunk if outcomes[i] is None]
             return PromptChunk(indices=left, prompts=[prompts[i] for i in left],
                                max_tokens=max_tokens, inbox=inbox,
-                               route_reasons=[reasons[i] for i in left] if reasons else [])
+                               route_reasons=[reasons[i] for i in left] if reasons else [],
+                               images=[images[i] for i in left] if images else [])
 
         async def drive(inbox: Inbox) -> None:
             async with self.lane(pool) as lane:

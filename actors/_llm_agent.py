@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -9,6 +10,7 @@ from opentelemetry import trace
 
 from ._actor import Actor
 from ._agent_messages import (
+    ImageRef,
     LLMReply,
     PoolUsage,
     Prompt,
@@ -35,13 +37,19 @@ class LLMAgent(Actor):
 
     async def prompt(self, msg: Prompt) -> LLMReply:
         note_route(msg.route_reason)
-        messages: list[dict[str, Any]] = list(msg.messages) or [
-            {"role": "user", "content": msg.prompt}]
-        if msg.images:  # the bytes come from the blob store here, next to the model call
-            parts = await image_parts(self.ctx.service("blobs"), msg.images)
-            messages = [{"role": "user",
-                         "content": [{"type": "text", "text": msg.prompt}, *parts]}]
+        messages: list[dict[str, Any]] = (
+            await self._user_message(msg.prompt, msg.images) if msg.images or not msg.messages
+            else list(msg.messages))
         return await self._complete(messages, msg.max_tokens, msg.temperature)
+
+    async def _user_message(self, prompt: str,
+                            images: Sequence[ImageRef]) -> list[dict[str, Any]]:
+        """One user message; images as ``image_url`` parts, their bytes fetched from the blob
+        store here, next to the model call."""
+        if not images:
+            return [{"role": "user", "content": prompt}]
+        parts = await image_parts(self.ctx.service("blobs"), images)
+        return [{"role": "user", "content": [{"type": "text", "text": prompt}, *parts]}]
 
     async def prompt_chunk(self, msg: PromptChunk) -> PromptResults:
         if len(msg.indices) != len(msg.prompts):
@@ -52,10 +60,10 @@ class LLMAgent(Actor):
         left = len(msg.prompts)
         flushing = False
 
-        async def one(index: int, prompt: str) -> None:
+        async def one(index: int, prompt: str, images: Sequence[ImageRef]) -> None:
             nonlocal left, flushing
             try:
-                reply = await self._complete([{"role": "user", "content": prompt}],
+                reply = await self._complete(await self._user_message(prompt, images),
                                              msg.max_tokens, None)
                 outcome = PromptOutcome(index=index, reply=reply)
             except Exception as exc:  # the asker owns it: it falls back or raises
@@ -77,8 +85,9 @@ class LLMAgent(Actor):
                 flushing = False
 
         async with anyio.create_task_group() as tg:
-            for index, prompt in zip(msg.indices, msg.prompts, strict=True):
-                tg.start_soon(one, index, prompt)
+            images = msg.images or [[] for _ in msg.prompts]
+            for index, prompt, pictures in zip(msg.indices, msg.prompts, images, strict=True):
+                tg.start_soon(one, index, prompt, pictures)
         failed = [o for o in done if o.reply is None]
         if failed:  # the chunk's span says so; the asker falls back for these prompts
             mark_failed(trace.get_current_span(), failed[0].error_type,

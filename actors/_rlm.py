@@ -425,20 +425,32 @@ class _Run:
             raise InvalidImage("llm_query_batched needs one list of images per prompt")
         per_prompt = [dict(options, pool=pools[i]) if pools else options
                       for i in range(len(prompts))]
-        if images is not None:
-            return await self._batched_with_images(prompts, per_prompt, images)
-        with self._tool_span("llm_query_batched", batch=len(prompts)):
-            return await self._batched([str(p) for p in prompts], per_prompt)
+        if images is None:
+            with self._tool_span("llm_query_batched", batch=len(prompts)):
+                return await self._batched([str(p) for p in prompts], per_prompt)
+        blobs = self.ctx.service("blobs")
+        stored: list[list[ImageRef]] = []
+        try:  # every image is checked and stored before any prompt goes out
+            for items in images:
+                stored.append(await store_wire_images(blobs, items))
+            with self._tool_span("llm_query_batched", batch=len(prompts),
+                                 images=sum(len(refs) for refs in stored)):
+                return await self._batched([str(p) for p in prompts], per_prompt, stored)
+        finally:  # the images lived for this batch
+            with anyio.CancelScope(shield=True):
+                await _delete_images(blobs, [ref for refs in stored for ref in refs])
 
-    async def _batched(self, prompts: list[str], options: list[dict[str, Any]]) -> list[str]:
+    async def _batched(self, prompts: list[str], options: list[dict[str, Any]],
+                       images: list[list[ImageRef]] | None = None) -> list[str]:
         """Route each prompt, then send each pool its share in chunks (``Lanes.run_batch``).
         Prompts that no lane answered, or whose model call failed, go one by one
         (``_sub_llm_refs``: another pool, unless the code or the run named one)."""
         self.check_budget()
         by_pool: dict[str, list[int]] = {}
         reasons: list[str] = []
+        pictures = images or [[] for _ in prompts]
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
-            pool, reason = self._route(prompt, "llm", dict(opts), set())
+            pool, reason = self._route(prompt, "llm", dict(opts), set(), len(pictures[i]))
             by_pool.setdefault(pool, []).append(i)
             reasons.append(reason)
         span = trace.get_current_span()
@@ -451,7 +463,8 @@ class _Run:
             outcomes = await self.llm_lanes.run_batch(
                 pool, [prompts[i] for i in indices], on_lane=self._count_agent,
                 max_tokens=options[indices[0]].get("max_tokens"),
-                reasons=[reasons[i] for i in indices])
+                reasons=[reasons[i] for i in indices],
+                images=[pictures[i] for i in indices] if images else ())
             again: list[tuple[int, set[str]]] = []
             for i, outcome in zip(indices, outcomes, strict=True):
                 if outcome is not None and outcome.reply is not None:
@@ -470,21 +483,12 @@ class _Run:
                     tg.start_soon(one_by_one, i, failed)
 
         async def one_by_one(i: int, failed: set[str]) -> None:
-            results[i] = await self._sub_llm_refs(prompts[i], options[i], [], failed)
+            results[i] = await self._sub_llm_refs(prompts[i], options[i], pictures[i], failed)
 
         async with anyio.create_task_group() as tg:
             for pool, indices in by_pool.items():
                 tg.start_soon(pool_share, pool, indices)
         return results
-
-    async def _batched_with_images(self, prompts: list[str], options: list[dict[str, Any]],
-                                   images: list[Any]) -> list[str]:
-        with self._tool_span("llm_query_batched", batch=len(prompts),
-                             images=sum(len(i) for i in images if isinstance(i, list))):
-            return await self._gather(
-                [partial(self._sub_llm, str(p), o, i)
-                 for p, o, i in zip(prompts, options, images, strict=True)]
-            )
 
     async def rlm_query(self, prompt: str, context: str = "", **options: Any) -> str:
         with self._tool_span("rlm_query"):
@@ -561,11 +565,7 @@ class _Run:
             return await self._sub_llm_refs(prompt, options, refs)
         finally:  # the images lived for this one call
             with anyio.CancelScope(shield=True):
-                for image in refs:
-                    try:
-                        await blobs.delete_blob(image.ref)
-                    except Exception:  # already gone: nothing left to free
-                        pass
+                await _delete_images(blobs, refs)
 
     async def _sub_llm_refs(self, prompt: str, options: dict[str, Any],
                             images: list[ImageRef], failed: set[str] | None = None) -> str:
@@ -656,6 +656,14 @@ class _Run:
                 pass
         await self.llm_lanes.close()
         await self.rlm_lanes.close()
+
+
+async def _delete_images(blobs: Any, images: list[ImageRef]) -> None:
+    for image in images:
+        try:
+            await blobs.delete_blob(image.ref)
+        except Exception:  # already gone: nothing left to free
+            pass
 
 
 def _trace_id() -> str:

@@ -42,10 +42,13 @@ class Recording:
 
 
 PAGE = webpages.layout("web:21:0")
-CARD = next(box for role, box in PAGE.regions if role == "card")
+CARD, CARD2 = [box for role, box in PAGE.regions if role == "card"][:2]
 PROGRAM = f"""```repl
 page = context[0]
 print("read:", llm_query("Read all text in this crop.", images=[zoom(page, {CARD!r}, 2)]))
+both = llm_query_batched(["Read all text in this crop."] * 2,
+                         images=[[zoom(page, {CARD!r}, 2)], zoom(page, {CARD2!r}, 2)])
+print("batch:", " | ".join(text.replace(chr(10), " / ") for text in both))
 def typed(call):
     try:
         call()
@@ -100,10 +103,16 @@ async def test_an_image_goes_from_the_repl_to_the_model_and_back(
     price = next(e for e in PAGE.elements if e.kind == "price" and e.box[0] >= CARD[0]
                  and e.box[2] <= CARD[2] and e.box[1] >= CARD[1] and e.box[3] <= CARD[3])
     assert f"price: {price.text}" in output  # read by the small vision model, exactly
-    assert images_received["sim/vlm-small"] == 1
+    name2 = next(e for e in PAGE.elements if e.kind == "name" and e.box[0] >= CARD2[0]
+                 and e.box[2] <= CARD2[2] and e.box[1] >= CARD2[1] and e.box[3] <= CARD2[3])
+    batch = next(line for line in output.splitlines() if line.startswith("batch:"))
+    assert f"price: {price.text}" in batch and f"name: {name2.text}" in batch
+    assert images_received["sim/vlm-small"] == 3
     assert all(n == 0 for model, n in images_received.items()
                if "image" not in profiles[model].modalities)
-    assert answer.usage["vision-small"].calls == 1
+    assert answer.usage["vision-small"].calls == 3
+    chunks = [data for subject, data in seen_on_nats if b"heterarch.PromptChunk" in data]
+    assert any(b"image/png" in data for data in chunks)  # the batch went as a chunk, refs only
     typed = [line for line in output.splitlines() if line.startswith("typed:")]
     assert [line.split(" | ")[0] for line in typed] == [
         "typed: ImageError", "typed: NotAnImage", "typed: ImageTooLarge", "typed: EmptyCrop",
