@@ -366,6 +366,9 @@ class ActorCell:
         peers = [t for t in targets if t is not record]
         for peer in reversed(peers):
             await self.node.stop_ref(peer.ref, f"restarting ({strategy.strategy.value})")
+        # Make sure the incarnation that exited is gone (a no-op when it is; a forged or
+        # mistaken exit notice must not leave two incarnations of one actor running).
+        await self.node.stop_ref(record.ref, "restarting", generation=exited.generation)
         for target in targets:
             await self._restart(target, strategy.backoff, exited.reason)
         return "restarted"

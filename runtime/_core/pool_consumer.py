@@ -26,6 +26,7 @@ from transports.errors import TransportError
 
 from .._config import PoolConfig
 from ..errors import ClassNotServed
+from .cell import CellState
 from .classes import resolve_actor_class
 from .protocol import (
     UNDELIVERABLE,
@@ -109,6 +110,14 @@ class PoolConsumer(NodeState):
         if existing is not None and existing.generation == request.generation:
             await _settle(item.ack, pool)  # a redelivery of a spawn that succeeded here
             await self._reply_spawned(env, existing.address)
+            return False
+        if existing is not None and existing.state in (CellState.STARTING, CellState.RUNNING):
+            # Another incarnation of this id runs here: its parent stops an incarnation before
+            # it restarts it, so this request would hijack the id.
+            reason = (f"actor {request.actor_id} already runs here (incarnation "
+                      f"{existing.generation}): refused to start another")
+            log.warning("pool %s: %s", pool.name, reason)
+            await self._refuse(pool, item, reason, UNDELIVERABLE)
             return False
         try:
             actor_class = resolve_actor_class(request.actor_class, pool.modules)

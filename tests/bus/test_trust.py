@@ -13,7 +13,8 @@ import pytest
 
 from actors import message_type_name
 from runtime import ActorSystem, NatsServer, Worker
-from runtime._core.protocol import NodeInfo
+from runtime._core.cell import CellState
+from runtime._core.protocol import Exited, NodeInfo, SpawnRequest
 from transports import Envelope, Kind, NatsTransport, encode_envelope, new_id
 
 from .app import FAST, POOLS, Handled, Job, Tally
@@ -135,3 +136,55 @@ async def test_crafted_heartbeats_are_refused_with_one_line_each(
             assert await tally.ask(Job("still fine"), timeout=10) == "still fine"
     finally:
         await nc.close()
+
+
+async def test_a_forged_exit_notice_leaves_one_incarnation(nats_server: NatsServer) -> None:
+    """A forged ``Exited`` makes the parent restart its child, but never leaves two running:
+    the parent stops the incarnation that 'exited' before it starts the next."""
+    namespace = "fx" + new_id()[:8]
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with Worker(POOLS, ["cpu"], nats=nats_server.url, namespace=namespace,
+                          **FAST) as worker, \
+                ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as system:
+            tally = await system.spawn(Tally, pool="cpu")
+            old = worker.node.cells[tally.actor_id]
+            record = system.node._records[tally.actor_id]
+            forged = Exited(actor_id=tally.actor_id, reason="forged", abnormal=True,
+                            generation=0)
+            guardian = system.node.guardian.address
+            env = Envelope(id=new_id(), kind=Kind.SYSTEM, target=guardian.actor_id,
+                           type=message_type_name(Exited), payload=msgspec.msgpack.encode(forged))
+            await nc.publish(f"{namespace}.a.{guardian.node_id}.{guardian.actor_id}",
+                             encode_envelope(env))
+            with anyio.fail_after(30):
+                while record.generation < 1:
+                    await anyio.sleep(0.05)
+            assert old.state is CellState.STOPPED
+            running = [c for c in worker.node.cells.values()
+                       if c.address.actor_id == tally.actor_id]
+            assert [c.generation for c in running] == [1]
+            assert await tally.ask(Job("one"), timeout=10) == "one"
+    finally:
+        await nc.close()
+
+
+async def test_a_spawn_request_for_a_running_actor_id_is_refused(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    namespace = "hj" + new_id()[:8]
+    async with Worker(POOLS, ["cpu"], nats=nats_server.url, namespace=namespace,
+                      **FAST) as worker, \
+            ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as system:
+        tally = await system.spawn(Tally, pool="cpu")
+        hijack = SpawnRequest(actor_class="tests.bus.app:Tally", args=msgspec.msgpack.encode(
+            [[], {}]), actor_id=tally.actor_id, pool="cpu", generation=7)
+        env = Envelope(id=new_id(), kind=Kind.SYSTEM, type=message_type_name(SpawnRequest),
+                       payload=msgspec.msgpack.encode(hijack))
+        with caplog.at_level(logging.WARNING):
+            await system.node.transport.enqueue("cpu", env)
+            with anyio.fail_after(30):
+                while "refused to start another" not in caplog.text:
+                    await anyio.sleep(0.05)
+        assert worker.node.cells[tally.actor_id].generation == 0
+        assert await tally.ask(Job("mine"), timeout=10) == "mine"
