@@ -59,6 +59,9 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image" too: the
     # router may send it image_url content parts
     client: str = "auto"  # "auto", "litellm" or "openai" (the lean OpenAI-compatible client)
+    # Root actors one spawning node may hold on one worker of this pool (0: no limit), so that
+    # one client cannot fill every slot with roots; children of actors do not count.
+    roots_per_client: int = 0
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _POOL_NAME_CHARS:
@@ -67,6 +70,8 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             )
         if self.capacity < 1:
             raise RuntimeConfigError(f"pool {self.name!r}: capacity must be >= 1")
+        if self.roots_per_client < 0:
+            raise RuntimeConfigError(f"pool {self.name!r}: roots_per_client must be >= 0")
         if self.max_concurrency < 1:
             raise RuntimeConfigError(f"pool {self.name!r}: max_concurrency must be >= 1")
         unknown = set(self.modalities) - MODALITIES

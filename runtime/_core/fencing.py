@@ -57,6 +57,7 @@ class Fencing(NodeState):
             self._settling = False
             return  # the next heartbeat that comes back tries again
         self._heard_self_at = time.monotonic()
+        self._hearing_again(self._heard_self_at)
         self._settling = False
         renewed, self._lease_renewed = self._lease_renewed, anyio.Event()
         renewed.set()

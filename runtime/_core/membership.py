@@ -169,8 +169,11 @@ class Membership(NodeState):
     def _heard_self(self) -> None:
         """Our own heartbeat came back through the broker: we can judge our peers again."""
         now = time.monotonic()
-        if not self._lease_heard(now):
-            return  # the lease lapsed: settle (fenced or not) before anything else
+        if self._lease_heard(now):
+            self._hearing_again(now)
+        # else the lease lapsed: fencing.py settles (fenced or not), then calls _hearing_again
+
+    def _hearing_again(self, now: float) -> None:
         if self._suspect_self:
             self._suspect_self = False
             log.warning("broker reachable again: judging peers from now on")

@@ -62,6 +62,8 @@ class PoolConsumer(NodeState):
         try:
             while True:
                 await slots.acquire()
+                if not self.lease_valid():  # no new work before we know we were not fenced
+                    await self.wait_lease()
                 try:
                     item = await queue.fetch(timeout=1.0)
                 except TransportError as exc:
@@ -106,6 +108,8 @@ class PoolConsumer(NodeState):
         if request.deadline and time.time() > request.deadline:
             await _settle(item.term, pool)  # its spawner gave up already
             return False
+        if not self.lease_valid():  # taken just before a pause: settle (maybe fence) first
+            await self.wait_lease()
         existing = self.cells.get(request.actor_id)
         if existing is not None and existing.generation == request.generation:
             await _settle(item.ack, pool)  # a redelivery of a spawn that succeeded here
@@ -118,6 +122,12 @@ class PoolConsumer(NodeState):
                       f"{existing.generation}): refused to start another")
             log.warning("pool %s: %s", pool.name, reason)
             await self._refuse(pool, item, reason, UNDELIVERABLE)
+            return False
+        quota_error = self._over_root_quota(pool, request)
+        if quota_error:
+            log.warning("pool %s: refused spawn of %s: %s", pool.name, request.actor_class,
+                        quota_error)
+            await self._refuse(pool, item, quota_error, SpawnFailed.__name__)
             return False
         try:
             actor_class = resolve_actor_class(request.actor_class, pool.modules)
@@ -147,6 +157,19 @@ class PoolConsumer(NodeState):
         await _settle(item.ack, pool)
         await self._reply_spawned(env, address)
         return True
+
+    def _over_root_quota(self, pool: PoolConfig, request: SpawnRequest) -> str:
+        """Why ``request`` exceeds its spawner's ``roots_per_client`` here ('' if it does not)."""
+        if pool.roots_per_client <= 0 or request.depth != 0 or request.parent is None:
+            return ""
+        spawner = request.parent.node_id
+        roots = sum(1 for c in self.cells.values()
+                    if c.depth == 0 and c.address.pool == pool.name
+                    and c.parent is not None and c.parent.node_id == spawner)
+        if roots < pool.roots_per_client:
+            return ""
+        return (f"spawn quota reached: node {spawner} holds {roots} root actors on this worker "
+                f"(pool {pool.name!r} allows {pool.roots_per_client} per client)")
 
     async def _refuse(self, pool: PoolConfig, item: WorkItem, reason: str, error: str) -> None:
         """Never deliver it again; record it as a dead letter; tell the spawner why."""

@@ -11,7 +11,7 @@ import msgspec
 import nats
 import pytest
 
-from actors import message_type_name
+from actors import SpawnFailed, message_type_name
 from runtime import ActorSystem, NatsServer, Worker
 from runtime._core.cell import CellState
 from runtime._core.protocol import Exited, NodeInfo, SpawnRequest
@@ -82,7 +82,7 @@ async def test_a_reply_from_another_sender_is_refused(nats_server: NatsServer,
             sub = await nc.subscribe(f"{namespace}.a.>", cb=forge)
             await nc.flush()
             with caplog.at_level(logging.WARNING, logger="heterarch.node"):
-                assert await tally.ask(Job("real", 0.2), timeout=10) == "real"
+                assert await tally.ask(Job("real", 1.0), timeout=10) == "real"
             await sub.unsubscribe()
             assert forged_once, "the impostor saw no ask"
             assert "came from another sender 'impostor'" in caplog.text
@@ -188,3 +188,20 @@ async def test_a_spawn_request_for_a_running_actor_id_is_refused(
                     await anyio.sleep(0.05)
         assert worker.node.cells[tally.actor_id].generation == 0
         assert await tally.ask(Job("mine"), timeout=10) == "mine"
+
+
+async def test_a_client_cannot_fill_a_worker_with_roots(nats_server: NatsServer,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    namespace = "qt" + new_id()[:8]
+    pools = {"cpu": msgspec.structs.replace(POOLS["cpu"], roots_per_client=3)}
+    async with Worker(pools, ["cpu"], nats=nats_server.url, namespace=namespace, **FAST), \
+            ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as greedy, \
+            ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as other:
+        mine = [await greedy.spawn(Tally, pool="cpu") for _ in range(3)]
+        with caplog.at_level(logging.WARNING), pytest.raises(SpawnFailed, match="spawn quota"):
+            await greedy.spawn(Tally, pool="cpu")
+        assert "spawn quota reached" in caplog.text
+        theirs = await other.spawn(Tally, pool="cpu")  # another client is not affected
+        assert await theirs.ask(Job("theirs"), timeout=10) == "theirs"
+        await greedy.stop(mine[0])  # a freed root makes room again
+        assert await (await greedy.spawn(Tally, pool="cpu")).ask(Job("again"), timeout=10)
