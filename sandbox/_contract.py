@@ -130,7 +130,7 @@ class Sandbox(ABC):
     async def _boot(self) -> None:
         channel = await self._launch()
         link = Link(
-            channel, self._callbacks, self._wait_exit, max_frame=self.max_frame,
+            channel, self._callbacks, self._wait_exit, self._kill, max_frame=self.max_frame,
             max_callbacks=self.max_callbacks, max_batch=self.max_batch,
         )
         names = sorted({*self._callbacks, *(f"{n}_batched" for n in self._callbacks)})

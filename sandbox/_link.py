@@ -61,6 +61,7 @@ class Link:
         channel: Channel,
         callbacks: dict[str, Callback],
         wait_exit: Callable[[], Awaitable[None]],
+        kill: Callable[[], Awaitable[None]],
         *,
         max_frame: int,
         max_callbacks: int,
@@ -70,6 +71,7 @@ class Link:
         self.max_frame = max_frame
         self.lost: LinkLost | None = None
         self._wait_exit = wait_exit
+        self._kill = kill
         self._pending: dict[int, anyio.Event] = {}
         self._outcomes: dict[int, Result | BaseException] = {}
         self._next_id = 0
@@ -195,6 +197,9 @@ class Link:
             except Exception as exc:  # whatever else a frame did to us: the sandbox goes
                 self.mark_lost(f"a frame the host could not handle ({exc!r:.200})", violation=True)
             tasks.cancel_scope.cancel()
+        if self.lost is not None and self.lost.violation:
+            with anyio.CancelScope(shield=True):  # whole, even while the link is closed
+                await self._kill()  # at once, even with no call pending: the next call restarts
 
     async def _watch_exit(self) -> None:
         await self._wait_exit()

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from sandbox import Sandbox, SandboxCrashed
+from sandbox import DockerSandbox, ProcessSandbox, Sandbox, SandboxCrashed
 
 pytestmark = pytest.mark.anyio
 
@@ -149,4 +149,23 @@ async def test_a_repl_that_dies_between_cells_is_restarted_by_the_next_call(
     assert "status 5" in str(error)
     assert elapsed < WELL_BEFORE
     assert started.is_running and started.restarts == 1
+    await assert_answers(started)
+
+
+async def test_a_violation_between_cells_kills_at_once_and_the_next_call_restarts(
+    started: Sandbox,
+) -> None:
+    await started.exec(
+        "import threading\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), frame(b'[]'), time.sleep(300))).start()"
+    )
+    await wait_until_dead(started)
+    with anyio.fail_after(WELL_BEFORE):  # killed with no call pending, not at the next call
+        while (started.container if isinstance(started, DockerSandbox) else
+               started._process if isinstance(started, ProcessSandbox) else None):
+            await anyio.sleep(0.05)
+    error, elapsed, _ = await measured(lambda: started.exec("print(1)", timeout=CELL_TIMEOUT))
+    assert isinstance(error, SandboxCrashed) and error.state_lost, error
+    assert "protocol violation" in str(error)
+    assert elapsed < WELL_BEFORE
     await assert_answers(started)
