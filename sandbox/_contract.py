@@ -264,7 +264,7 @@ class Sandbox(ABC):
         if self._closed or link is None:
             raise SandboxClosed()
         if link.lost is not None:
-            error = await self._error_for(link.lost)
+            error = await self._error_for(link.lost, link)
             await self._recover(link)
             raise error
         return link
@@ -279,7 +279,7 @@ class Sandbox(ABC):
         except LinkLost as lost:
             if self._closed:
                 raise SandboxClosed() from None
-            error = await self._error_for(lost)
+            error = await self._error_for(lost, link)
             await self._recover(link)
             raise error from None
         if not result.ok:
@@ -288,9 +288,11 @@ class Sandbox(ABC):
             raise SandboxRequestError(error_type[:200], message[: self.output_limit])
         return result.value
 
-    async def _error_for(self, lost: LinkLost) -> SandboxCrashed:
+    async def _error_for(self, lost: LinkLost, link: Link) -> SandboxCrashed:
         if lost.violation:
             return SandboxCrashed(f"protocol violation: {lost.reason}")
+        if self._link is not link:  # another call restarted it already: nothing to inspect
+            return SandboxCrashed(lost.reason)
         return await self._crash_reason()
 
     async def _violated(self, reason: str) -> SandboxCrashed:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from sandbox import DockerSandbox, ProcessSandbox, Sandbox, SandboxCrashed
+from sandbox import DockerSandbox, ProcessSandbox, Sandbox, SandboxCrashed, SandboxTimeout
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +169,33 @@ async def test_a_violation_between_cells_kills_at_once_and_the_next_call_restart
     assert "protocol violation" in str(error)
     assert elapsed < WELL_BEFORE
     await assert_answers(started)
+
+
+async def test_a_call_queued_behind_a_killed_cell_gets_a_typed_error(
+    any_sandbox: Sandbox,
+) -> None:
+    running = anyio.Event()
+
+    async def entered() -> None:
+        running.set()
+
+    any_sandbox.register_callback("entered", entered)
+    await any_sandbox.start()
+    unkillable = (
+        "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nentered()\n"
+        "time.sleep(300)"
+    )
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def run(name: str, action: Callable[[], Awaitable[Any]]) -> None:
+        outcomes[name] = (await measured(action))[0]
+
+    started_at = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "exec", lambda: any_sandbox.exec(unkillable, timeout=1))
+        await running.wait()  # the cell is running: this get_var waits behind it
+        tg.start_soon(run, "get_var", lambda: any_sandbox.get_var("x", timeout=CELL_TIMEOUT))
+    assert isinstance(outcomes["exec"], SandboxTimeout) and outcomes["exec"].state_lost
+    assert isinstance(outcomes["get_var"], SandboxCrashed), outcomes["get_var"]
+    assert time.monotonic() - started_at < WELL_BEFORE
+    await assert_answers(any_sandbox)
