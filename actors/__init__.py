@@ -9,6 +9,7 @@ from ._agent_messages import LLMReply as LLMReply
 from ._agent_messages import PoolUsage as PoolUsage
 from ._agent_messages import Prompt as Prompt
 from ._agent_messages import Query as Query
+from ._agent_messages import RunProgress as RunProgress
 from ._agent_messages import merge_usage as merge_usage
 from ._context import Context as Context
 from ._images import store_image as store_image
@@ -75,6 +76,7 @@ __all__ = (
     "ReplyNotEncodable",
     "Restart",
     "RestartIntensity",
+    "RunProgress",
     "SpawnFailed",
     "Strategy",
     "SupervisorStrategy",

@@ -149,3 +149,19 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     pools: list[str] = []  # the pools the router may use for this run's tree (empty: all)
     route_reason: str = ""  # why the router placed this agent on its pool
     conversation_id: str = ""  # the run's id, on every agent span (gen_ai.conversation.id)
+    progress: Inbox | None = None  # where the root agent reports ``RunProgress`` (live view)
+
+
+class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):
+    """Where a run stands, from its root agent to ``Query.progress``: the iteration, what it
+    does now (``phase``), usage so far (this run only), failed sub-calls, sub-calls done of
+    those started."""
+
+    agent_id: str
+    iteration: int
+    max_iterations: int
+    phase: str
+    usage: Usage = {}
+    errors: int = 0
+    sub_calls_done: int = 0
+    sub_calls_started: int = 0

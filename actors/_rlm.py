@@ -28,6 +28,7 @@ from ._agent_messages import (
     PoolUsage,
     Prompt,
     Query,
+    RunProgress,
     Usage,
     merge_usage,
     total_cost,
@@ -148,6 +149,9 @@ class _Run:
         self._sandbox_ready = anyio.Event()
         self._sandbox_failure: Exception | None = None
         self.seen_lanes: set[str] = set()
+        self.phase = "starting"
+        self.sub_calls_started = 0
+        self.sub_calls_done = 0
         self._callback_context: Any = None
         self._context = ""
 
@@ -246,10 +250,28 @@ class _Run:
         span.set_attributes(attributes)
         mark_outcome(span, stop_reason)
 
+    async def report(self, phase: str) -> None:
+        """Tell the asker's live view where the run stands (root agents asked with a
+        ``progress`` inbox only). Best effort: a lost report changes nothing."""
+        q = self.query
+        if q.progress is None:
+            return
+        self.phase = phase
+        errors = sum(u.errors for u in self.usage.values())
+        try:
+            await self.ctx.send_to_inbox(q.progress, RunProgress(
+                agent_id=self.ctx.self_ref.actor_id, iteration=self.iterations,
+                max_iterations=q.max_iterations, phase=phase, usage=dict(self.usage),
+                errors=errors, sub_calls_done=self.sub_calls_done,
+                sub_calls_started=self.sub_calls_started))
+        except Exception:  # the view misses one frame; the run is not its business
+            pass
+
     async def _loop(self, messages: list[dict[str, str]]) -> tuple[str | None, str]:
         for _ in range(self.query.max_iterations):
             self.iterations += 1
             self.check_budget()
+            await self.report("the model writes code")
             reply = await self._own_completion(messages)
             messages.append({"role": "assistant", "content": reply})
             blocks = CODE_BLOCK.findall(reply)
@@ -344,6 +366,7 @@ class _Run:
 
     async def _run_cell(self, index: int, code: str) -> str:
         self.check_budget()
+        await self.report(f"running cell {index}")
         sandbox = await self._ready_sandbox()  # a sandbox that did not start ends the run
         with tracer.start_as_current_span(
             "execute_tool repl",
@@ -427,7 +450,7 @@ class _Run:
                       for i in range(len(prompts))]
         if images is None:
             with self._tool_span("llm_query_batched", batch=len(prompts)):
-                return await self._batched([str(p) for p in prompts], per_prompt)
+                return await self._reported_batch([str(p) for p in prompts], per_prompt)
         blobs = self.ctx.service("blobs")
         stored: list[list[ImageRef]] = []
         try:  # every image is checked and stored before any prompt goes out
@@ -435,10 +458,21 @@ class _Run:
                 stored.append(await store_wire_images(blobs, items))
             with self._tool_span("llm_query_batched", batch=len(prompts),
                                  images=sum(len(refs) for refs in stored)):
-                return await self._batched([str(p) for p in prompts], per_prompt, stored)
+                return await self._reported_batch([str(p) for p in prompts], per_prompt,
+                                                  stored)
         finally:  # the images lived for this batch
             with anyio.CancelScope(shield=True):
                 await _delete_images(blobs, [ref for refs in stored for ref in refs])
+
+    async def _reported_batch(self, prompts: list[str], options: list[dict[str, Any]],
+                              images: list[list[ImageRef]] | None = None) -> list[str]:
+        """``_batched``, with the live view told: sub-calls started, then done."""
+        self.sub_calls_started += len(prompts)
+        await self.report(f"{len(prompts)} sub-calls")
+        results = await self._batched(prompts, options, images)
+        self.sub_calls_done += len(prompts)
+        await self.report("sub-calls done")
+        return results
 
     async def _batched(self, prompts: list[str], options: list[dict[str, Any]],
                        images: list[list[ImageRef]] | None = None) -> list[str]:

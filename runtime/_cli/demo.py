@@ -28,7 +28,7 @@ from opentelemetry import trace
 from rich.console import Console
 from rich.table import Table
 
-from actors import Answer, Budget, ImageRef, Query, RLMAgent
+from actors import Answer, Budget, ImageRef, Inbox, Query, RLMAgent
 from actors._semconv import (
     ATTR_GENAI_CONVERSATION_ID,
     ATTR_GENAI_INPUT_MESSAGES,
@@ -99,12 +99,14 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
                   config: RuntimeConfig | None = None, pools: Sequence[str] = (),
                   pool_override: str = "", max_depth: int = 2, max_iterations: int = 8,
                   budget: Budget | None = None, timeout: float = 900.0,
-                  images: list[ImageRef] | None = None) -> Answer:
+                  images: list[ImageRef] | None = None,
+                  progress: Inbox | None = None) -> Answer:
     """Spawn a root RLM agent, ask it, stop it.
 
     The root runs on ``root_pool``, or where ``route`` (with ``config``) places it among
     ``pools``; the run's sub-calls may use only ``pools`` (empty: any). ``images``: an image
-    context (screenshots in the blob store)."""
+    context (screenshots in the blob store). ``progress``: where the root reports ``RunProgress``
+    (the live view)."""
     reason = "root pool named by the caller"
     if not root_pool:
         if route is None or config is None:
@@ -130,7 +132,7 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
                               max_depth=max_depth, max_iterations=max_iterations,
                               budget=budget or Budget(), pool_override=pool_override,
                               images=images or [], pools=list(pools), route_reason=reason,
-                              conversation_id=conversation)
+                              conversation_id=conversation, progress=progress)
                 answer: Answer = await root.ask(query, timeout=timeout)
             finally:
                 await system.stop(root)

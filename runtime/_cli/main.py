@@ -354,6 +354,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
 
     from .._agents import agent_services
     from .._config import load_config
+    from .._observe.live import run_summary
     from .._observe.trace_show import trace_note
     from .._system import ActorSystem
     from ..errors import RuntimeConfigError
@@ -376,22 +377,18 @@ def cmd_rlm(args: argparse.Namespace) -> int:
             blobs = system.node.transport
             ref = await blobs.put_blob(text.encode())
             images = [await store_image(blobs, data) for data in screenshots]
-            started = time.monotonic()
-            answer = await run_with_live_view(system.node, lambda: ask_rlm(
+            answer, wall = await run_with_live_view(system.node, lambda progress: ask_rlm(
                 system, args.question, context_ref=ref, root_pool=args.root_pool, route=route,
                 config=config, pools=pools, max_depth=args.max_depth,
                 max_iterations=args.max_iterations,
                 budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
-                              wall_s=args.budget_seconds), images=images,
+                              wall_s=args.budget_seconds), images=images, progress=progress,
             ), title=f"rlm on {args.root_pool or 'a routed pool'}: {args.question[:60]}")
             for blob in [ref, *(image.ref for image in images)]:
                 await blobs.delete_blob(blob)
         print(answer.text)
-        print(f"[{answer.stop_reason}] {answer.iterations} iterations, "
-              f"{time.monotonic() - started:.1f}s, ${answer.cost_usd:.4f}", file=sys.stderr)
-        for pool, u in sorted(answer.usage.items()):
-            print(f"  {pool:12} calls={u.calls} tokens={u.tokens:,} ${u.cost_usd:.4f}",
-                  file=sys.stderr)
+        for line in run_summary(answer, wall):  # the numbers of the live view's last frame
+            print(line, file=sys.stderr)
         print(trace_note(tracing, answer.trace_id), file=sys.stderr)
         return 0 if answer.ok else 3
 
