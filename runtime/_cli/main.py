@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = command("show", "print the spawning tree of one trace", trace_sub)
     t.add_argument("trace_id", help="a trace id (a unique prefix will do with --file)")
     t.add_argument("--file", default=None,
-                   help="span file (unset: $HETERARCH_TRACE_FILE, else heterarch-spans.jsonl)")
+                   help="span file, or a trace saved from Jaeger as JSON (unset: "
+                   "$HETERARCH_TRACE_FILE, else heterarch-spans.jsonl)")
     t.add_argument("--jaeger", default=None,
                    help="read from Jaeger's query API instead, e.g. http://localhost:16686")
     t.add_argument("--depth", type=int, default=None,

@@ -31,19 +31,27 @@ from .tracing import TracingHandle
 
 
 def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:
-    """Spans of one trace (a unique prefix of its id is enough) from a span file."""
-    spans: list[dict[str, Any]] = []
+    """Spans of one trace (a unique prefix of its id is enough) from a span file: heterarch's
+    JSON lines, or a trace saved from Jaeger (its query API's JSON, the UI's "Download")."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise RuntimeConfigError(f"cannot read span file {str(path)!r}: {exc}") from None
-    for line in lines:
+    candidates: list[Any] = []
+    if text.lstrip().startswith("{") and '"data"' in text[:200]:
         try:
-            span = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn line from a killed process
-        if isinstance(span, dict) and str(span.get("trace_id", "")).startswith(trace_id):
-            spans.append(span)
+            candidates = jaeger_to_spans(json.loads(text))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise RuntimeConfigError(f"{str(path)!r} is neither a span file nor Jaeger JSON") \
+                from None
+    else:
+        for line in text.splitlines():
+            try:
+                candidates.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn line from a killed process
+    spans = [s for s in candidates
+             if isinstance(s, dict) and str(s.get("trace_id", "")).startswith(trace_id)]
     ids = {s["trace_id"] for s in spans}
     if len(ids) > 1:
         raise RuntimeConfigError(f"{trace_id!r} matches {len(ids)} traces: give more digits")
@@ -65,8 +73,8 @@ def load_spans_jaeger(query_url: str, trace_id: str, timeout: float = 5.0) -> li
         raise RuntimeConfigError(f"Jaeger at {url} answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise RuntimeConfigError(f"cannot read trace from Jaeger at {url}: {exc} "
-                                 "(is it running? `docker compose -f compose/docker-compose.yml "
-                                 "up -d`)") from None
+                                 "(is it running? `make compose-up`; without a registry Jaeger "
+                                 "cannot run here: use a span file, docs/tracing.md)") from None
     return jaeger_to_spans(data)
 
 

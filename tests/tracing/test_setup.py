@@ -407,6 +407,17 @@ def test_trace_show_from_jaeger_query_api() -> None:
     assert jaeger_to_spans({}) == []
 
 
+def test_trace_show_reads_a_trace_saved_from_jaeger(tmp_path: Path) -> None:
+    saved = tmp_path / "trace.json"
+    saved.write_text(json.dumps(_jaeger_json(), indent=2))
+    console = Console(record=True, width=200, color_system=None)
+    assert trace_show_command("abab", jsonl=saved, console=console) == 0
+    assert console.export_text() == EXPECTED
+    saved.write_text('{"data": [{"spans": [{"no": "ids"}]}]}')
+    with pytest.raises(RuntimeConfigError, match="neither a span file nor Jaeger JSON"):
+        load_spans_jsonl(saved, "ab")
+
+
 def test_trace_show_says_when_jaeger_is_unreachable() -> None:
     with pytest.raises(RuntimeConfigError, match="cannot read trace from Jaeger"):
         load_spans_jaeger("http://127.0.0.1:9", "ab" * 16, timeout=2)
