@@ -22,9 +22,10 @@ class Address(msgspec.Struct, frozen=True, array_like=True):
     """Where an actor lives: valid across processes and hosts."""
 
     actor_id: str
-    node_id: str
+    node_id: str  # where the current incarnation runs (messages go by ``actor_id`` alone)
     pool: str = ""
     name: str = ""
+    parent_id: str = ""  # its supervisor: knows where it restarts, or that it is gone
 
 
 class Messenger(Protocol):

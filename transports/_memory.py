@@ -129,6 +129,7 @@ class _MemorySubscription(Subscription):
     async def unsubscribe(self) -> None:
         if self._sub in self._transport.bus.subs:
             self._transport.bus.subs.remove(self._sub)
+        self._transport._subs.discard(self)
         self._stream.close()
 
 
@@ -256,7 +257,7 @@ class MemoryTransport(Transport):
         self.dead_letters = DeadLetters()
         self._connected = False
         self._tasks: HostedTaskGroup | None = None
-        self._subs: list[_MemorySubscription] = []
+        self._subs: set[_MemorySubscription] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -352,7 +353,7 @@ class MemoryTransport(Transport):
         sub = _Sub(subject, queue, deliver)
         self.bus.subs.append(sub)
         handle = _MemorySubscription(self, sub, send)
-        self._subs.append(handle)
+        self._subs.add(handle)
         assert self._tasks is not None
         self._tasks.start_soon(self._pump, subject, receive, handler)
         return handle

@@ -29,7 +29,7 @@ from actors import (
     Terminated,
 )
 from actors._spans import mark_exception
-from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind
+from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind, Subscription
 
 from .._observe.agent_spans import CreatedUnder, invoke_agent_span
 from .asks import Admission, TakenAsks
@@ -118,6 +118,7 @@ class ActorCell:
         self.abnormal = False
         self.on_finished: list[Any] = []  # callables run once the cell has stopped
         self._handler_scope: anyio.CancelScope | None = None
+        self.subscription: Subscription | None = None  # its mailbox subject, while it runs
         self._fail_cause: BaseException | None = None
         self.self_ref: ActorRef[Any] = node.codec.ref(address)
         self.context = CellContext(self)
@@ -236,7 +237,7 @@ class ActorCell:
             log.exception("on_stop of %s raised", self.address.actor_id)
         finally:
             current_cell.reset(token)
-        self.node.unregister(self)
+        await self.node.unregister(self)
         while self.mailbox:
             self.node.reject(self.mailbox.popleft(), DEAD, f"actor {self.stop_reason}")
         self.state = CellState.STOPPED

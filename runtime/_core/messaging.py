@@ -51,6 +51,7 @@ from .protocol import (
     UNDELIVERABLE,
     ActorInfo,
     Exited,
+    Locate,
     ModelLoad,
     NodeStats,
     StopActor,
@@ -106,6 +107,8 @@ class Messaging(NodeState):
                     self.task_group.start_soon(self.reply_value, env, True)
                 return
             self.task_group.start_soon(self._stop_and_reply, cell, env, msg.reason)
+        elif isinstance(msg, Locate):
+            self.task_group.start_soon(self.answer_locate, cell, env, msg)
         elif isinstance(msg, Watch):
             cell.watchers[msg.watcher.actor_id] = msg.watcher
         else:
@@ -263,13 +266,11 @@ class Messaging(NodeState):
 
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
         _check_message(msg)
-        record = self._records.get(ref.actor_id)
-        address = record.ref.address if record is not None else ref.address
-        env = self._envelope(Kind.TELL, address, msg)
+        env = self._envelope(Kind.TELL, ref.address, msg)
         if not self.lease_valid() and not await self.wait_lease():
-            self.transport.dead_letters.record(address.actor_id, "fenced", env.type)
+            self.transport.dead_letters.record(ref.actor_id, "fenced", env.type)
             return
-        await self.transport.publish(self.subjects.mailbox(address.node_id, address.actor_id), env)
+        await self.transport.publish(self.subjects.mailbox(ref.actor_id), env)
 
     async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
                   resend: Callable[[], Any] | None = None) -> Any:
@@ -288,7 +289,7 @@ class Messaging(NodeState):
             if remaining <= 0:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
             env = self._envelope(Kind.ASK, address, msg, correlation_id=request_id)
-            subject = self.subjects.mailbox(address.node_id, address.actor_id)
+            subject = self.subjects.mailbox(address.actor_id)
             if not self.lease_valid() and not await self.wait_lease():
                 raise ActorDead(address.actor_id, "not asked: this node was fenced")
             try:
@@ -315,7 +316,11 @@ class Messaging(NodeState):
             except ActorDead as exc:
                 error = exc
             record = self._records.get(address.actor_id)
-            if record is None or record.removed:
+            if record is None:
+                # A ref from elsewhere: its supervisor knows where it runs now, or that it is gone.
+                ref._rebind(await self.relocate(address, deadline, error))
+                continue
+            if record.removed:
                 raise error
             # A supervised child died before answering: wait for its restart, then ask again.
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
@@ -349,7 +354,7 @@ class Messaging(NodeState):
             type=message_type_name(type(msg)),
             payload=encode(msg),
         )
-        subject = self.subjects.mailbox(address.node_id, address.actor_id)
+        subject = self.subjects.mailbox(address.actor_id)
         if not reply:
             await self.transport.publish(subject, env)
             return None

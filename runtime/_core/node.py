@@ -40,17 +40,19 @@ from .protocol import (
     Subjects,
     is_node_id,
 )
+from .relocation import Relocation
 
 log = logging.getLogger("heterarch.node")
 
 
-class Node(Messaging, Placement, PoolConsumer, Membership, Fencing):
+class Node(Messaging, Relocation, Placement, PoolConsumer, Membership, Fencing):
     """Hosts actors for one process and speaks the runtime protocol over a ``Transport``.
 
     Use it as an async context manager. Pools (``pools=``) make it a worker: it then pulls spawn
     requests for those pools when it has a free slot (see ``runtime.Worker``). Its jobs live in
-    mixins: ``Messaging`` (mailboxes, asks, replies), ``Placement`` (spawning), ``PoolConsumer``
-    (the worker side of pools) and ``Membership`` (heartbeats, lost nodes).
+    mixins: ``Messaging`` (mailboxes, asks, replies), ``Relocation`` (following actors that
+    restarted elsewhere), ``Placement`` (spawning), ``PoolConsumer`` (the worker side of pools)
+    and ``Membership`` (heartbeats, lost nodes).
     """
 
     def __init__(
@@ -132,7 +134,6 @@ class Node(Messaging, Placement, PoolConsumer, Membership, Fencing):
             # Who was declared lost; read by a node that comes back from a pause (fencing.py).
             self._fenced_kv = await t.key_value(FENCED_BUCKET, ttl=3600.0)
             self._subs = [
-                await t.subscribe(self.subjects.mailboxes_of(self.node_id), self._on_mailbox),
                 await t.subscribe(self.subjects.replies(self.node_id), self._on_reply),
                 await t.subscribe(self.subjects.node_control(self.node_id), self._on_control),
                 await t.subscribe(self.subjects.heartbeats, self._on_heartbeat),
@@ -142,6 +143,7 @@ class Node(Messaging, Placement, PoolConsumer, Membership, Fencing):
             )
             self._guardian = self._make_guardian()
             self._heard_self_at = time.monotonic()  # a slow start is no lapse of the lease
+            await self.open_mailbox(self._guardian)
             await self._publish_heartbeat()
             self.task_group.start_soon(self._heartbeat_loop)
             self.task_group.start_soon(self._registry_loop)

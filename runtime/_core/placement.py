@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -22,6 +25,7 @@ from transports import (
     Kind,
     new_id,
 )
+from transports.errors import TransportError
 
 from .._observe.agent_spans import create_agent_span
 from .cell import ActorCell, ChildRecord
@@ -185,24 +189,44 @@ class Placement(NodeState):
             raise SpawnFailed(
                 class_path(actor_class), pool, f"{type(exc).__name__}: {exc}"
             ) from None
-        address = Address(actor_id=actor_id, node_id=self.node_id, pool=pool, name=name)
+        address = Address(
+            actor_id=actor_id, node_id=self.node_id, pool=pool, name=name,
+            parent_id=parent.actor_id if parent is not None else "",
+        )
         node = cast("Node", self)  # Placement is only ever a part of Node
         cell = ActorCell(
             node, instance, address, parent=parent, depth=depth, generation=generation
         )
         self.cells[actor_id] = cell
         try:
+            await self.open_mailbox(cell)
             await cell.start(restart_error)
         except Exception as exc:
-            self.cells.pop(actor_id, None)
+            await self.unregister(cell)
             raise SpawnFailed(
                 class_path(actor_class), pool, f"on_start raised {type(exc).__name__}: {exc}"
             ) from exc
         return address
 
-    def unregister(self, cell: ActorCell) -> None:
+    async def open_mailbox(self, cell: ActorCell) -> None:
+        """Subscribe to the actor's own subject (before anyone learns its address).
+
+        In an empty context: the transport's delivery task copies the context it is created
+        in, and must not inherit the spawner's (its ``current_cell``, its trace span).
+        """
+        subject = self.subjects.mailbox(cell.address.actor_id)
+        subscribing = asyncio.get_running_loop().create_task(
+            self.transport.subscribe(subject, self._on_mailbox), context=contextvars.Context()
+        )
+        cell.subscription = await subscribing
+
+    async def unregister(self, cell: ActorCell) -> None:
         if self.cells.get(cell.address.actor_id) is cell:
             del self.cells[cell.address.actor_id]
+        subscription, cell.subscription = cell.subscription, None
+        if subscription is not None:
+            with contextlib.suppress(TransportError):
+                await subscription.unsubscribe()
 
 
 def _restart_of(supervision: Restart | str | None) -> Restart:

@@ -41,6 +41,17 @@ class Watch(msgspec.Struct, frozen=True, tag="heterarch.sys.watch"):
     watcher: Address
 
 
+class Locate(msgspec.Struct, frozen=True, tag="heterarch.sys.locate"):
+    """To a supervisor: where does your child run now? (``stale_node`` did not answer.)
+
+    The answer is ``Spawned`` with its address once it runs somewhere else (or still there),
+    or a ``DEAD`` error when it is gone for good.
+    """
+
+    actor_id: str
+    stale_node: str
+
+
 class Exited(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.sys.exited"):
     """Sent to the parent (and, as ``Terminated``, to watchers) when an actor ends."""
 
@@ -90,7 +101,7 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True):
     models: dict[str, ModelLoad] = {}
 
 
-SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited
+SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited | Locate
 system_decoder = msgspec.msgpack.Decoder(SystemMessage)
 
 
@@ -108,11 +119,9 @@ class Subjects:
     def __init__(self, namespace: str) -> None:
         self.ns = namespace
 
-    def mailbox(self, node_id: str, actor_id: str) -> str:
-        return f"{self.ns}.a.{node_id}.{actor_id}"
-
-    def mailboxes_of(self, node_id: str) -> str:
-        return f"{self.ns}.a.{node_id}.*"
+    def mailbox(self, actor_id: str) -> str:
+        """One subject per actor, wherever it runs: a restart elsewhere keeps every ref valid."""
+        return f"{self.ns}.a.{actor_id}"
 
     def node_control(self, node_id: str) -> str:
         return f"{self.ns}.node.{node_id}"

@@ -95,7 +95,7 @@ async def test_unknown_type_and_invalid_payload_are_undeliverable(cluster: Clust
     system = await cluster.system()
     ref = await system.spawn(Worker)
     node = system.node
-    subject = node.subjects.mailbox(ref.address.node_id, ref.actor_id)
+    subject = node.subjects.mailbox(ref.actor_id)
     unknown = Envelope(id=new_id(), kind=Kind.ASK, target=ref.actor_id, type="NoSuchType",
                        payload=msgspec.msgpack.encode({"x": 1}))
     reply = await node.transport.request(subject, unknown, timeout=5)

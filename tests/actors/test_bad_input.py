@@ -39,7 +39,7 @@ async def test_fuzzed_envelopes_never_break_the_actor(cluster: Cluster) -> None:
     system = await cluster.system()
     ref = await system.spawn(Worker)
     node = system.node
-    subject = node.subjects.mailbox(ref.address.node_id, ref.actor_id)
+    subject = node.subjects.mailbox(ref.actor_id)
     valid = encode_envelope(
         Envelope(id=new_id(), kind=Kind.TELL, target=ref.actor_id, type="Add",
                  payload=msgspec.msgpack.encode(Add(1, 2)))

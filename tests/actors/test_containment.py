@@ -69,7 +69,7 @@ async def test_a_deeply_nested_payload_is_a_dead_letter(cluster: Cluster) -> Non
     worker = await cluster.worker(["cpu"])
     target = await system.spawn(Worker_, pool="cpu")
     sibling = await system.spawn(Worker_, pool="cpu")
-    subject = system.node.subjects.mailbox(target.address.node_id, target.actor_id)
+    subject = system.node.subjects.mailbox(target.actor_id)
     # Keep(value=[[[[...]]]]), the list 10,000 deep, written by hand: no encoder makes it.
     payload = b"\x82" + msgspec.msgpack.encode("type") + msgspec.msgpack.encode("Keep")
     payload += msgspec.msgpack.encode("value") + DEEP

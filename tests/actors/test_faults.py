@@ -120,3 +120,54 @@ async def test_nats_server_restart_during_a_run(private_nats_server: NatsServer)
     await t1.close()
     await t2.close()
 
+
+
+async def test_a_ref_held_on_a_third_node_answers_after_kill_9_of_its_worker(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    namespace = "l" + new_id()[:10]
+    config = tmp_path / "pools.toml"
+    config.write_text(
+        f'namespace = "{namespace}"\n\n'
+        '[pools.cpu]\ncapacity = 64\nmodules = ["tests.actors.app"]\n\n'
+        '[pools.gpu]\ncapacity = 64\nmodules = ["tests.actors.app"]\n'
+    )
+
+    def worker(pool: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
+             str(config), "--nats", nats_server.url, "--app-dir", str(ROOT)], cwd=ROOT)
+
+    # The parent runs on a worker of its own; its 12 children on two `cpu` workers; the refs
+    # are held by this process, a third node that supervises none of them.
+    procs = [worker("gpu"), worker("cpu"), worker("cpu")]
+    try:
+        transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
+        async with ActorSystem(transport, placement_timeout=30.0) as system:
+            with anyio.fail_after(60):
+                while len(system.node.served_pools()) < 2 or len(
+                    [i for i, _ in system.node._known_nodes.values() if "cpu" in i.pools]
+                ) < 2:
+                    await anyio.sleep(0.05)
+            parent = await system.spawn(Parent, pool="gpu")
+            children = await parent.ask(SpawnChildren(12, pool="cpu"), timeout=60)
+            pids = {int(str((await c.ask(WhereAmI()))["pid"])) for c in children}
+            assert len(pids) == 2  # spread over both cpu workers
+            victim = next(p for p in procs[1:] if p.pid in pids)
+            survivor = next(p for p in procs[1:] if p is not victim)
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+
+            after = {int(str((await c.ask(WhereAmI(), timeout=60))["pid"])) for c in children}
+            assert after == {survivor.pid}
+        await transport.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
