@@ -52,7 +52,7 @@ def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
     buckets = [f"KV_{ns}_{b}" for b in BUCKETS]
     api = "$JS.API"
     publish = [
-        f"{ns}.a.*.*",  # mailboxes (tell, ask, system messages)
+        f"{ns}.a.*",  # mailboxes, one per actor (tell, ask, system messages)
         f"{ns}.spawn.*",  # spawn requests (a JetStream publish: the ack comes to the inbox)
         f"{ns}.hb.*",
         f"{ns}.node.*",
@@ -71,7 +71,7 @@ def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
         f"{inbox_prefix_of(user)}.>",  # answers to asks come to inboxes
     ]
     subscribe = [
-        f"{ns}.a.*.*",
+        f"{ns}.a.*",
         f"{ns}.r.*",
         f"{ns}.hb.*",
         f"{ns}.node.*",

@@ -42,7 +42,7 @@ async def test_a_reply_subject_in_the_jetstream_api_is_refused(
                 type=message_type_name(Job), payload=msgspec.msgpack.encode(Job("purge")),
                 correlation_id=new_id(),
             )
-            subject = f"{namespace}.a.{tally.address.node_id}.{tally.actor_id}"
+            subject = f"{namespace}.a.{tally.actor_id}"
             for api in (f"$JS.API.STREAM.PURGE.{victim}", f"$JS.API.STREAM.DELETE.{victim}",
                         "$SYS.REQ.SERVER.PING", f"_INBOX.$JS.API.STREAM.PURGE.{victim}"):
                 with caplog.at_level(logging.WARNING, logger="heterarch.node"):
