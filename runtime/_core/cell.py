@@ -119,6 +119,8 @@ class ActorCell:
         self.on_finished: list[Any] = []  # callables run once the cell has stopped
         self._handler_scope: anyio.CancelScope | None = None
         self.subscription: Subscription | None = None  # its mailbox subject, while it runs
+        #: Its node was declared lost and it runs elsewhere now: it stops without a word.
+        self.fenced = False
         self._fail_cause: BaseException | None = None
         self.self_ref: ActorRef[Any] = node.codec.ref(address)
         self.context = CellContext(self)
@@ -144,6 +146,9 @@ class ActorCell:
         A re-sent ask (same request id) joins the first or gets its answer again; a full
         mailbox refuses (``Actor.mailbox_size``; see ``MailboxFull``).
         """
+        if self.fenced:  # a zombie: its new incarnation (elsewhere) gets the same messages
+            self.node.transport.dead_letters.record(self.address.actor_id, "fenced-actor")
+            return
         if self.state in (CellState.STOPPING, CellState.STOPPED):
             self.node.reject(env, DEAD, f"actor {self.address.actor_id} is stopping")
             return
@@ -239,7 +244,9 @@ class ActorCell:
             current_cell.reset(token)
         await self.node.unregister(self)
         while self.mailbox:
-            self.node.reject(self.mailbox.popleft(), DEAD, f"actor {self.stop_reason}")
+            env = self.mailbox.popleft()
+            if not self.fenced:  # else its new incarnation answers
+                self.node.reject(env, DEAD, f"actor {self.stop_reason}")
         self.state = CellState.STOPPED
         exited = Exited(
             actor_id=self.address.actor_id,
@@ -289,6 +296,8 @@ class ActorCell:
                 result = await self._call(handler, msg)
         finally:
             current_cell.reset(token)
+        if self.fenced:
+            return  # its new incarnation answers the re-sent ask
         if isinstance(result, _Failure):
             if env.reply_to:
                 await self._answer(env, await self.node.reply_error(env, result.info))

@@ -72,6 +72,9 @@ class Fencing(NodeState):
         )
         for cell in cells:
             self.transport.dead_letters.record(cell.address.actor_id, "fenced-actor", declared_by)
+            # Its mailbox subject is shared with the new incarnation: leave it, answer nothing.
+            cell.fenced = True
+            self.task_group.start_soon(self.unregister, cell)
             cell.fail("fenced: its node was declared lost")
 
     async def _record_fenced(self, node_id: str) -> None:
