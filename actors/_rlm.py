@@ -27,6 +27,7 @@ from ._agent_messages import (
     LLMReply,
     PoolUsage,
     Prompt,
+    PromptOutcome,
     Query,
     RunProgress,
     Usage,
@@ -34,6 +35,7 @@ from ._agent_messages import (
     total_cost,
     total_tokens,
 )
+from ._budget import Ledger, Reservation
 from ._images import store_wire_images, wire_images
 from ._lanes import Lanes
 from ._llm_agent import LLMAgent
@@ -49,7 +51,7 @@ from ._semconv import (
 )
 from ._spans import mark_exception, mark_failed, mark_outcome, note_route, usage_attributes
 from ._supervision import Backoff, SupervisorStrategy
-from .errors import BudgetExceeded, InvalidImage, RemoteError
+from .errors import BudgetExceeded, InvalidImage
 
 tracer = trace.get_tracer("heterarch")
 
@@ -154,6 +156,23 @@ class _Run:
         self.sub_calls_done = 0
         self._callback_context: Any = None
         self._context = ""
+        self.ledger = Ledger(query.budget, spent=self._spent, prices=self._prices,
+                             started=self.started)
+
+    def _spent(self) -> tuple[int, float]:
+        return total_tokens(self.usage), total_cost(self.usage)
+
+    def _prices(self, pool: str) -> tuple[float, float]:
+        config = self._pools().get(pool)
+        return (float(getattr(config, "input_price_per_mtok", 0) or 0),
+                float(getattr(config, "output_price_per_mtok", 0) or 0))
+
+    def _stats(self) -> Any:
+        """The router's live per-pool statistics on this node (None without a router)."""
+        try:
+            return getattr(self.ctx.service("route"), "stats", None)
+        except LookupError:
+            return None
 
     def _pools(self) -> dict[str, Any]:
         try:
@@ -196,7 +215,7 @@ class _Run:
             if wall_scope.cancelled_caught:
                 stop_reason = f"budget: wall time {wall:g}s exceeded"
         except BudgetExceeded as exc:
-            stop_reason = f"budget: {exc}"
+            stop_reason = self.ledger.stop_reason(exc)
         except Exception as exc:
             stop_reason = f"error: {type(exc).__name__}: {exc}"
         finally:
@@ -288,8 +307,16 @@ class _Run:
         return None, "max_iterations"
 
     async def _own_completion(self, messages: list[dict[str, str]]) -> str:
-        completion = await self.ctx.llm.complete(messages)
-        self._account(self.ctx.pool, completion)
+        pool = self.ctx.pool
+        held = self.ledger.reserve(self.ledger.estimate(
+            pool, "\n".join(m["content"] for m in messages), None))
+        try:
+            completion = await self.ctx.llm.complete(messages)
+        except BaseException:
+            self.ledger.settle(held)
+            raise
+        self._account(pool, completion)
+        self.ledger.settle(held, pool=pool, output_tokens=int(completion.output_tokens))
         text: str = completion.text
         return text
 
@@ -480,44 +507,71 @@ class _Run:
         Prompts that no lane answered, or whose model call failed, go one by one
         (``_sub_llm_refs``: another pool, unless the code or the run named one)."""
         self.check_budget()
+        results = [""] * len(prompts)
         by_pool: dict[str, list[int]] = {}
+        held: dict[int, Reservation] = {}
         reasons: list[str] = []
         pictures = images or [[] for _ in prompts]
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
             pool, reason = self._route(prompt, "llm", dict(opts), set(), len(pictures[i]))
-            by_pool.setdefault(pool, []).append(i)
             reasons.append(reason)
+            try:  # reserved before dispatch: past the budget, the prompt is not sent
+                held[i] = self._reserve(pool, prompt, opts.get("max_tokens"))
+            except BudgetExceeded as exc:
+                results[i] = item_error(exc)
+                continue
+            by_pool.setdefault(pool, []).append(i)
         span = trace.get_current_span()
         if span.is_recording():  # where the batch went; each sub-call's span says why
             span.set_attribute("heterarch.route.pools",
                                [f"{pool}={len(ix)}" for pool, ix in by_pool.items()])
-        results = [""] * len(prompts)
+        stats = self._stats()
 
         async def pool_share(pool: str, indices: list[int]) -> None:
+            sent = time.monotonic()
+            for _ in indices:
+                if stats is not None:
+                    stats.started(pool)
+
+            def finished(outcome: PromptOutcome) -> None:
+                if stats is not None:
+                    stats.finished(pool, time.monotonic() - sent, outcome.reply is not None)
+
             outcomes = await self.llm_lanes.run_batch(
                 pool, [prompts[i] for i in indices], on_lane=self._count_agent,
-                max_tokens=options[indices[0]].get("max_tokens"),
+                on_outcome=finished, max_tokens=options[indices[0]].get("max_tokens"),
                 reasons=[reasons[i] for i in indices],
                 images=[pictures[i] for i in indices] if images else ())
+            if stats is not None:  # prompts no lane answered are no longer in flight here
+                for outcome in outcomes:
+                    if outcome is None:
+                        stats.finished(pool, time.monotonic() - sent, False)
             again: list[tuple[int, set[str]]] = []
             for i, outcome in zip(indices, outcomes, strict=True):
                 if outcome is not None and outcome.reply is not None:
                     merge_usage(self.usage, outcome.reply.usage)
+                    self._settle(held.pop(i), pool, outcome.reply)
                     results[i] = outcome.reply.text
                     continue
+                self.ledger.settle(held.pop(i))
                 if outcome is None:  # no lane answered: try again, one by one
                     again.append((i, set()))
                     continue
                 self.usage.setdefault(pool, PoolUsage()).errors += 1
                 if self.query.pool_override or "pool" in options[i]:
-                    raise RemoteError(outcome.error_type, outcome.error)
+                    results[i] = f"[error] {outcome.error_type}: {outcome.error}"
+                    continue
                 again.append((i, {pool}))
             async with anyio.create_task_group() as tg:
                 for i, failed in again:
                     tg.start_soon(one_by_one, i, failed)
 
         async def one_by_one(i: int, failed: set[str]) -> None:
-            results[i] = await self._sub_llm_refs(prompts[i], options[i], pictures[i], failed)
+            try:
+                results[i] = await self._sub_llm_refs(prompts[i], options[i], pictures[i],
+                                                      failed)
+            except Exception as exc:  # this prompt's own error, as text; the batch goes on
+                results[i] = item_error(exc)
 
         async with anyio.create_task_group() as tg:
             for pool, indices in by_pool.items():
@@ -537,14 +591,18 @@ class _Run:
         with self._tool_span("rlm_query_batched", batch=len(prompts)):
             pairs = zip(prompts, contexts, strict=True)
             return await self._gather(
-                [partial(self._sub_rlm, str(p), str(c), options) for p, c in pairs]
+                [partial(self._sub_rlm, str(p), str(c), options, len(prompts)) for p, c in pairs]
             )
 
     async def _gather(self, calls: list[Any]) -> list[str]:
+        """Run ``calls`` concurrently; a call that fails gives its error as its text."""
         results: list[str] = [""] * len(calls)
 
         async def one(i: int) -> None:
-            results[i] = await calls[i]()
+            try:
+                results[i] = await calls[i]()
+            except Exception as exc:  # this item's own error; the batch goes on
+                results[i] = item_error(exc)
 
         async with anyio.create_task_group() as tg:
             for i in range(len(calls)):
@@ -606,9 +664,14 @@ class _Run:
         options = dict(options)
         max_tokens = options.pop("max_tokens", None)
         failed = set(failed or ())
+        stats = self._stats()
         while True:
             pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
             span = trace.get_current_span()
+            held = self._reserve(pool, prompt, max_tokens)
+            sent = time.monotonic()
+            if stats is not None:
+                stats.started(pool)
             try:
                 async with self.llm_lanes.lane(pool) as lane:
                     self._count_agent(lane)
@@ -617,35 +680,61 @@ class _Run:
                                route_reason=reason), timeout=600
                     )
             except Exception as exc:
+                self.ledger.settle(held)
+                if stats is not None:
+                    stats.finished(pool, time.monotonic() - sent, False)
                 failed.add(pool)
                 self.usage.setdefault(pool, PoolUsage()).errors += 1
                 if self.query.pool_override or len(failed) >= 3 or "pool" in options:
                     raise
                 span.add_event("route.fallback", {"pool": pool, "error": str(exc)[:300]})
                 continue
+            if stats is not None:
+                stats.finished(pool, time.monotonic() - sent, True)
             merge_usage(self.usage, reply.usage)
+            self._settle(held, pool, reply)
             return reply.text
 
-    async def _sub_rlm(self, prompt: str, context: str, options: dict[str, Any]) -> str:
+    def _reserve(self, pool: str, prompt: str, max_tokens: int | None) -> Reservation:
+        """Hold this call's estimate against the budget (``BudgetExceeded`` if it won't fit)."""
+        stats = self._stats()
+        latency = stats.latency(pool) if stats is not None else None
+        return self.ledger.reserve(self.ledger.estimate(pool, prompt, max_tokens),
+                                   seconds=latency or 0.0)
+
+    def _settle(self, held: Reservation, pool: str, reply: LLMReply) -> None:
+        usage = reply.usage.get(pool)
+        self.ledger.settle(held, pool=pool,
+                           output_tokens=usage.output_tokens if usage is not None else 0)
+
+    async def _sub_rlm(self, prompt: str, context: str, options: dict[str, Any],
+                       ways: int = 1) -> str:
+        """A child agent with one of ``ways`` equal shares of the budget left (its siblings
+        in the batch take the others)."""
         q = self.query
         if q.depth + 1 >= q.max_depth:
             text = prompt if not context else f"{prompt}\n\n{context}"
             return await self._sub_llm(text, options)
         self.check_budget()
         pool, reason = self._route(prompt + context[:2000], "rlm", dict(options), set())
+        share = self.ledger.share(ways)
+        held = self.ledger.reserve(Reservation(share.tokens, share.dollars))
         child_query = Query(
             question=prompt, context=context, max_depth=q.max_depth,
-            max_iterations=q.max_iterations, depth=q.depth + 1, budget=self._budget_left(),
+            max_iterations=q.max_iterations, depth=q.depth + 1, budget=share,
             pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s, pools=q.pools,
             route_reason=reason, conversation_id=q.conversation_id,
         )
-        async with self.rlm_lanes.lane(pool) as lane:
-            self._count_agent(lane)
-            answer: Answer = await lane.ask(child_query, timeout=3600)
-        merge_usage(self.usage, answer.usage)
+        try:
+            async with self.rlm_lanes.lane(pool) as lane:
+                self._count_agent(lane)
+                answer: Answer = await lane.ask(child_query, timeout=3600)
+            merge_usage(self.usage, answer.usage)
+        finally:
+            self.ledger.settle(held)
         for depth, n in answer.agents_by_depth.items():
             self.agents_by_depth[depth] = self.agents_by_depth.get(depth, 0) + n
-        return answer.text
+        return answer.text if answer.ok else f"[{answer.stop_reason}] {answer.text}"
 
     def _count_agent(self, lane: Any) -> None:
         if lane.actor_id not in self.seen_lanes:
@@ -655,32 +744,10 @@ class _Run:
 
     # -- budget -----------------------------------------------------------------------------------
     def check_budget(self) -> None:
-        b = self.query.budget
-        if b.tokens and total_tokens(self.usage) >= b.tokens:
-            raise BudgetExceeded("tokens", total_tokens(self.usage), b.tokens)
-        if b.dollars and total_cost(self.usage) >= b.dollars:
-            raise BudgetExceeded("dollars", total_cost(self.usage), b.dollars)
-        elapsed = time.monotonic() - self.started
-        if b.wall_s and elapsed >= b.wall_s:
-            raise BudgetExceeded("wall seconds", elapsed, b.wall_s)
-
-    def _budget_left(self) -> Any:
-        b = self.query.budget
-        elapsed = time.monotonic() - self.started
-        return type(b)(
-            tokens=max(1, b.tokens - total_tokens(self.usage)) if b.tokens else 0,
-            dollars=max(1e-9, b.dollars - total_cost(self.usage)) if b.dollars else 0.0,
-            wall_s=max(0.001, b.wall_s - elapsed) if b.wall_s else 0.0,
-        )
+        self.ledger.check()
 
     def _budget_left_fraction(self) -> float:
-        b = self.query.budget
-        fractions = [1.0]
-        if b.tokens:
-            fractions.append(1 - total_tokens(self.usage) / b.tokens)
-        if b.dollars:
-            fractions.append(1 - total_cost(self.usage) / b.dollars)
-        return max(0.0, min(fractions))
+        return self.ledger.fraction_left()
 
     async def _cleanup(self) -> None:
         if self.sandbox is not None:
@@ -698,6 +765,11 @@ async def _delete_images(blobs: Any, images: list[ImageRef]) -> None:
             await blobs.delete_blob(image.ref)
         except Exception:  # already gone: nothing left to free
             pass
+
+
+def item_error(exc: BaseException) -> str:
+    """What one failed item of a batch returns to the model's code, in place of its answer."""
+    return f"[error] {type(exc).__name__}: {exc}"
 
 
 def _trace_id() -> str:

@@ -258,6 +258,11 @@ class BudgetAwareRouter(Router):
         self.inner = inner
         self.threshold = threshold
 
+    @property
+    def stats(self) -> PoolStats:
+        """The inner router's live statistics (what ``RouteService`` feeds)."""
+        return self.inner.stats
+
     def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
         decision = self.inner.route(task, exclude=exclude)
         if decision is None or task.budget_left >= self.threshold:

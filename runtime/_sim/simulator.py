@@ -189,33 +189,36 @@ class Simulator:
                         if images else profile.responder.reply(messages, profile.model))
                 prompt_tokens = image_tokens + sum(estimate_tokens(m["content"])
                                                    for m in messages)
+                text, finish = _within(text, payload.get("max_completion_tokens")
+                                       or payload.get("max_tokens"), profile.reasoning_tokens)
                 completion_tokens = estimate_tokens(text) + profile.reasoning_tokens
                 if payload.get("stream"):
                     return await self._stream(request, profile, text, prompt_tokens,
-                                              completion_tokens)
+                                              completion_tokens, finish)
                 await asyncio.sleep(profile.latency(completion_tokens) * self.time_scale)
                 return _json(200, self._completion(profile, text, prompt_tokens,
-                                                   completion_tokens))
+                                                   completion_tokens, finish))
             finally:
                 self.in_flight[profile.model] -= 1
         finally:
             self._slots[profile.model].release()
 
     def _completion(self, profile: Profile, text: str, prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
+                    completion_tokens: int, finish: str = "stop") -> dict[str, Any]:
         return {
             "id": f"chatcmpl-sim{self.requests}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": profile.model,
             "system_fingerprint": "heterarch-simulator",
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
             "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens),
         }
 
     async def _stream(self, request: web.Request, profile: Profile, text: str,
-                      prompt_tokens: int, completion_tokens: int) -> web.StreamResponse:
+                      prompt_tokens: int, completion_tokens: int,
+                      finish: str = "stop") -> web.StreamResponse:
         response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
         pieces = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
@@ -235,7 +238,7 @@ class Simulator:
                 {"index": 0, "delta": delta, "finish_reason": None}]})
             await asyncio.sleep(per_piece)
         await _event(response, {**base, "choices": [
-            {"index": 0, "delta": {}, "finish_reason": "stop"}],
+            {"index": 0, "delta": {}, "finish_reason": finish}],
             "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens)})
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -266,6 +269,17 @@ def _json(status: int, obj: Any) -> web.Response:
 
 async def _event(response: web.StreamResponse, obj: dict[str, Any]) -> None:
     await response.write(f"data: {json.dumps(obj)}\n\n".encode())
+
+
+def _within(text: str, max_tokens: Any, reasoning_tokens: int) -> tuple[str, str]:
+    """``text`` cut to what ``max_tokens`` (reasoning included) leaves, and the finish reason
+    (``"length"`` when cut), as OpenAI-compatible servers do."""
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+        return text, "stop"
+    room = max(0, max_tokens - reasoning_tokens)
+    if estimate_tokens(text) <= room:
+        return text, "stop"
+    return text[:max(0, room * 4 - 3)], "length"
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:

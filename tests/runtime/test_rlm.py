@@ -2,93 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
-
-import docker
 import pytest
 
-from actors import Answer, Budget, Query, RLMAgent
-from runtime import ActorSystem, RuntimeConfig, Worker, parse_config
-from runtime._agents import agent_services
-from runtime._models.llm import litellm_module
+from actors import Budget
 from runtime._sim.oolong import generate_task, score
-from runtime._sim.simulator import Simulator, default_profiles, profiles_toml
-from sandbox import build_image
-from sandbox._docker import OWNER_LABEL, default_owner
-from transports import MemoryTransport
-from transports._memory import MemoryBus
+
+from .conftest import Harness, Recording
 
 pytestmark = pytest.mark.anyio
-
-
-class Recording:
-    """A scripted root model that remembers what it was shown."""
-
-    def __init__(self, replies: Sequence[str]) -> None:
-        self.replies = list(replies)
-        self.seen: list[list[dict[str, str]]] = []
-
-    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
-        self.seen.append(list(messages))
-        return self.replies[min(len(self.seen) - 1, len(self.replies) - 1)]
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    litellm_module()  # imported up front: importing blocks the event loop for seconds
-    return build_image(if_missing=True, progress=lambda line: None)
-
-
-class Harness:
-    def __init__(self, sim: Simulator, config: RuntimeConfig, system: ActorSystem) -> None:
-        self.sim, self.config, self.system = sim, config, system
-
-    async def ask(self, question: str, context: str = "", **options: Any) -> Answer:
-        root = await self.system.spawn(RLMAgent, pool="frontier", supervision="temporary")
-        try:
-            answer: Answer = await root.ask(
-                Query(question=question, context=context, **options), timeout=300
-            )
-            return answer
-        finally:
-            await self.system.stop(root)
-
-
-@pytest.fixture
-async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    profiles = default_profiles()
-    marker = request.node.get_closest_marker("root_replies")
-    if marker is not None:
-        profiles["sim/frontier"].responder = marker.args[0]
-    for name, rate in (getattr(request, "param", None) or {}).items():
-        profiles[name].error_rate = rate
-    async with Simulator(profiles, time_scale=0.05) as sim:
-        config = parse_config(__import__("tomllib").loads(
-            profiles_toml(profiles, sim.base_url, modules=["actors"])
-        ))
-        pools = ["wafer", "h100", "frontier"]
-        services, pool_services = agent_services(config, pools)
-        for pool in pool_services.values():
-            pool["llm"].backoff_s = 0.01
-        bus = MemoryBus()
-        worker_t, system_t = MemoryTransport(bus=bus), MemoryTransport(bus=bus)
-        async with (
-            Worker(config, pools, transport=worker_t, services=services,
-                   pool_services=pool_services) as worker,
-            ActorSystem(system_t) as system,
-        ):
-            yield Harness(sim, config, system)
-            assert len(worker.node.cells) == 1, "actors leaked on the worker"
-            assert len(system.node.cells) == 1
-        await worker_t.close()
-        await system_t.close()
-    client = docker.from_env()
-    try:
-        mine = f"{OWNER_LABEL}={default_owner()}"
-        assert not client.containers.list(all=True, filters={"label": mine}), "sandbox leaked"
-    finally:
-        client.close()
 
 
 SYNTAX_THEN_FINAL = Recording(["```repl\ndef (\n```", "FINAL(recovered)"])

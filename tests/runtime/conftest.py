@@ -1,0 +1,116 @@
+"""The RLM harness: simulated models over real HTTP, Docker sandboxes, a worker and a client
+on one transport (in-memory by default; ``{"transport": "nats"}`` for a real nats-server)."""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import docker
+import pytest
+
+from actors import Answer, Query, RLMAgent
+from runtime import ActorSystem, RuntimeConfig, Worker, parse_config
+from runtime._agents import agent_services
+from runtime._models.llm import litellm_module
+from runtime._nats_server import NatsServer
+from runtime._sim.profiles import RoutingResponder
+from runtime._sim.simulator import Simulator, default_profiles, profiles_toml
+from sandbox import build_image
+from sandbox._docker import OWNER_LABEL, default_owner
+from transports import MemoryTransport
+from transports._memory import MemoryBus
+
+
+class Recording:
+    """A scripted root model that remembers what it was shown."""
+
+    def __init__(self, replies: Sequence[str]) -> None:
+        self.replies = list(replies)
+        self.seen: list[list[dict[str, str]]] = []
+
+    def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
+        self.seen.append(list(messages))
+        return self.replies[min(len(self.seen) - 1, len(self.replies) - 1)]
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    litellm_module()  # imported up front: importing blocks the event loop for seconds
+    return build_image(if_missing=True, progress=lambda line: None)
+
+
+class Harness:
+    def __init__(self, sim: Simulator, config: RuntimeConfig, system: ActorSystem) -> None:
+        self.sim, self.config, self.system = sim, config, system
+
+    async def ask(self, question: str, context: str = "", **options: Any) -> Answer:
+        root = await self.system.spawn(RLMAgent, pool="frontier", supervision="temporary")
+        try:
+            answer: Answer = await root.ask(
+                Query(question=question, context=context, **options), timeout=300
+            )
+            return answer
+        finally:
+            await self.system.stop(root)
+
+
+@pytest.fixture
+async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """``request.param`` (indirect): model -> injected error rate, and optionally
+    ``"transport": "nats"``."""
+    served = {"sim/wafer-small": "wafer", "sim/h100-open": "h100", "sim/frontier": "frontier"}
+    profiles = {m: p for m, p in default_profiles().items() if m in served}
+    marker = request.node.get_closest_marker("root_replies")
+    if marker is not None:
+        script = marker.args[0]
+        if isinstance(script, Recording):
+            script.seen.clear()  # a parametrized test runs the same script again
+        frontier = profiles["sim/frontier"]
+        assert isinstance(frontier.responder, RoutingResponder)
+        # the root's chats (with a system message) get the script; sub-calls still get labels
+        frontier.responder = RoutingResponder(frontier.responder.label, root=script)
+    options = dict(getattr(request, "param", None) or {})
+    transport = options.pop("transport", "memory")
+    for name, rate in options.items():
+        profiles[name].error_rate = rate
+    async with Simulator(profiles, time_scale=0.05) as sim:
+        config = parse_config(tomllib.loads(
+            profiles_toml(profiles, sim.base_url, modules=["actors"])
+        ))
+        pools = list(served.values())
+        services, pool_services = agent_services(config, pools)
+        for pool in pool_services.values():
+            pool["llm"].backoff_s = 0.01
+        async with AsyncExitStack() as stack:
+            if transport == "nats":
+                server: NatsServer = request.getfixturevalue("nats_server")
+                namespace = f"rlm{uuid.uuid4().hex[:8]}"
+                worker = await stack.enter_async_context(Worker(
+                    config, pools, nats=server.url, namespace=namespace, services=services,
+                    pool_services=pool_services))
+                system = await stack.enter_async_context(
+                    ActorSystem(nats=server.url, namespace=namespace))
+            else:
+                bus = MemoryBus()
+                worker_t, system_t = MemoryTransport(bus=bus), MemoryTransport(bus=bus)
+                stack.push_async_callback(system_t.close)
+                stack.push_async_callback(worker_t.close)
+                worker = await stack.enter_async_context(Worker(
+                    config, pools, transport=worker_t, services=services,
+                    pool_services=pool_services))
+                system = await stack.enter_async_context(ActorSystem(system_t))
+            yield Harness(sim, config, system)
+            assert len(worker.node.cells) == 1, "actors leaked on the worker"
+            assert len(system.node.cells) == 1
+    client = docker.from_env()
+    try:
+        mine = f"{OWNER_LABEL}={default_owner()}"
+        assert not client.containers.list(all=True, filters={"label": mine}), "sandbox leaked"
+    finally:
+        client.close()
+
+
