@@ -9,6 +9,7 @@ answer is decoded into a typed Struct; connections are kept alive and reused.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import aiohttp
@@ -70,6 +71,7 @@ class _ErrorBody(msgspec.Struct):
 _decode_response = msgspec.json.Decoder(_ChatResponse).decode
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 _encode = msgspec.json.Encoder().encode
+_LARGE_BODY = 2**20
 
 
 def _error_message(body: bytes) -> str:
@@ -120,7 +122,9 @@ class OpenAIHTTPPath:
         key = str(params.pop("api_key", ""))
         body = _encode({"model": self.request_model, "messages": messages, **params})
         session = self._session_now()
-        async with session.post(self.url, data=body, headers=self._headers_for(key)) as resp:
+        # Over 1 MiB (images as data URLs), aiohttp wants a stream, not bytes it sends at once.
+        data = body if len(body) <= _LARGE_BODY else io.BytesIO(body)
+        async with session.post(self.url, data=data, headers=self._headers_for(key)) as resp:
             if resp.status >= 400:
                 raise HTTPStatusError(resp.status, _error_message(await resp.read()))
             if params.get("stream"):

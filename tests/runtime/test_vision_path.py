@@ -49,6 +49,10 @@ print("read:", llm_query("Read all text in this crop.", images=[zoom(page, {CARD
 both = llm_query_batched(["Read all text in this crop."] * 2,
                          images=[[zoom(page, {CARD!r}, 2)], zoom(page, {CARD2!r}, 2)])
 print("batch:", " | ".join(text.replace(chr(10), " / ") for text in both))
+import os
+from PIL import Image
+noise = Image.frombytes("RGB", (1200, 1200), os.urandom(1200 * 1200 * 3))  # a 4 MB PNG
+print("noise:", llm_query("Read all text in this crop.", images=[noise]))
 def typed(call):
     try:
         call()
@@ -107,10 +111,11 @@ async def test_an_image_goes_from_the_repl_to_the_model_and_back(
                  and e.box[2] <= CARD2[2] and e.box[1] >= CARD2[1] and e.box[3] <= CARD2[3])
     batch = next(line for line in output.splitlines() if line.startswith("batch:"))
     assert f"price: {price.text}" in batch and f"name: {name2.text}" in batch
-    assert images_received["sim/vlm-small"] == 3
+    assert "noise: I cannot make out any text in this image." in output  # 4 MB, past NATS's
+    assert images_received["sim/vlm-small"] == 4  # 1 MB max_payload: only the blob store
     assert all(n == 0 for model, n in images_received.items()
                if "image" not in profiles[model].modalities)
-    assert answer.usage["vision-small"].calls == 3
+    assert answer.usage["vision-small"].calls == 4
     chunks = [data for subject, data in seen_on_nats if b"heterarch.PromptChunk" in data]
     assert any(b"image/png" in data for data in chunks)  # the batch went as a chunk, refs only
     typed = [line for line in output.splitlines() if line.startswith("typed:")]
