@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import tomllib
 import uuid
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import anyio
 import nats
 import pytest
 from PIL import Image
 
-from actors import Query, RLMAgent
+from actors import Answer, Query, RLMAgent
 from actors._images import decode_wire_image, inspect_image, store_image
 from actors.errors import HeterarchError, InvalidImage
 from runtime import ActorSystem, Worker, parse_config
@@ -67,11 +71,20 @@ print("still alive:", page.size)
 ```"""
 
 
-async def test_an_image_goes_from_the_repl_to_the_model_and_back(
-        nats_server: NatsServer) -> None:
+@dataclass
+class Run:
+    answer: Answer
+    root: Recording
+    images_received: dict[str, int]
+    seen_on_nats: list[tuple[str, bytes]]
+
+
+async def run_program(nats_server: NatsServer, program: str) -> Run:
+    """An RLM on the frontier vision pool whose root model writes ``program`` then finishes,
+    over NATS (every message recorded by a raw subscriber), with a Docker sandbox."""
     litellm_module()  # imported up front: importing blocks the event loop for seconds
     build_image(if_missing=True, progress=lambda line: None)
-    root = Recording([PROGRAM, "FINAL(done)"])
+    root = Recording([program, "FINAL(done)"])
     profiles = {**default_profiles(), **vision_profiles(root)}
     namespace = f"vision{uuid.uuid4().hex[:8]}"
     seen_on_nats: list[tuple[str, bytes]] = []
@@ -102,6 +115,16 @@ async def test_an_image_goes_from_the_repl_to_the_model_and_back(
             images_received = dict(sim.images_received)
     finally:
         await sniffer.drain()
+    assert all(n == 0 for model, n in images_received.items()
+               if "image" not in profiles[model].modalities)
+    return Run(answer, root, images_received, seen_on_nats)
+
+
+async def test_an_image_goes_from_the_repl_to_the_model_and_back(
+        nats_server: NatsServer) -> None:
+    run = await run_program(nats_server, PROGRAM)
+    answer, root, images_received, seen_on_nats = (
+        run.answer, run.root, run.images_received, run.seen_on_nats)
     assert answer.text == "done", answer
     output = root.seen[1][-1]["content"]
     price = next(e for e in PAGE.elements if e.kind == "price" and e.box[0] >= CARD[0]
@@ -113,8 +136,6 @@ async def test_an_image_goes_from_the_repl_to_the_model_and_back(
     assert f"price: {price.text}" in batch and f"name: {name2.text}" in batch
     assert "noise: I cannot make out any text in this image." in output  # 4 MB, past NATS's
     assert images_received["sim/vlm-small"] == 4  # 1 MB max_payload: only the blob store
-    assert all(n == 0 for model, n in images_received.items()
-               if "image" not in profiles[model].modalities)
     assert answer.usage["vision-small"].calls == 4
     chunks = [data for subject, data in seen_on_nats if b"heterarch.PromptChunk" in data]
     assert any(b"image/png" in data for data in chunks)  # the batch went as a chunk, refs only
@@ -158,3 +179,16 @@ def test_the_host_trusts_no_image_from_a_sandbox() -> None:
             decode_wire_image(item)
         assert isinstance(caught.value, HeterarchError) and caught.value.reason
     assert inspect_image(good.getvalue()) == ("image/png", 8, 8)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "vision.md"
+
+
+async def test_the_repl_example_in_docs_vision_md_runs(nats_server: NatsServer) -> None:
+    doc = await anyio.Path(DOC).read_text("utf-8")
+    section = doc[doc.index("## Images in the REPL"):]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    run = await run_program(nats_server, f"```repl\n{example}print('ok')\n```")
+    output = run.root.seen[1][-1]["content"]
+    assert "[error]" not in output and "ok" in output, output
+    assert run.images_received["sim/vlm-small"] == 3  # llm_query, then a batch of two
