@@ -370,10 +370,14 @@ class _Run:
 
     async def _start_sandbox(self, context: str) -> None:
         factory = self.ctx.service("sandbox_factory")
-        self.sandbox = factory()
-        for name, fn in self._callbacks().items():
-            self.sandbox.register_callback(name, fn)
-        await self.sandbox.start()
+        take = getattr(factory, "take", None)
+        if take is not None:  # a worker's warm sandboxes: one is started ahead
+            self.sandbox = await take(self._callbacks())
+        else:
+            self.sandbox = factory()
+            for name, fn in self._callbacks().items():
+                self.sandbox.register_callback(name, fn)
+            await self.sandbox.start()
         await self._load_state(context)
 
     async def _load_state(self, context: str) -> None:

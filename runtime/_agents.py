@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from actors._rlm import SANDBOX_PRELUDE
+
 from ._config import RuntimeConfig
 from ._models.llm import LLMClient
 from ._models.routing import BudgetAwareRouter, ComplexityRouter, Router, RouteService
+from ._warm import WarmSandboxes
 from .errors import RuntimeConfigError
 
 
@@ -30,7 +33,10 @@ def agent_services(
     *,
     router: Router | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``(services, pool_services)`` for a Worker or ActorSystem hosting RLM/LLM agents."""
+    """``(services, pool_services)`` for a Worker or ActorSystem hosting RLM/LLM agents.
+
+    The served pools with a model (where RLM agents run) share one ``WarmSandboxes``: a
+    sandbox is started ahead for the next agent."""
     route = RouteService(router or BudgetAwareRouter(ComplexityRouter(config.pools)),
                          pools=config.pools)
     services: dict[str, Any] = {
@@ -39,8 +45,10 @@ def agent_services(
         "sandbox_factory": sandbox_factory(config.sandbox),
     }
     pool_services: dict[str, dict[str, Any]] = {}
+    warm: WarmSandboxes | None = None
     for name in served:
         pool = config.pool(name)
         if pool.model:
-            pool_services[name] = {"llm": LLMClient(pool)}
+            warm = warm or WarmSandboxes(services["sandbox_factory"], warmup=SANDBOX_PRELUDE)
+            pool_services[name] = {"llm": LLMClient(pool), "sandbox_factory": warm}
     return services, pool_services

@@ -150,6 +150,11 @@ class Node(Messaging, Relocation, Placement, PoolConsumer, Membership, Fencing):
             for pool in self.pools.values():
                 self._slots[pool.name] = anyio.Semaphore(pool.capacity)
                 self.task_group.start_soon(self._consume_pool, pool)
+            for services in self.pool_services.values():
+                for service in services.values():
+                    aopen = getattr(service, "aopen", None)
+                    if aopen is not None:  # e.g. the warm sandbox starts in our task group
+                        await aopen(self.task_group)
         except BaseException:
             await self.task_group.close()
             raise
@@ -194,7 +199,8 @@ class Node(Messaging, Relocation, Placement, PoolConsumer, Membership, Fencing):
         self._closing = asyncio.get_running_loop().create_task(self.close())
 
     async def _close_pool_services(self) -> None:
-        """Close what the pools' services hold open (the model clients' pooled connections)."""
+        """Close what the pools' services hold open (the model clients' pooled connections,
+        the spare sandbox)."""
         for services in self.pool_services.values():
             for service in services.values():
                 aclose = getattr(service, "aclose", None)
