@@ -12,12 +12,14 @@ import anyio
 import msgspec
 
 from actors import Actor, ActorRef, Address, Restart, Terminated
+from sandbox import DockerSandbox
 from transports import ConnectOptions, NatsTransport, Transport
 from transports.errors import redact_url
 
 from ._config import PoolConfig, RuntimeConfig
 from ._core.node import Node
 from ._nats_server import NatsServer, port_answers
+from ._sandbox_reaper import REAP_INTERVAL_S, reap_sandboxes_forever
 from .errors import NodeFailed
 
 log = logging.getLogger("heterarch")
@@ -249,6 +251,7 @@ class Worker(_Host):
         namespace: str | None = None,
         services: Mapping[str, Any] | None = None,
         pool_services: Mapping[str, Mapping[str, Any]] | None = None,
+        sandbox_reap_interval: float = REAP_INTERVAL_S,
         **node_options: Any,
     ) -> None:
         if isinstance(config, RuntimeConfig):
@@ -268,6 +271,9 @@ class Worker(_Host):
             )
         self.served = {p: all_pools[p] for p in names}
         self.declared = sorted(all_pools)
+        # With Docker sandboxes, it removes the ones whose owner died (at start, periodically).
+        self._reaps_sandboxes = (services or {}).get("sandbox_factory") is DockerSandbox
+        self._reap_interval = sandbox_reap_interval
         super().__init__(
             transport=transport, nats=nats, options=options,
             namespace=namespace or "heterarch", embedded=False,
@@ -278,6 +284,8 @@ class Worker(_Host):
 
     async def __aenter__(self) -> Worker:
         await self._open(role="worker", pools=self.served, declared_pools=self.declared)
+        if self._reaps_sandboxes:
+            self.node.task_group.start_soon(reap_sandboxes_forever, self._reap_interval)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

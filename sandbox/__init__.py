@@ -11,6 +11,7 @@ from ._docker import DockerSandbox as DockerSandbox
 from ._docker import reap_leftovers as reap_leftovers
 from ._pool import SandboxPool as SandboxPool
 from ._process import ProcessSandbox as ProcessSandbox
+from ._reap import reap_orphans as reap_orphans
 from .errors import DockerUnavailable as DockerUnavailable
 from .errors import ImageMissing as ImageMissing
 from .errors import SandboxClosed as SandboxClosed
@@ -42,4 +43,5 @@ __all__ = (
     "image_exists",
     "image_tag",
     "reap_leftovers",
+    "reap_orphans",
 )

@@ -116,7 +116,7 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 
 def test_every_option_has_help_and_shows_its_default() -> None:
     parsers = list(_parsers(build_parser()))
-    assert len(parsers) == 11  # heterarch, its 8 commands, sandbox build, trace show
+    assert len(parsers) == 12  # heterarch, its 8 commands, sandbox build and reap, trace show
     for parser in parsers:
         text = " ".join(parser.format_help().split())  # help lines unwrapped
         for action in parser._actions:

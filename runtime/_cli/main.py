@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--package", action="append", default=[],
                    help="extra Python package (repeatable)")
     b.set_defaults(func=cmd_sandbox_build)
+    r = command("reap", "remove the sandbox containers whose owner process is gone (kill -9)",
+                sandbox_sub)
+    r.set_defaults(func=cmd_sandbox_reap)
 
     p = command("demo", "the OOLONG-style demo on four simulated pools")
     p.add_argument("--records", type=int, default=3000, help="records in the context")
@@ -421,6 +424,15 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
 
 
 # -- sandbox -------------------------------------------------------------------------------------
+def cmd_sandbox_reap(args: argparse.Namespace) -> int:
+    from sandbox import reap_orphans
+
+    removed = reap_orphans()
+    print(f"removed {len(removed)} sandbox container(s) whose owner is gone"
+          + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
 def cmd_sandbox_build(args: argparse.Namespace) -> int:
     from sandbox import build_image
 
