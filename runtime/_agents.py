@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from actors._rlm import SANDBOX_PRELUDE
 
 from ._config import RuntimeConfig
+from ._models.learned import LearnedRouter
 from ._models.llm import LLMClient
-from ._models.routing import BudgetAwareRouter, ComplexityRouter, Router, RouteService
+from ._models.routing import (
+    BudgetAwareRouter,
+    ChainRouter,
+    ComplexityRouter,
+    Router,
+    RouteService,
+)
 from ._warm import WarmSandboxes
 from .errors import RuntimeConfigError
 
@@ -32,12 +40,19 @@ def agent_services(
     served: Iterable[str] = (),
     *,
     router: Router | None = None,
+    learned: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(services, pool_services)`` for a Worker or ActorSystem hosting RLM/LLM agents.
 
     The served pools with a model (where RLM agents run) share one ``WarmSandboxes``: a
-    sandbox is started ahead for the next agent."""
-    route = RouteService(router or BudgetAwareRouter(ComplexityRouter(config.pools)),
+    sandbox is started ahead for the next agent. ``learned``: a router model from ``heterarch
+    route fit``; it decides plain sub-calls it can judge, the complexity router the rest (and
+    it keeps the live statistics)."""
+    complexity = ComplexityRouter(config.pools)
+    chosen: Router = router or BudgetAwareRouter(complexity)
+    if learned is not None:
+        chosen = ChainRouter([LearnedRouter.load(learned, config.pools), chosen])
+    route = RouteService(chosen, getattr(router, "stats", None) or complexity.stats,
                          pools=config.pools)
     services: dict[str, Any] = {
         "pools": dict(config.pools),

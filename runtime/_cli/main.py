@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true", help=TRACE_HELP)
     p.add_argument("--app-dir", default=".",
                    help="directory put on sys.path to import actor modules")
+    p.add_argument("--router", default=None,
+                   help="a router model from `heterarch route fit` (router.json)")
     p.set_defaults(func=cmd_worker)
 
     p = command("ping", "health of the cluster: nodes, pools, live actors")
@@ -132,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulator_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
+    p = command("route", "the automation layer: fit a router from recorded runs")
+    route_sub = p.add_subparsers(dest="route_command", metavar="SUBCOMMAND")
+    f = command("fit", "fit P(right) and latency per pool from span files", route_sub)
+    f.add_argument("spans", nargs="+", help="span files (JSON lines) or Jaeger JSON exports, "
+                                            "recorded with content capture on")
+    f.add_argument("--out", required=True, help="where to write the router model (JSON)")
+    f.add_argument("--target-accuracy", type=float, default=0.97,
+                   help="P(right) a pool must reach to be chosen")
+    f.add_argument("--label", default="runtime._sim.oolong:label_items",
+                   help="module:function(prompt, reply) -> list[bool] judging each item "
+                        "(default: the OOLONG generator's truth)")
+    f.set_defaults(func=cmd_route_fit)
+
     p = command("trace", "read traces")
     trace_sub = p.add_subparsers(dest="trace_command", metavar="SUBCOMMAND")
     t = command("show", "print the spawning tree of one trace", trace_sub)
@@ -159,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the pools config (TOML), for the router to place the root")
     p.add_argument("--pools", default="",
                    help="comma-separated pools this run may use (unset: all)")
+    p.add_argument("--router", default=None,
+                   help="a router model from `heterarch route fit`, to place the root")
     p.add_argument("--max-depth", type=int, default=Query(question="").max_depth,
                    help="recursion depth (the same default as actors.Query)")
     p.add_argument("--max-iterations", type=int, default=12,
@@ -257,7 +274,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from .._agents import agent_services
 
-    services, pool_services = agent_services(config, args.pool)
+    services, pool_services = agent_services(config, args.pool, learned=args.router)
     if pool_services:  # import the model client now, not on the first call (it takes seconds)
         from .._models.llm import litellm_module
 
@@ -368,7 +385,8 @@ def cmd_rlm(args: argparse.Namespace) -> int:
         raise RuntimeConfigError("give --root-pool, or --config for the router to place the "
                                  "root agent")
     config = load_config(args.config) if args.config else None
-    route = agent_services(config)[0]["route"] if config is not None else None
+    route = (agent_services(config, learned=args.router)[0]["route"] if config is not None
+             else None)
     pools = [p for p in args.pools.split(",") if p]
     text, screenshots = _read_contexts(args.context)
     tracing = _start_tracing(args, role="cli")
@@ -413,6 +431,33 @@ def _read_contexts(paths: list[str]) -> tuple[str, list[bytes]]:
         else:
             texts.append(data.decode("utf-8", errors="replace"))
     return "\n".join(texts), screenshots
+
+
+def cmd_route_fit(args: argparse.Namespace) -> int:
+    import importlib
+    import json
+
+    from .._models.learned import fit_router, load_spans, outcomes_from_spans
+    from ..errors import RuntimeConfigError
+
+    module_name, _, function = args.label.partition(":")
+    try:
+        label = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RuntimeConfigError(f"--label {args.label!r}: {exc}") from None
+    spans = [span for path in args.spans for span in load_spans(path)]
+    outcomes = outcomes_from_spans(spans, label)
+    if not outcomes:
+        raise RuntimeConfigError(
+            "no labelled model calls in those spans: record runs with content capture on "
+            "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true) into a span file")
+    model = fit_router(outcomes, target_accuracy=args.target_accuracy)
+    Path(args.out).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
+    for pool, fitted in model["pools"].items():
+        print(f"{pool:14} {fitted['calls']:5} calls {fitted['items']:6} items, "
+              f"right {fitted['observed_accuracy']:.3f}")
+    print(f"router model written to {args.out}")
+    return 0
 
 
 def cmd_trace_show(args: argparse.Namespace) -> int:

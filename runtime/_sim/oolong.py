@@ -341,6 +341,40 @@ class RootResponder:
         return "The program keeps failing.\nFINAL(unknown)"
 
 
+def label_prompts(lines: Sequence[str], *, chunk: int = 25) -> list[str]:
+    """The sub-prompts ``ROOT_PROGRAM`` sends for these ``Date: ...`` lines (plain records in
+    chunks, then hedged ones with the careful prefix): for evaluating routers offline."""
+    plain = [line for line in lines if not HEDGES.search(line)]
+    unclear = [line for line in lines if HEDGES.search(line)]
+    out = []
+    for group, careful in ((plain, False), (unclear, True)):
+        for start in range(0, len(group), chunk):
+            head = ("These records are ambiguous: reason carefully about each one. "
+                    if careful else "")
+            body = "\n".join(f"{i}: {line.split('Instance: ')[1].strip()}"
+                             for i, line in enumerate(group[start:start + chunk]))
+            out.append(head + "Label each record with one of: " + ", ".join(CATEGORIES)
+                       + ". Answer one line per record as `<number>: <label>`.\n" + body)
+    return out
+
+
+def label_items(prompt: str, reply: str) -> list[bool]:
+    """Which numbered records of a labelling ``prompt`` the ``reply`` got right (by the
+    generator's truth); empty when the prompt has none this generator wrote."""
+    answered = {}
+    for line in reply.splitlines():
+        number, sep, label = line.partition(":")
+        if sep and number.strip().isdigit():
+            answered[int(number)] = label.strip()
+    right = []
+    for line in prompt.splitlines():
+        number, sep, text = line.partition(": ")
+        truth = true_label(text.strip()) if sep and number.strip().isdigit() else None
+        if truth is not None:
+            right.append(answered.get(int(number)) == truth)
+    return right
+
+
 def _vocabulary() -> dict[str, str]:
     """Word of a template -> its category (what a model 'knows')."""
     table: dict[str, str] = {}
