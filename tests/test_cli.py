@@ -69,7 +69,8 @@ def test_ping_shows_workers_and_pools(nats_server: NatsServer, tmp_path: Path) -
 
 def test_help_lists_the_commands() -> None:
     done = heterarch("--help")
-    for command in ("nats", "worker", "ping", "sandbox", "demo", "simulate", "rlm", "trace"):
+    for command in ("nats", "worker", "ping", "sandbox", "demo", "simulate", "rlm", "trace",
+                    "route"):
         assert command in done.stdout
 
 
@@ -116,7 +117,8 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 
 def test_every_option_has_help_and_shows_its_default() -> None:
     parsers = list(_parsers(build_parser()))
-    assert len(parsers) == 12  # heterarch, its 8 commands, sandbox build and reap, trace show
+    assert len(parsers) == 14  # heterarch, its 9 commands, sandbox build and reap, trace show,
+    # route fit
     for parser in parsers:
         text = " ".join(parser.format_help().split())  # help lines unwrapped
         for action in parser._actions:
