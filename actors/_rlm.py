@@ -556,6 +556,9 @@ class _Run:
                     merge_usage(self.usage, outcome.reply.usage)
                     self._settle(held.pop(i), pool, outcome.reply)
                     results[i] = outcome.reply.text
+                    if self._fails_check(results[i], options[i]):  # cascade: a stronger pool
+                        escalated.add(i)
+                        again.append((i, {pool}))
                     continue
                 self.ledger.settle(held.pop(i))
                 if outcome is None:  # no lane answered: try again, one by one
@@ -570,10 +573,15 @@ class _Run:
                 for i, failed in again:
                     tg.start_soon(one_by_one, i, failed)
 
+        escalated: set[int] = set()
+
         async def one_by_one(i: int, failed: set[str]) -> None:
+            opts = dict(options[i], hint="hard") if i in escalated else options[i]
+            if i in escalated:
+                trace.get_current_span().add_event("cascade.escalate", {
+                    "from": ",".join(sorted(failed)), "check": str(opts["escalate_if"])})
             try:
-                results[i] = await self._sub_llm_refs(prompts[i], options[i], pictures[i],
-                                                      failed)
+                results[i] = await self._sub_llm_refs(prompts[i], opts, pictures[i], failed)
             except Exception as exc:  # this prompt's own error, as text; the batch goes on
                 results[i] = item_error(exc)
 
@@ -639,7 +647,8 @@ class _Run:
             exclude = exclude | (set(self._pools()) - set(self.query.pools))
         decision = route(
             prompt=prompt, kind=kind, depth=self.query.depth + 1, tag=options.pop("tag", ""),
-            exclude=exclude, budget_left=self._budget_left_fraction(), **extra,
+            exclude=exclude, budget_left=self._budget_left_fraction(),
+            hint=options.pop("hint", ""), **extra,
         )
         return str(decision.pool), str(decision.reason)
 
@@ -669,8 +678,14 @@ class _Run:
         max_tokens = options.pop("max_tokens", None)
         failed = set(failed or ())
         stats = self._stats()
+        answered: str | None = None  # a reply that failed the check, kept until a better one
         while True:
-            pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
+            try:
+                pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
+            except LookupError:  # NoPoolFits: no stronger pool left to escalate to
+                if answered is None:
+                    raise
+                return answered
             span = trace.get_current_span()
             held = self._reserve(pool, prompt, max_tokens)
             sent = time.monotonic()
@@ -697,7 +712,21 @@ class _Run:
                 stats.finished(pool, time.monotonic() - sent, True)
             merge_usage(self.usage, reply.usage)
             self._settle(held, pool, reply)
+            if (self._fails_check(reply.text, options) and "hint" not in options
+                    and "pool" not in options and not self.query.pool_override):
+                # the cascade: a cheap pool answered first; its answer failed the check
+                span.add_event("cascade.escalate", {"from": pool,
+                                                    "check": str(options["escalate_if"])})
+                answered, options = reply.text, dict(options, hint="hard")
+                failed.add(pool)
+                continue
             return reply.text
+
+    @staticmethod
+    def _fails_check(text: str, options: dict[str, Any]) -> bool:
+        """``escalate_if`` (a regex the code passed): the answer needs a stronger pool."""
+        check = options.get("escalate_if")
+        return bool(check) and re.search(str(check), text, re.MULTILINE) is not None
 
     def _reserve(self, pool: str, prompt: str, max_tokens: int | None) -> Reservation:
         """Hold this call's estimate against the budget (``BudgetExceeded`` if it won't fit)."""

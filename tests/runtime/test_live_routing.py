@@ -41,3 +41,28 @@ async def test_a_failing_pool_is_avoided_once_its_errors_are_seen(
                if "heterarch.route.reason" in r["attributes"]]
     assert any("cheapest fit is wafer" in reason for reason in reasons)  # before its errors
     assert any("wafer failing lately, skipped" in reason for reason in reasons)  # after
+
+
+PLAIN = "Label each record with one of: location, description.\n0: {}"
+CASCADE = Recording([
+    "```repl\n"
+    f"prompts = [{PLAIN.format('Where is the river x located?')!r},\n"
+    f"           {PLAIN.format('What does the word x mean?')!r}]\n"
+    "batch = llm_query_batched(prompts, escalate_if=r': description$')\n"
+    "one = llm_query(prompts[1], escalate_if=r': description$')\n"
+    "print(batch, one)\n"
+    "```",
+    "FINAL(done)",
+])
+
+
+@pytest.mark.root_replies(CASCADE)
+async def test_the_cascade_escalates_an_answer_that_fails_its_check(harness: Harness) -> None:
+    answer = await harness.ask("q?", max_iterations=3)
+    assert answer.ok, answer.stop_reason
+    shown = CASCADE.seen[1][-1]["content"]
+    assert "['0: location', '0: description'] 0: description" in shown
+    # both prompts first went to the cheap pool; the answer that failed the check went on to
+    # the strong pool (once in the batch, once alone); the one that passed did not
+    assert answer.usage["wafer"].calls == 3
+    assert answer.usage["frontier"].calls == 2 + 2  # the root's two turns, two escalations
