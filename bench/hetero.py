@@ -1,12 +1,12 @@
 """The talk's table, in one run: all-frontier vs heterogeneous on wafer-scale vs on RDU.
 
-    python bench/hetero.py [--records 3000] [--time-scale 1.0]
+    python bench/hetero.py [--records 1500] [--per-kind 2] [--time-scale 1.0]
 
-Runs ``heterarch demo``'s three configurations on one question of each kind the generator
-has (count, comparison between users, since a year), on simulated pools with the published
+Runs ``heterarch demo``'s three configurations on ``--per-kind`` questions of each kind the
+generator has (count, comparison between users, since a year), on simulated pools with the published
 speeds and prices of docs/llm.md; the automation layer places the root agent and every
 sub-call of the heterogeneous runs. Reports the heterogeneous runs' dollars and wall time as
-ratios to the all-frontier run (lower is better) and the scores averaged over the questions.
+ratios to the all-frontier run (lower is better) and the scores averaged over question kinds.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from _common import result
 from runtime._cli.demo import FRONTIER, RDU, WAFER, run_demo, summarize
 
 
-async def main(records: int, time_scale: float) -> None:
-    by_label = {s.label: s for s in summarize(await run_demo(records=records,
-                                                             time_scale=time_scale))}
+async def main(records: int, time_scale: float, per_kind: int) -> None:
+    by_label = {s.label: s for s in summarize(await run_demo(
+        records=records, time_scale=time_scale, per_kind=per_kind))}
     frontier = by_label[FRONTIER.label]
     for placement, suffix in ((WAFER, ""), (RDU, "_rdu")):
         hetero = by_label[placement.label]
@@ -34,9 +34,11 @@ async def main(records: int, time_scale: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument("--records", type=int, default=1500)
+    parser.add_argument("--per-kind", type=int, default=2,
+                        help="questions of each kind (count, compare, temporal)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiply simulated latencies; 1.0 keeps the published speeds "
                              "against the runtime's own (unscaled) overhead")
     a = parser.parse_args()
-    anyio.run(main, a.records, a.time_scale)
+    anyio.run(main, a.records, a.time_scale, a.per_kind)

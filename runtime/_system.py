@@ -232,6 +232,19 @@ class _DeathWaiter(Actor):
         self.seen.set()
 
 
+async def watch_cluster_load(node: Node, stats: Any, interval: float = 2.0) -> None:
+    """Feed ``stats.observe_cluster`` every ``interval`` seconds with each pool's model calls in
+    flight per node, from the nodes' stats (a node that does not answer in time is left out
+    of that round; the next round asks again)."""
+    while True:
+        loads: dict[str, list[int]] = {}
+        for node_stats in await node.cluster_stats(timeout=interval / 2):
+            for pool, load in node_stats.models.items():
+                loads.setdefault(pool, []).append(load.in_flight)
+        stats.observe_cluster({pool: sum(n) / len(n) for pool, n in loads.items()})
+        await anyio.sleep(interval)
+
+
 class Worker(_Host):
     """A process that serves one or more pools: it hosts the actors spawned onto them.
 
@@ -286,6 +299,9 @@ class Worker(_Host):
         await self._open(role="worker", pools=self.served, declared_pools=self.declared)
         if self._reaps_sandboxes:
             self.node.task_group.start_soon(reap_sandboxes_forever, self._reap_interval)
+        stats = getattr(self.node.services.get("route"), "stats", None)
+        if stats is not None:  # the router here sees the cluster's load, not only its own
+            self.node.task_group.start_soon(watch_cluster_load, self.node, stats)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -171,20 +171,20 @@ async def _wait_for_pools(system: ActorSystem, pools: Sequence[str]) -> None:
         await system.node.wait_pool(pool)
 
 
-def one_question_per_kind(task: Task) -> list[int]:
-    """Indexes of the first question of each kind (count, compare, temporal)."""
-    return [next(i for i, q in enumerate(task.questions) if q.kind == kind)
-            for kind in QUESTION_KINDS]
+def questions_per_kind(task: Task, n: int = 1) -> list[int]:
+    """Indexes of the first ``n`` questions of each kind (count, compare, temporal)."""
+    return [i for kind in QUESTION_KINDS
+            for i in [j for j, q in enumerate(task.questions) if q.kind == kind][:n]]
 
 
 async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
-                   questions: Sequence[int] | None = None, seed: int = 7,
+                   questions: Sequence[int] | None = None, per_kind: int = 1, seed: int = 7,
                    console: Console | None = None) -> list[RunResult]:
     """Every placement on every question; returns the runs (``summarize`` them)."""
     console = console or Console(width=max(130, Console().width))
     console.rule("[bold]heterarch demo[/] - heterogeneous recursion on [yellow]SIMULATED[/] pools")
     task = generate_task(n_records=records, target_chars=records * 340, seed=seed)
-    chosen = list(questions) if questions is not None else one_question_per_kind(task)
+    chosen = list(questions) if questions is not None else questions_per_kind(task, per_kind)
     console.print(f"context: {len(task.context):,} characters, {records:,} records "
                   f"(generated, exact answers known); {len(chosen)} questions")
     results: list[RunResult] = []
@@ -241,9 +241,12 @@ async def _one_run(system: ActorSystem, route: RouteService, config: RuntimeConf
 
 
 def summarize(results: Sequence[RunResult]) -> list[Summary]:
-    """Per configuration, in first-seen order: mean score, summed wall time and dollars."""
+    """Per configuration, in first-seen order: the score averaged over question kinds (the
+    mean of each kind's mean), summed wall time and dollars."""
     labels = list(dict.fromkeys(r.label for r in results))
-    return [Summary(label, statistics.fmean(r.score for r in runs),
+    return [Summary(label, statistics.fmean(
+                        statistics.fmean(r.score for r in runs if r.kind == kind)
+                        for kind in dict.fromkeys(r.kind for r in runs)),
                     sum(r.wall_s for r in runs), sum(r.answer.cost_usd for r in runs))
             for label in labels for runs in [[r for r in results if r.label == label]]]
 

@@ -146,6 +146,7 @@ class PoolStats:
     _latency: dict[str, deque[float]] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     errors: dict[str, deque[float]] = field(default_factory=dict)
+    cluster_in_flight: dict[str, float] = field(default_factory=dict)
 
     def started(self, pool: str) -> None:
         self.in_flight[pool] = self.in_flight.get(pool, 0) + 1
@@ -155,6 +156,14 @@ class PoolStats:
         self._latency.setdefault(pool, deque(maxlen=self.window)).append(latency_s)
         if not ok:
             self.errors.setdefault(pool, deque(maxlen=self.window)).append(time.monotonic())
+
+    def observe_cluster(self, in_flight: Mapping[str, float]) -> None:
+        """Calls in flight per pool per node across the cluster (from the workers' stats)."""
+        self.cluster_in_flight = dict(in_flight)
+
+    def load(self, pool: str) -> float:
+        """Calls in flight on ``pool``: this node's, or the cluster's per node if higher."""
+        return max(float(self.in_flight.get(pool, 0)), self.cluster_in_flight.get(pool, 0.0))
 
     def latency(self, pool: str) -> float | None:
         samples = self._latency.get(pool)
@@ -218,7 +227,7 @@ class ComplexityRouter(Router):
         latency = self.stats.latency(pool.name)
         if latency is None:
             return None
-        return latency * (self.stats.in_flight.get(pool.name, 0) / pool.max_concurrency + 1)
+        return latency * (self.stats.load(pool.name) / pool.max_concurrency + 1)
 
     def route(self, task: Task, *, exclude: Iterable[str] = ()) -> RouteDecision | None:
         excluded = set(exclude)

@@ -103,7 +103,9 @@ class Simulator:
 
     async def start(self) -> None:
         """Listen; raises :class:`PortInUse` when the port is taken."""
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        # Closing drops requests still waiting on simulated latency (a simulator owes nothing).
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         try:

@@ -66,3 +66,53 @@ async def test_the_cascade_escalates_an_answer_that_fails_its_check(harness: Har
     # the strong pool (once in the batch, once alone); the one that passed did not
     assert answer.usage["wafer"].calls == 3
     assert answer.usage["frontier"].calls == 2 + 2  # the root's two turns, two escalations
+
+
+async def test_the_router_sees_the_load_of_the_whole_cluster() -> None:
+    """Calls in flight on another worker's model client reach this node's router through the
+    workers' stats, and a router with a latency goal moves off the busy pool."""
+    import tomllib
+
+    import anyio
+
+    from runtime import Worker, parse_config
+    from runtime._agents import agent_services
+    from runtime._models.routing import ComplexityRouter, Task
+    from runtime._sim.profiles import Profile
+    from runtime._sim.simulator import Simulator, profiles_toml
+    from transports import MemoryTransport
+    from transports._memory import MemoryBus
+
+    profiles = {
+        "sim/wafer-small": Profile("sim/wafer-small", "wafer-scale", 0.0, 1e6, 8, 0.1, 0.1, 1,
+                                   fixed_latency_s=60.0),
+        "sim/h100-open": Profile("sim/h100-open", "h100", 0.0, 1e6, 8, 0.5, 0.5, 1),
+    }
+    async with Simulator(profiles) as sim:
+        config = parse_config(tomllib.loads(profiles_toml(profiles, sim.base_url,
+                                                          modules=["actors"])))
+        busy_services, busy_models = agent_services(config, ["wafer"])
+        services, models = agent_services(config, ["h100"])
+        bus = MemoryBus()
+        async with (Worker(config, ["wafer"], transport=MemoryTransport(bus=bus),
+                           services=busy_services, pool_services=busy_models),
+                    Worker(config, ["h100"], transport=MemoryTransport(bus=bus),
+                           services=services, pool_services=models),
+                    anyio.create_task_group() as tg):
+            client = busy_models["wafer"]["llm"]
+            for _ in range(8):  # the other worker's wafer client: eight slow calls in flight
+                tg.start_soon(client.complete, [{"role": "user", "content": "label each"}])
+            stats = services["route"].stats
+            with anyio.fail_after(60):
+                while stats.cluster_in_flight.get("wafer", 0) < 8:
+                    await anyio.sleep(0.1)
+            assert stats.in_flight.get("wafer", 0) == 0  # nothing of it is this node's own
+            stats.finished("wafer", 1.0, True)  # a recent latency, as sub-calls report it
+            stats.finished("h100", 1.0, True)
+            router = ComplexityRouter(config.pools, stats=stats, latency_goal_s=1.5)
+            decision = router.route(Task(prompt="label each record"))
+            assert decision is not None and decision.pool == "h100"
+            assert "wafer too slow now, next cheapest" in decision.reason
+            tg.cancel_scope.cancel()
+        for pool in (*busy_models.values(), *models.values()):
+            await pool["llm"].aclose()
