@@ -1,17 +1,13 @@
-"""One hosted actor: its mailbox loop, lifecycle, context and the supervision of its children."""
+"""One hosted actor: its mailbox loop and lifecycle (supervision: ``supervisor.py``)."""
 
 from __future__ import annotations
 
 import collections
-import contextvars
-import dataclasses
 import enum
 import logging
 import traceback
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -20,33 +16,24 @@ from actors import (
     Actor,
     ActorRef,
     Address,
-    ChildExit,
-    Context,
-    Inbox,
-    Restart,
     RestartIntensity,
-    Strategy,
     Terminated,
 )
 from actors._spans import mark_exception
 from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind, Subscription
 
-from .._observe.agent_spans import CreatedUnder, invoke_agent_span
+from .._observe.agent_spans import invoke_agent_span
 from .asks import Admission, TakenAsks
+from .cell_context import CellContext
+from .current import current_cell
 from .protocol import DEAD, MAILBOX_FULL, UNDELIVERABLE, Exited
+from .supervisor import ChildRecord, Supervisor
 from .trace_context import extract_context, tracing_enabled
 
 if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger("heterarch.actor")
-A = TypeVar("A", bound=Actor)
-T = TypeVar("T", bound=msgspec.Struct)
-
-#: The cell whose handler the current task is running (for ``sender`` and self-stop).
-current_cell: contextvars.ContextVar[ActorCell | None] = contextvars.ContextVar(
-    "heterarch_current_cell", default=None
-)
 
 
 class CellState(enum.Enum):
@@ -56,35 +43,7 @@ class CellState(enum.Enum):
     STOPPED = "stopped"
 
 
-@dataclasses.dataclass(eq=False)
-class ChildRecord:
-    """What a parent needs to restart a child: its spec, and the ref it handed out."""
-
-    ref: ActorRef[Any]
-    actor_class: type[Actor]
-    args: bytes
-    name: str
-    pool: str
-    restart: Restart
-    generation: int = 0
-    restarts: int = 0
-    restarting: bool = False
-    removed: bool = False
-    failure: BaseException | None = None  # why its last restart failed (the asker gets it)
-    created_under: CreatedUnder | None = None  # its create span (tracing on): see agent_spans
-    changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
-
-    def mark_changed(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
-
-    async def wait_restarted(self, generation: int) -> None:
-        """Wait until an incarnation newer than ``generation`` runs, or the child is gone."""
-        while not self.removed and self.generation <= generation:
-            await self.changed.wait()
-
-
-class ActorCell:
+class ActorCell(Supervisor):
     """The runtime's side of one actor."""
 
     def __init__(
@@ -125,6 +84,10 @@ class ActorCell:
         self.self_ref: ActorRef[Any] = node.codec.ref(address)
         self.context = CellContext(self)
         actor.ctx = self.context
+
+    @property
+    def running(self) -> bool:
+        return self.state is CellState.RUNNING
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, restart_error: str | None = None) -> None:
@@ -333,117 +296,6 @@ class ActorCell:
         finally:
             self._handler_scope = None
 
-    # -- supervision ------------------------------------------------------------------------------
-    async def child_exited(self, exited: Exited, *, counts: bool = True) -> None:
-        """Apply this actor's supervisor strategy to a child's exit (outside its mailbox).
-
-        ``counts=False``: part of one event already counted against the restart intensity (the
-        loss of a node takes all the children there with it: one event, not one per child).
-        """
-        async with self.supervision_lock:
-            record = self.children.get(exited.actor_id)
-            if record is None or record.removed or record.generation != exited.generation:
-                return  # stopped by us, or a stale notice from an older incarnation
-            if record.restarting:
-                return  # we are stopping it ourselves to restart it (one_for_all/rest_for_one)
-            action = await self._supervise(record, exited, counts)
-        self._notify_child_exit(exited, record, action)
-
-    async def _supervise(self, record: ChildRecord, exited: Exited, counts: bool) -> str:
-        if not record.restart.wants_restart(exited.abnormal):
-            self._remove_child(record)
-            return "stopped"
-        if self.state is not CellState.RUNNING:
-            self._remove_child(record)
-            return "stopped"
-        if counts and not self.intensity.allow():
-            self._remove_child(record)
-            self.fail(
-                f"restart intensity exceeded ({self.intensity.max_restarts} restarts in "
-                f"{self.intensity.period}s; last: child {exited.actor_id} {exited.reason})"
-            )
-            return "escalated"
-        strategy = type(self.actor).supervisor_strategy
-        ordered = list(self.children.values())
-        if strategy.strategy is Strategy.ONE_FOR_ALL:
-            targets = ordered
-        elif strategy.strategy is Strategy.REST_FOR_ONE:
-            targets = ordered[ordered.index(record) :]
-        else:
-            targets = [record]
-        for target in targets:
-            target.restarting = True
-        peers = [t for t in targets if t is not record]
-        for peer in reversed(peers):
-            await self.node.stop_ref(peer.ref, f"restarting ({strategy.strategy.value})")
-        # Make sure the incarnation that exited is gone (a no-op when it is; a forged or
-        # mistaken exit notice must not leave two incarnations of one actor running).
-        await self.node.stop_ref(record.ref, "restarting", generation=exited.generation)
-        for target in targets:
-            await self._restart(target, strategy.backoff, exited.reason)
-        return "restarted"
-
-    async def _restart(self, record: ChildRecord, backoff: Any, reason: str) -> None:
-        if backoff is not None:
-            await anyio.sleep(backoff.delay(record.restarts))
-        record.restarts += 1
-        generation = record.generation + 1
-        try:
-            address = await self.node.spawn_actor(
-                record.actor_class,
-                record.args,
-                pool=record.pool,
-                name=record.name,
-                parent=self,
-                actor_id=record.ref.actor_id,
-                generation=generation,
-                restart_error=reason,
-            )
-        except Exception as exc:
-            log.warning("restart of %s failed: %s", record.ref.actor_id, exc)
-            record.failure = exc
-            self._remove_child(record)
-            if self.parent is not None:  # a node's guardian has nobody to escalate to
-                self.fail(f"could not restart child {record.ref.actor_id}: {exc}", exc)
-            return
-        if record.removed or self.state is not CellState.RUNNING:
-            # We stopped (or let the child go) while it was being restarted: our stop could not
-            # reach the new incarnation, so stop it now rather than leave it running forever.
-            await self.node.stop_ref(self.node.codec.ref(address), "parent stopped")
-            return
-        record.ref._rebind(address)
-        record.generation = generation
-        record.restarting = False
-        record.mark_changed()
-
-    def _remove_child(self, record: ChildRecord) -> None:
-        record.removed = True
-        self.children.pop(record.ref.actor_id, None)
-        self.node.forget_record(record)
-        record.mark_changed()
-
-    def _notify_child_exit(self, exited: Exited, record: ChildRecord, action: str) -> None:
-        if type(self.actor).on_child_exit is Actor.on_child_exit:
-            return
-        info = ChildExit(
-            actor_id=exited.actor_id,
-            name=record.name,
-            reason=exited.reason,
-            abnormal=exited.abnormal,
-            action=action,
-        )
-        self.node.task_group.start_soon(self._run_child_exit_hook, info)
-
-    async def _run_child_exit_hook(self, info: ChildExit) -> None:
-        token = current_cell.set(self)
-        try:
-            await self.actor.on_child_exit(info)
-        except Exception:
-            log.exception("on_child_exit of %s raised", self.address.actor_id)
-        finally:
-            current_cell.reset(token)
-
-
 class _Failure:
     __slots__ = ("error", "info")
 
@@ -457,67 +309,4 @@ class _Failure:
             traceback="".join(traceback.format_exception(error))[-8000:],
         )
 
-
-class CellContext(Context):
-    """``Context`` implementation backed by a cell and its node."""
-
-    def __init__(self, cell: ActorCell) -> None:
-        self._cell = cell
-
-    @property
-    def self_ref(self) -> ActorRef[Any]:
-        return self._cell.self_ref
-
-    @property
-    def parent(self) -> ActorRef[Any] | None:
-        parent = self._cell.parent
-        return None if parent is None else self._cell.node.codec.ref(parent)
-
-    @property
-    def children(self) -> list[ActorRef[Any]]:
-        return [r.ref for r in self._cell.children.values()]
-
-    @property
-    def pool(self) -> str:
-        return self._cell.address.pool
-
-    @property
-    def depth(self) -> int:
-        return self._cell.depth
-
-    async def spawn(
-        self,
-        actor_class: type[A],
-        *args: Any,
-        pool: str | None = None,
-        name: str | None = None,
-        supervision: Restart | str | None = None,
-        **kwargs: Any,
-    ) -> ActorRef[A]:
-        return await self._cell.node.spawn_child(
-            self._cell, actor_class, args, kwargs, pool=pool, name=name, supervision=supervision
-        )
-
-    async def stop(self, ref: ActorRef[Any]) -> None:
-        cell = self._cell
-        if ref == cell.self_ref:
-            await cell.stop("stopped")
-            return
-        record = cell.children.get(ref.actor_id)
-        if record is not None:
-            cell._remove_child(record)
-        await cell.node.stop_ref(ref, "stopped")
-
-    async def watch(self, ref: ActorRef[Any]) -> None:
-        await self._cell.node.watch(ref, self._cell.address)
-
-    def inbox(self, item_type: type[T],
-              on_item: Callable[[T], None]) -> AbstractContextManager[Inbox]:
-        return self._cell.node.open_inbox(item_type, on_item)
-
-    async def send_to_inbox(self, inbox: Inbox, item: msgspec.Struct) -> None:
-        await self._cell.node.send_to_inbox(inbox, item)
-
-    def service(self, name: str) -> Any:
-        return self._cell.node.service(name, self._cell.address.pool)
 

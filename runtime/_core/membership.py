@@ -8,14 +8,10 @@ import logging
 import os
 import socket
 import time
-from typing import TypeVar
 
 import anyio
 import msgspec
 
-from actors import (
-    Actor,
-)
 from transports import (
     DECODE_ERRORS,
     Envelope,
@@ -35,7 +31,6 @@ from .protocol import (
 from .state import NodeState
 
 log = logging.getLogger("heterarch.node")
-A = TypeVar("A", bound=Actor)
 
 _node_info_decoder = msgspec.msgpack.Decoder(NodeInfo)
 _stats_decoder = msgspec.msgpack.Decoder(NodeStats)

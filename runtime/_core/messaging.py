@@ -7,13 +7,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import msgspec
 
 from actors import (
-    Actor,
     ActorDead,
     ActorRef,
     Address,
@@ -41,9 +40,10 @@ from transports._subjects import is_reply_subject
 from transports.errors import NoResponders, RequestTimeout, TransportError
 
 from .._observe.agent_spans import first_work_context
-from .cell import ActorCell, current_cell
+from .cell import ActorCell
 from .classes import class_path
 from .codec import ENCODE_ERRORS, encode, encode_message
+from .current import current_cell
 from .protocol import (
     DEAD,
     MAILBOX_FULL,
@@ -62,7 +62,6 @@ from .state import NodeState
 from .trace_context import inject_headers, tracing_enabled
 
 log = logging.getLogger("heterarch.node")
-A = TypeVar("A", bound=Actor)
 
 
 class Messaging(NodeState):

@@ -27,7 +27,7 @@ from transports.errors import TransportError
 
 from .._config import PoolConfig
 from .._observe.agent_spans import CreatedUnder
-from .cell import ActorCell, ChildRecord
+from .cell import ActorCell
 from .codec import Codec
 from .fencing import FENCED_BUCKET, Fencing
 from .inflight import InFlight
@@ -41,6 +41,7 @@ from .protocol import (
     is_node_id,
 )
 from .relocation import Relocation
+from .supervisor import ChildRecord
 
 log = logging.getLogger("heterarch.node")
 

@@ -28,7 +28,7 @@ from transports import (
 from transports.errors import TransportError
 
 from .._observe.agent_spans import create_agent_span
-from .cell import ActorCell, ChildRecord
+from .cell import ActorCell
 from .classes import class_path, instantiate
 from .codec import encode, encode_message
 from .messaging import decode_error_payload
@@ -37,6 +37,7 @@ from .protocol import (
     SpawnRequest,
 )
 from .state import NodeState
+from .supervisor import ChildRecord
 from .trace_context import inject_headers, tracing_enabled
 
 if TYPE_CHECKING:

@@ -6,13 +6,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import anyio
 from opentelemetry import context as otel_context
 
 from actors import (
-    Actor,
     Address,
     SpawnFailed,
 )
@@ -44,7 +42,6 @@ log = logging.getLogger("heterarch.node")
 POISON_AFTER_DELIVERIES = 2
 #: JetStream's own bound (max-deliver): the server stops redelivering after this many.
 MAX_DELIVER = POISON_AFTER_DELIVERIES + 1
-A = TypeVar("A", bound=Actor)
 
 
 class PoolConsumer(NodeState):

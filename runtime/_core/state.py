@@ -17,10 +17,11 @@ from transports import Envelope, ErrorInfo, KeyValue, Transport
 from transports._tasks import HostedTaskGroup
 
 from .._config import PoolConfig
-from .cell import ActorCell, ChildRecord
+from .cell import ActorCell
 from .codec import Codec
 from .inflight import InFlight
 from .protocol import Exited, Locate, NodeInfo, Subjects
+from .supervisor import ChildRecord
 
 if TYPE_CHECKING:
     from actors import Actor, ActorDead, ActorRef, Address
