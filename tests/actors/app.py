@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 
 import anyio
 import msgspec
@@ -87,6 +88,13 @@ POISON_VALUES: dict[str, object] = {
 }
 
 _incarnations: dict[str, int] = {}
+
+
+class KillsItsWorker(Actor):
+    """Hostile: constructing it kills the process (as a crashing C extension would)."""
+
+    def __init__(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Worker(Actor):

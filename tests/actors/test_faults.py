@@ -12,10 +12,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actors import SpawnFailed
 from runtime import ActorSystem, NatsServer, Worker
+from runtime._core.pool_consumer import POISON_AFTER_DELIVERIES
 from transports import ConnectOptions, NatsTransport, new_id
 
-from .app import Add, Append, FanOut, Items, Parent, SpawnChildren, WhereAmI
+from .app import Add, Append, FanOut, Items, KillsItsWorker, Parent, SpawnChildren, WhereAmI
 from .app import Worker as Worker_  # the actor class; `Worker` is the runtime's
 from .conftest import POOLS
 
@@ -30,6 +32,12 @@ def _config(tmp_path: Path, namespace: str) -> Path:
         'modules = ["tests.actors.app"]\n'
     )
     return path
+
+
+def _worker_process(config: Path, pool: str, nats_url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
+         str(config), "--nats", nats_url, "--app-dir", str(ROOT)], cwd=ROOT)
 
 
 @pytest.fixture
@@ -133,14 +141,9 @@ async def test_a_ref_held_on_a_third_node_answers_after_kill_9_of_its_worker(
         '[pools.gpu]\ncapacity = 64\nmodules = ["tests.actors.app"]\n'
     )
 
-    def worker(pool: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
-             str(config), "--nats", nats_server.url, "--app-dir", str(ROOT)], cwd=ROOT)
-
     # The parent runs on a worker of its own; its 12 children on two `cpu` workers; the refs
     # are held by this process, a third node that supervises none of them.
-    procs = [worker("gpu"), worker("cpu"), worker("cpu")]
+    procs = [_worker_process(config, pool, nats_server.url) for pool in ("gpu", "cpu", "cpu")]
     try:
         transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
         async with ActorSystem(transport, placement_timeout=30.0) as system:
@@ -160,6 +163,42 @@ async def test_a_ref_held_on_a_third_node_answers_after_kill_9_of_its_worker(
 
             after = {int(str((await c.ask(WhereAmI(), timeout=60))["pid"])) for c in children}
             assert after == {survivor.pid}
+        await transport.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def test_a_spawn_request_that_kills_its_workers_is_refused_before_the_pool_is_gone(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    namespace = "p" + new_id()[:10]
+    config = _config(tmp_path, namespace)
+    procs = [_worker_process(config, "cpu", nats_server.url) for _ in range(3)]
+    try:
+        transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
+        async with ActorSystem(transport, placement_timeout=30.0, spawn_timeout=90.0) as system:
+            with anyio.fail_after(60):
+                while len([i for i, _ in system.node._known_nodes.values()
+                           if "cpu" in i.pools]) < 3:
+                    await anyio.sleep(0.05)
+            # Each delivery kills the worker that took it; JetStream redelivers it after the
+            # ack wait; the delivery after POISON_AFTER_DELIVERIES is refused, not run.
+            with pytest.raises(SpawnFailed, match="delivered 3 times"):
+                await system.spawn(KillsItsWorker, pool="cpu")
+            alive = [p for p in procs if p.poll() is None]
+            assert len(alive) == 3 - POISON_AFTER_DELIVERIES
+            ref = await system.spawn(Worker_, "after", pool="cpu")
+            assert (await ref.ask(WhereAmI(), timeout=30))["pid"] == alive[0].pid
+            stats = [s for s in await system.node.cluster_stats() if s.info.pid == alive[0].pid]
+            assert stats[0].dead_letters.get("spawn-refused") == 1
         await transport.close()
     finally:
         for p in procs:
