@@ -213,8 +213,9 @@ async def test_local_nats_image_is_healthy_runs_jetstream_and_enforces_auth(
         nats_container: int) -> None:
     port = nats_container
     for user, password in (("client", "pw-client"), ("worker", "pw-worker")):
+        # Each user may read only its own inboxes (compose/nats/nats.conf, docs/bus.md).
         nc = await nats.connect(f"nats://{user}:{password}@127.0.0.1:{port}", connect_timeout=5,
-                                allow_reconnect=False)
+                                allow_reconnect=False, inbox_prefix=f"_INBOX_{user}")
         try:
             info = await nc.jetstream().account_info()
             assert info.limits is not None  # JetStream is on
