@@ -194,7 +194,8 @@ def _image_list(images):
 
 def install(namespace):
     """Wrap the namespace's ``llm_query`` / ``llm_query_batched`` to take ``images=``, and
-    put the helpers and their errors in it."""
+    put the helpers and their errors in it. Running it again changes nothing (a sandbox
+    started ahead has run the prelude once already)."""
     callback_error = namespace.get("CallbackError", Exception)
 
     def host_error(exc):
@@ -203,6 +204,10 @@ def install(namespace):
 
     single = namespace.get("llm_query")
     batched = namespace.get("llm_query_batched")
+    if getattr(single, "takes_images", False):
+        single = None  # wrapped already
+    if getattr(batched, "takes_images", False):
+        batched = None
     if single is not None:
         def llm_query(prompt, images=None, **options):
             if images is not None:
@@ -212,6 +217,7 @@ def install(namespace):
             except callback_error as exc:
                 raise host_error(exc) from None
 
+        llm_query.takes_images = True  # type: ignore[attr-defined]
         namespace["llm_query"] = llm_query
     if batched is not None:
         def llm_query_batched(prompts, images=None, **options):
@@ -224,6 +230,7 @@ def install(namespace):
             except callback_error as exc:
                 raise host_error(exc) from None
 
+        llm_query_batched.takes_images = True  # type: ignore[attr-defined]
         namespace["llm_query_batched"] = llm_query_batched
     for name in __all__:
         if name != "install":

@@ -92,3 +92,19 @@ def test_bad_crops_and_zooms_raise_typed_errors() -> None:
     Image.new("RGB", (4, 4)).save(gif, format="GIF")
     with pytest.raises(hv.NotAnImage, match="GIF"):
         hv.load_image(gif.getvalue())
+
+
+def test_install_twice_wraps_once() -> None:
+    sent: list[object] = []
+
+    def llm_query(prompt: str, **options: object) -> str:
+        sent.append(options.get("images"))
+        return "ok"
+
+    namespace: dict[str, object] = {"llm_query": llm_query}
+    hv.install(namespace)
+    hv.install(namespace)  # the prelude runs again in a sandbox started ahead
+    query = namespace["llm_query"]
+    assert callable(query) and query("read", images=[page_image()]) == "ok"
+    wire = sent[0]
+    assert isinstance(wire, list) and decode_wire_image(wire[0])
