@@ -85,6 +85,16 @@ boxes, labels)`. `llm_query(prompt, images=[...])` and `llm_query_batched(prompt
 images=[[...], ...])` send images (Pillow images, PNG/JPEG bytes or paths): reading a crop goes \
 to a small vision model, a prompt about the layout of a whole page to a frontier one."""
 
+#: What the prelude imports, run ahead in a warm sandbox (the import is the slow part; the
+#: prelude itself must run once per fresh namespace: it wraps the callbacks).
+SANDBOX_IMPORTS = """\
+try:
+    import heterarch_vision
+    del heterarch_vision
+except ImportError:
+    pass
+"""
+
 SANDBOX_PRELUDE = """\
 try:
     import heterarch_vision as _heterarch_vision

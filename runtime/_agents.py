@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from actors._rlm import SANDBOX_PRELUDE
+from actors._rlm import SANDBOX_IMPORTS
 
 from ._config import RuntimeConfig
 from ._models.learned import LearnedRouter
@@ -64,6 +64,6 @@ def agent_services(
     for name in served:
         pool = config.pool(name)
         if pool.model:
-            warm = warm or WarmSandboxes(services["sandbox_factory"], warmup=SANDBOX_PRELUDE)
+            warm = warm or WarmSandboxes(services["sandbox_factory"], warmup=SANDBOX_IMPORTS)
             pool_services[name] = {"llm": LLMClient(pool), "sandbox_factory": warm}
     return services, pool_services
