@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -527,7 +528,7 @@ class _Run:
         reasons: list[str] = []
         pictures = images or [[] for _ in prompts]
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
-            pool, reason = self._route(prompt, "llm", dict(opts), set(), len(pictures[i]))
+            pool, reason = self._route(prompt, "llm", dict(opts), set(), pictures[i])
             reasons.append(reason)
             try:  # reserved before dispatch: past the budget, the prompt is not sent
                 held[i] = self._reserve(pool, prompt, opts.get("max_tokens"))
@@ -644,7 +645,8 @@ class _Run:
         )
 
     def _route(self, prompt: str, kind: str, options: dict[str, Any],
-               exclude: set[str], images: int = 0) -> tuple[str, str]:
+               exclude: set[str], pictures: Sequence[ImageRef] = ()) -> tuple[str, str]:
+        images = len(pictures)
         explicit = options.pop("pool", None)
         if explicit:
             return self._image_pool(str(explicit), images), "pool named by the code"
@@ -652,7 +654,10 @@ class _Run:
             pool = self._image_pool(self.query.pool_override, images)
             return pool, "pool override of this run"
         route = self.ctx.service("route")
-        extra = {"images": images} if images else {}
+        extra: dict[str, Any] = {"images": images} if images else {}
+        if images and options.get("text_px"):  # how small the text is: pools that read it
+            extra.update(text_px=float(options.pop("text_px")),
+                         image_sizes=[(p.width, p.height) for p in pictures])
         if self.query.pools:  # this run may use only these pools
             exclude = exclude | (set(self._pools()) - set(self.query.pools))
         decision = route(
@@ -691,7 +696,7 @@ class _Run:
         answered: str | None = None  # a reply that failed the check, kept until a better one
         while True:
             try:
-                pool, reason = self._route(prompt, "llm", dict(options), failed, len(images))
+                pool, reason = self._route(prompt, "llm", dict(options), failed, images)
             except LookupError:  # NoPoolFits: no stronger pool left to escalate to
                 if answered is None:
                     raise

@@ -2,8 +2,9 @@
 
     python bench/vision.py [--pages 8] [--time-scale 1.0]
 
-Runs ``heterarch demo --vision``'s two placements (every sub-call on the frontier vision pool;
-routed: crop-and-read to the small vision pool, page layouts to the frontier) and reports the
+Runs ``heterarch demo --vision``'s two placements (the root and every sub-call on the frontier
+vision pool; routed: the root placed among the wafer-scale text pools, page layouts to the
+cheapest vision pool that reads their text, crop-and-read to the small vision pool) and reports the
 routed run's cost and wall time as ratios to the all-frontier run (lower is better), with both
 scores. The figures follow from the published profiles in docs/vision.md and from the routing.
 """

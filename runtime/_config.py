@@ -58,6 +58,12 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     description: str = ""
     modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image" too: the
     # router may send it image_url content parts
+    # What an image model reads: the text height (in the pixels it sees, after its provider's
+    # resize) it reads reliably (0: not said), and that resize: "openai-tiles", "qwen-patches"
+    # or "" (keeps the resolution). The router sends a call that says how small its text is
+    # (``text_px``) only to pools that read it.
+    legible_px: float = 0.0
+    image_resize: str = ""
     client: str = "auto"  # "auto", "litellm" or "openai" (the lean OpenAI-compatible client)
     # Root actors one spawning node may hold on one worker of this pool (0: no limit), so that
     # one client cannot fill every slot with roots; children of actors do not count.
@@ -80,6 +86,13 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
                 f"pool {self.name!r}: modalities must include \"text\" and be among "
                 f"{sorted(MODALITIES)}, not {self.modalities}"
             )
+        if self.image_resize not in ("", "openai-tiles", "qwen-patches"):
+            raise RuntimeConfigError(
+                f"pool {self.name!r}: image_resize must be '', 'openai-tiles' or "
+                f"'qwen-patches', not {self.image_resize!r}"
+            )
+        if self.legible_px < 0:
+            raise RuntimeConfigError(f"pool {self.name!r}: legible_px must be >= 0")
         if self.client not in ("auto", "litellm", "openai"):
             raise RuntimeConfigError(
                 f"pool {self.name!r}: client must be 'auto', 'litellm' or 'openai', "

@@ -100,18 +100,20 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
                   pool_override: str = "", max_depth: int = 2, max_iterations: int = 8,
                   budget: Budget | None = None, timeout: float = 900.0,
                   images: list[ImageRef] | None = None,
-                  progress: Inbox | None = None) -> Answer:
+                  progress: Inbox | None = None, root_pools: Sequence[str] = ()) -> Answer:
     """Spawn a root RLM agent, ask it, stop it.
 
     The root runs on ``root_pool``, or where ``route`` (with ``config``) places it among
-    ``pools``; the run's sub-calls may use only ``pools`` (empty: any). ``images``: an image
+    ``root_pools`` (default: ``pools``); the run's sub-calls may use only ``pools`` (empty:
+    any). ``images``: an image
     context (screenshots in the blob store). ``progress``: where the root reports ``RunProgress``
     (the live view)."""
     reason = "root pool named by the caller"
     if not root_pool:
         if route is None or config is None:
             raise ValueError("ask_rlm needs root_pool, or route and config to place the root")
-        root_pool, reason = place_root(route, question, config=config, pools=pools)
+        root_pool, reason = place_root(route, question, config=config,
+                                       pools=root_pools or pools)
     conversation = uuid.uuid4().hex
     with tracer.start_as_current_span(
         "invoke_agent rlm", record_exception=False, set_status_on_exception=False,

@@ -2,18 +2,20 @@
 
 Starts an embedded nats-server, the pool simulator with the two vision pools (a Qwen3-VL-8B-
 class model on an H100, a GPT-5-class frontier API: published prices and speeds, see
-docs/vision.md), one worker process per pool, renders shop pages with small text, and asks an
-RLM on the frontier pool the same questions twice: every sub-call on the frontier pool, then
-routed by the automation layer (crop-and-read to the small vision pool, page layouts to the
-frontier). Prints score, wall time, dollars and calls per pool. Everything model-side is
-SIMULATED and labelled so.
+docs/vision.md) and the wafer-scale text pools of ``heterarch demo``, one worker process per
+configuration, renders shop pages with small text, and asks an RLM the same questions twice:
+everything (the root agent and every sub-call) on the frontier vision pool, then routed by the
+automation layer: the root placed among the wafer-scale text pools like any recursive agent
+(the code-writing tier), page layouts to the cheapest vision pool that reads their text at the
+size it sees the page, crop-and-read to the cheapest vision pool. Prints score, wall time,
+dollars and calls per pool. Everything model-side is SIMULATED and labelled so.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +23,10 @@ from rich.table import Table
 
 from actors import Answer, store_image
 
+from .._config import RuntimeConfig, load_config
+from .._models.routing import RouteService
 from .._nats_server import NatsServer
+from .._sim.profiles import default_profiles
 from .._sim.simulator import Simulator, profiles_toml
 from .._sim.vision import vision_profiles
 from .._sim.vision_task import VisionRootResponder, VisionTask, make_task, score
@@ -30,6 +35,7 @@ from .demo import _wait_for_pools, ask_rlm, start_workers
 
 POOLS = ("vision-small", "vision-frontier")
 ROOT_POOL = "vision-frontier"
+ROOT_POOLS = ("wafer", "wafer-large")  # the routed run's root: placed among these
 
 
 @dataclass
@@ -50,7 +56,11 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
     console.print(f"context: {pages} generated shop screenshots "
                   f"({task.pages[0].width}x{task.pages[0].height}, text down to 8 px); "
                   f"{len(task.questions)} questions with known answers")
-    profiles = vision_profiles(VisionRootResponder())
+    root = VisionRootResponder()
+    profiles = vision_profiles(root)
+    text = default_profiles()  # the wafer-scale text pools, answering the root's turns
+    for model in ("sim/wafer-small", "sim/wafer-large"):
+        profiles[model] = replace(text[model], responder=root)
     with tempfile.TemporaryDirectory(prefix="heterarch-vision-") as tmp, NatsServer() as nats:
         async with Simulator(profiles, time_scale=time_scale) as sim:
             console.print(f"[dim]nats-server at {nats.url}; pool simulator (SIMULATED models) "
@@ -58,15 +68,20 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
             config = Path(tmp) / "pools.toml"
             config.write_text('namespace = "vision"\n\n'
                               + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            workers = start_workers(config, nats.url, POOLS)
+            from .._agents import agent_services
+
+            services, _ = agent_services(load_config(config))
+            route: RouteService = services["route"]
+            workers = start_workers(config, nats.url, [*POOLS, ROOT_POOLS])
             try:
-                with console.status("starting 2 worker processes (one per pool)..."):
+                with console.status("starting 3 worker processes..."):
                     async with ActorSystem(nats=nats.url, namespace="vision",
                                            placement_timeout=60) as system:
-                        await _wait_for_pools(system, POOLS)
-                        runs = [await _one_run(system, task, label, override, console)
-                                for label, override in (("all on frontier VLM", ROOT_POOL),
-                                                        ("routed (automation layer)", ""))]
+                        await _wait_for_pools(system, [*POOLS, *ROOT_POOLS])
+                        runs = [await _one_run(system, task, label, console, route,
+                                               load_config(config), routed)
+                                for label, routed in (("all on frontier VLM", False),
+                                                      ("routed (automation layer)", True))]
             finally:
                 for w in workers:
                     w.terminate()
@@ -76,14 +91,20 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
     return runs
 
 
-async def _one_run(system: ActorSystem, task: VisionTask, label: str, override: str,
-                   console: Console) -> VisionRun:
+async def _one_run(system: ActorSystem, task: VisionTask, label: str, console: Console,
+                   route: RouteService, config: RuntimeConfig, routed: bool) -> VisionRun:
+    """``routed``: the router places the root (among ``ROOT_POOLS``) and every sub-call
+    (among the vision pools); else all on the frontier vision pool."""
     blobs = system.node.transport
     refs = [await store_image(blobs, png) for png in task.screenshots]
     try:
         started = time.monotonic()
-        answer = await ask_rlm(system, task.prompt, root_pool=ROOT_POOL, pool_override=override,
-                               images=refs, max_iterations=6)
+        if routed:
+            answer = await ask_rlm(system, task.prompt, route=route, config=config, pools=POOLS,
+                                   root_pools=ROOT_POOLS, images=refs, max_iterations=6)
+        else:
+            answer = await ask_rlm(system, task.prompt, root_pool=ROOT_POOL,
+                                   pool_override=ROOT_POOL, images=refs, max_iterations=6)
         run = VisionRun(label, answer, score(answer.text, task), time.monotonic() - started)
     finally:
         for ref in refs:
@@ -97,11 +118,11 @@ def _print_runs(console: Console, runs: list[VisionRun]) -> None:
     table = Table(title="Same screenshots and questions, two placements (models SIMULATED)")
     for column in ("run", "score", "wall s", "$ total"):
         table.add_column(column, justify="left" if column == "run" else "right")
-    for pool in POOLS:
+    for pool in (*POOLS, "wafer-large"):
         table.add_column(f"{pool} calls / $", justify="right")
     for r in runs:
         cells = []
-        for pool in POOLS:
+        for pool in (*POOLS, "wafer-large"):
             u = r.answer.usage.get(pool)
             cells.append(f"{u.calls} / {u.cost_usd:.4f}" if u else "-")
         table.add_row(r.label, f"{r.score:.3f}", f"{r.wall_s:.1f}",

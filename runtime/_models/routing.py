@@ -45,7 +45,11 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     run's budget still unspent; ``tokens``: a token estimate overriding the prompt's length;
     ``hint``: ``"easy"`` or ``"hard"`` when the caller knows better than the keywords;
     ``images``: how many images the call carries (only pools with ``"image"`` in their
-    ``modalities`` may take it).
+    ``modalities`` may take it); ``text_px``: the height of the smallest text the call must read,
+    in the pixels of its images (0: not said), and ``image_sizes`` their sizes: with both, only
+    vision pools that read text of that height at the size they see the image are candidates
+    (``PoolConfig.legible_px``, ``image_resize``), and a global visual task then needs no more
+    than the easy tier: what makes a page hard for a model is text too small for it to read.
     """
 
     prompt: str = ""
@@ -56,6 +60,8 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     tokens: int = 0
     hint: str = ""
     images: int = 0
+    text_px: float = 0.0
+    image_sizes: tuple[tuple[int, int], ...] = ()
 
     @property
     def prompt_tokens(self) -> int:
@@ -126,6 +132,27 @@ _GLOBAL_VISION = re.compile(
 def accepts(pool: PoolConfig, task: Task) -> bool:
     """Whether ``pool``'s model reads everything ``task`` carries (text; images if any)."""
     return not task.images or "image" in pool.modalities
+
+
+def model_scale(rule: str, width: int, height: int, max_pixels: int = 16_777_216) -> float:
+    """How much a provider's resize scales an image of this size before its model sees it:
+    ``"openai-tiles"`` fits it in 2048 x 2048, then its short side to at most 768;
+    ``"qwen-patches"`` keeps its resolution up to ``max_pixels``; ``""``: unknown, kept."""
+    if width < 1 or height < 1:
+        return 1.0
+    if rule == "openai-tiles":
+        scale = min(1.0, 2048 / max(width, height))
+        return scale * min(1.0, 768 / (min(width, height) * scale))
+    if rule == "qwen-patches" and width * height > max_pixels:
+        return float((max_pixels / (width * height)) ** 0.5)
+    return 1.0
+
+
+def seen_text_px(pool: PoolConfig, task: Task) -> float:
+    """The height ``task``'s smallest text has in the pixels ``pool``'s model sees (the worst
+    of its images)."""
+    return task.text_px * min((model_scale(pool.image_resize, w, h)
+                               for w, h in task.image_sizes), default=1.0)
 
 
 def estimate_complexity(prompt: str) -> Complexity:
@@ -218,6 +245,22 @@ class ComplexityRouter(Router):
             tier, why = self.agent_tier, f"{why}, recursive agent"
         return tier, why
 
+    def _legibility(self, task: Task, candidates: list[PoolConfig], tier: int,
+                    why: str) -> tuple[list[PoolConfig], int, str]:
+        """Only the pools that read the task's text at the size they see it; with one, the
+        easy tier suffices (reading was the hard part). None: the tier rule stands."""
+        known = [p for p in candidates if p.legible_px > 0]
+        seen = {p.name: seen_text_px(p, task) for p in known}
+        readable = [p for p in known if seen[p.name] >= p.legible_px]
+        detail = "; ".join(f"{p.name} sees {seen[p.name]:.1f} px, reads >= {p.legible_px:g}"
+                           for p in known)
+        why += f", text {task.text_px:g} px ({detail or 'no pool states what it reads'})"
+        if not readable:
+            return candidates, tier, why + ": legible to none"
+        floor = self.agent_tier if task.kind == "rlm" else self.easy_tier
+        return (readable, min(tier, max(self.easy_tier, floor)),
+                why + ": legible to " + ", ".join(p.name for p in readable))
+
     def _price(self, pool: PoolConfig, task: Task) -> float:
         inp = pool.input_price_per_mtok or 0.0
         out = pool.output_price_per_mtok or 0.0
@@ -236,6 +279,8 @@ class ComplexityRouter(Router):
                       and accepts(p, task)]
         if task.images:
             why += f" ({task.images} image(s): vision pools only)"
+        if task.images and task.text_px > 0 and task.image_sizes:
+            candidates, tier, why = self._legibility(task, candidates, tier, why)
         fitting = sorted((p for p in candidates if p.tier >= tier),
                          key=lambda p: (self._price(p, task), -p.tier))
         if not fitting:  # nothing strong enough left: take the strongest there is
@@ -315,10 +360,12 @@ class RouteService:
 
     def __call__(self, *, prompt: str, kind: str = "llm", depth: int = 1, tag: str = "",
                  exclude: Iterable[str] = (), budget_left: float = 1.0, tokens: int = 0,
-                 hint: str = "", images: int = 0) -> RouteDecision:
+                 hint: str = "", images: int = 0, text_px: float = 0.0,
+                 image_sizes: Iterable[tuple[int, int]] = ()) -> RouteDecision:
         """Route one sub-call. Raises ``NoPoolFits`` when no router chose a pool."""
         task = Task(prompt=prompt, kind=kind, depth=depth, tag=tag, budget_left=budget_left,
-                    tokens=tokens, hint=hint, images=images)
+                    tokens=tokens, hint=hint, images=images, text_px=float(text_px),
+                    image_sizes=tuple((int(w), int(h)) for w, h in image_sizes))
         excluded = set(exclude)
         while True:
             decision = self.router.route(task, exclude=excluded)

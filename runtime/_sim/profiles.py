@@ -144,5 +144,9 @@ def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Seque
                 f"output_price_per_mtok = {p.output_price_per_mtok}",
                 f"max_concurrency = {p.concurrency}", f"tier = {p.tier}",
                 f"modalities = {json.dumps(list(p.modalities))}",
-                f'description = "{p.description}"', ""]
+                f'description = "{p.description}"']
+        if p.vision is not None:  # what it reads: the router's legibility check
+            out += [f"legible_px = {p.vision.reliable_px}",
+                    f'image_resize = "{p.vision.rule}"']
+        out.append("")
     return "\n".join(out)

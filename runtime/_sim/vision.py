@@ -81,6 +81,12 @@ class VisionSpec:
             return self.base_tokens + self.tile_tokens * math.ceil(w / 512) * math.ceil(h / 512)
         return (w // 32) * (h // 32) + 2  # + the vision start and end tokens
 
+    @property
+    def reliable_px(self) -> float:
+        """The text height (model pixels) read right 98% of the time: what a pool declares
+        (``PoolConfig.legible_px``) for the router."""
+        return round(self.legible_px + 4 * self.spread_px, 2)
+
     def read_accuracy(self, text_px: float) -> float:
         """Chance of reading a text this many model pixels high exactly right."""
         return 1.0 / (1.0 + math.exp(-(text_px - self.legible_px) / self.spread_px))

@@ -5,8 +5,9 @@
 RLM run over the screenshots (a rule-based stand-in, like ``oolong.RootResponder``): it looks
 at the context, then runs one program that decomposes the task the way the talk describes:
 
-1. *visual parsing* (global): one call per page on the whole screenshot asks for its layout
-   (the routers send it to the frontier vision pool);
+1. *visual parsing* (global): one call per page on the whole screenshot asks for its layout,
+   saying how high the text is that tells its blocks apart (``text_px``): the router sends it
+   to the cheapest vision pool that reads text of that height at the size it sees the page;
 2. *zooming*: every block but the header is cropped, zoomed 2x and read by a sub-call
    (crop-and-read: the small vision pool);
 3. *textual reasoning*: the program indexes the transcripts (card name -> price, badge,
@@ -37,12 +38,14 @@ print(len(context), [image.size for image in context])
 ```"""
 
 PROGRAM = """The text is small: I will find each page's blocks, zoom into each and read it.
+The blocks are told apart by their titles (product names, about 13 px high): the layout
+calls say so (`text_px`), so the router sends each page to a model that reads that size.
 ```repl
 import re
 asked = {asked!r}
 layouts = llm_query_batched(
     ["Give the layout of this page: one `role: left,top,right,bottom` line per block."]
-    * len(context), images=[[page] for page in context])
+    * len(context), images=[[page] for page in context], text_px=13)
 blocks = []
 for p, text in enumerate(layouts):
     for line in text.splitlines():

@@ -25,18 +25,34 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.slow
-async def test_the_vision_demo_routes_zooms_to_the_small_pool() -> None:
+async def test_the_vision_demo_routes_the_root_layouts_and_zooms_and_spans_say_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     litellm_module()
     build_image(if_missing=True, progress=lambda line: None)
+    spans_file = tmp_path / "spans.jsonl"
+    for name in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HETERARCH_TRACE_FILE", str(spans_file))  # the workers' spans
     console = Console(record=True, width=140)
     frontier, routed = await run_vision_demo(pages=2, time_scale=0, console=console)
     assert frontier.score == routed.score == 1.0
     assert set(frontier.answer.usage) == {"vision-frontier"}
-    small, big = routed.answer.usage["vision-small"], routed.answer.usage["vision-frontier"]
-    assert small.calls == 2 * 8  # every block but the header of each page, zoomed and read
-    assert big.calls == 2 + 2  # the root's two turns, one layout per page
+    assert set(routed.answer.usage) == {"wafer-large", "vision-small"}
+    assert routed.answer.usage["wafer-large"].calls == 2  # the root's two turns
+    # every block but the header of each page, zoomed and read; and one layout per page
+    assert routed.answer.usage["vision-small"].calls == 2 * 8 + 2
     assert routed.answer.cost_usd < frontier.answer.cost_usd
     assert "routed vs all-frontier: cost x" in console.export_text()
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    why = [(s["attributes"].get("heterarch.pool"), s["attributes"]["heterarch.route.reason"])
+           for s in spans if "heterarch.route.reason" in s["attributes"]]
+    roots = [r for _, r in why if r.startswith("root: ")]
+    assert roots and all("recursive agent needs tier 2: cheapest fit is wafer-large (tier 3)"
+                         in r for r in roots)
+    layouts = [(pool, r) for pool, r in why if r.startswith("global visual reasoning")]
+    assert layouts and all(pool in (None, "vision-small") for pool, _ in layouts)
+    assert all("text 13 px (vision-small sees 13.0 px, reads >= 9.7; vision-frontier sees "
+               "8.2 px, reads >= 8.7): legible to vision-small" in r for _, r in layouts)
 
 
 async def test_heterarch_rlm_takes_screenshots_and_spans_say_why(nats_server: NatsServer,
@@ -78,5 +94,5 @@ async def test_heterarch_rlm_takes_screenshots_and_spans_say_why(nats_server: Na
     crop_read = "crop-and-read (1 image(s): vision pools only)"
     assert any(pool == "vision-small" and reason.startswith(crop_read)
                for pool, reason in routed)
-    assert any(pool == "vision-frontier" and reason.startswith("global visual reasoning")
-               for pool, reason in routed)
+    assert any(pool == "vision-small" and reason.startswith("global visual reasoning")
+               and "legible to vision-small" in reason for pool, reason in routed)

@@ -11,6 +11,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import msgspec
 import pytest
 from PIL import Image
 
@@ -27,6 +28,7 @@ from runtime._models.routing import (
 from runtime._sim import vision, webpages
 from runtime._sim.profiles import default_profiles
 from runtime._sim.simulator import Simulator
+from runtime._sim.vision import GPT5_VISION, QWEN3_VL_VISION
 from sandbox import heterarch_vision as hv
 
 GPT4O = vision.VisionSpec.openai_tiles(85, 170, legible_px=5.5)
@@ -173,6 +175,29 @@ def test_crops_go_to_the_small_vision_pool_and_global_reasoning_to_the_frontier(
     assert "global visual reasoning" in plan.reason
     text = router.route(Task(prompt="Read this sentence."))
     assert text is not None and text.pool == "wafer"  # text alone: the cheapest pool
+
+
+def test_layouts_go_to_the_cheapest_pool_that_reads_their_text() -> None:
+    pools = {name: msgspec.structs.replace(pool, legible_px=spec.reliable_px,
+                                           image_resize=spec.rule)
+             for name, pool, spec in (
+                 ("vision-small", VISION_POOLS["vision-small"], QWEN3_VL_VISION),
+                 ("vision-frontier", VISION_POOLS["vision-frontier"], GPT5_VISION))}
+    route = RouteService(ComplexityRouter({**VISION_POOLS, **pools}), pools=VISION_POOLS)
+    layout = "Give the layout of this page."
+    page = route(prompt=layout, images=1, text_px=13, image_sizes=[(1280, 1220)])
+    assert page.pool == "vision-small"  # 13 px at full size; the frontier sees it at 8.2
+    assert "text 13 px (vision-small sees 13.0 px, reads >= 9.7" in page.reason
+    assert "legible to vision-small" in page.reason
+    small = route(prompt=layout, images=1, text_px=9, image_sizes=[(600, 400)])
+    assert small.pool == "vision-frontier"  # no resize for it; 9 px is below the small's 9.7
+    assert "legible to vision-frontier" in small.reason
+    tiny = route(prompt=layout, images=1, text_px=7, image_sizes=[(1280, 1220)])
+    assert tiny.pool == "vision-frontier" and "legible to none needs tier 3" in tiny.reason
+    huge = route(prompt=layout, images=1, text_px=11, image_sizes=[(5000, 5000)])
+    assert huge.pool == "vision-frontier"  # the small's processor shrinks it below 9.7
+    said = route(prompt=layout, images=1)  # no text size said: the tier rule alone
+    assert said.pool == "vision-frontier" and "text" not in said.reason.split("(")[0]
 
 
 def test_no_router_sends_an_image_to_a_text_only_pool() -> None:
