@@ -351,13 +351,12 @@ class NatsTransport(Transport):
         await self._ensure_spawn_stream()
         data = encode_envelope(await self._offload(env))
         # A stream that is electing a leader (new, or a server of the cluster just went away)
-        # does not answer for a moment: try again. The message id makes a retry of a publish
-        # that was stored after all a duplicate that JetStream drops.
-        headers = {"Nats-Msg-Id": env.id}
+        # does not answer for a moment: try again. A retry of a publish that was stored after
+        # all is a duplicate request for the same incarnation, which a worker starts once.
         deadline = anyio.current_time() + self.options.connect_timeout * 5
         while True:
             try:
-                await self.js.publish(subject, data, stream=self.spawn_stream, headers=headers)
+                await self.js.publish(subject, data, stream=self.spawn_stream)
                 return
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                     nats.js.errors.NoStreamResponseError,
