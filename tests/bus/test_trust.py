@@ -155,7 +155,7 @@ async def test_a_forged_exit_notice_leaves_one_incarnation(nats_server: NatsServ
             guardian = system.node.guardian.address
             env = Envelope(id=new_id(), kind=Kind.SYSTEM, target=guardian.actor_id,
                            type=message_type_name(Exited), payload=msgspec.msgpack.encode(forged))
-            await nc.publish(f"{namespace}.a.{guardian.actor_id}",
+            await nc.publish(system.node.subjects.mailbox(guardian.actor_id),
                              encode_envelope(env))
             with anyio.fail_after(30):
                 while record.generation < 1:
