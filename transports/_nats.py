@@ -169,7 +169,9 @@ class NatsTransport(Transport):
         info: dict[str, Any] = getattr(nc, "_server_info", {}) or {}
         if not info.get("cluster"):
             return 1
-        return max(1, min(3, len(info.get("connect_urls") or [])))
+        # The servers it tells us of, or (with no_advertise) the ones we were given.
+        known = max(len(info.get("connect_urls") or []), len(self.options.servers))
+        return max(1, min(3, known))
 
     def _inbox_prefix(self) -> str:
         """``_INBOX_{user}`` for a named user (its permissions allow only its own inboxes)."""

@@ -11,8 +11,9 @@ import anyio
 import pytest
 
 from runtime._nats_server import free_port
-from tests.compose.test_compose import COMPOSE, ROOT, build_images, stack
+from tests.compose.test_compose import COMPOSE, ROOT, _says_info, build_images, stack
 from transports import ConnectOptions, NatsTransport
+from transports.errors import TransportError
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
 NODES = ("nats-1", "nats-2", "nats-3")
@@ -44,15 +45,17 @@ async def test_the_cluster_profile_replicates_and_survives_a_stopped_server(
     compose, env, ports = cluster_project
     urls = [f"nats://127.0.0.1:{p}" for p in ports]
     options = ConnectOptions(servers=urls, user="client", password="pw-client")
+    with anyio.fail_after(120):  # containers starting: nothing to wait on but polling
+        while not all(_says_info(p) for p in ports):
+            await anyio.sleep(0.5)
     transport = NatsTransport(options, namespace="heterarch")
-    with anyio.fail_after(120):  # containers starting, then the JetStream meta leader
+    await transport.connect()
+    with anyio.fail_after(120):  # then the JetStream meta leader
         while True:
             try:
-                await transport.connect()
                 await transport.key_value("nodes", ttl=30)
                 break
-            except Exception:  # not up yet: nothing to wait on but polling
-                await transport.close()
+            except TransportError:
                 await anyio.sleep(0.5)
     try:
         assert transport.replicas == 3
@@ -68,7 +71,7 @@ async def test_the_cluster_profile_replicates_and_survives_a_stopped_server(
                 try:
                     await kv.put("probe", b"after")
                     break
-                except Exception:
+                except TransportError:
                     await anyio.sleep(0.2)
         assert await kv.get("probe") == b"after"
     finally:
