@@ -341,9 +341,12 @@ class NatsTransport(Transport):
                 num_replicas=self.replicas,
             )
             try:
-                await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
+                try:
+                    await self.js.add_stream(config)
+                except nats.js.errors.BadRequestError:
+                    await self.js.update_stream(config)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                raise TransportError(f"cannot create stream {config.name!r}: {exc}") from exc
             self._spawn_stream_ready = True
 
     async def enqueue(self, pool: str, env: Envelope) -> None:
@@ -384,11 +387,14 @@ class NatsTransport(Transport):
         if cached is not None:
             return cached
         try:
-            kv = await self.js.create_key_value(
-                bucket=name, ttl=ttl, history=1, replicas=self.replicas
-            )
-        except nats.js.errors.BadRequestError:
-            kv = await self.js.key_value(name)
+            try:
+                kv = await self.js.create_key_value(
+                    bucket=name, ttl=ttl, history=1, replicas=self.replicas
+                )
+            except nats.js.errors.BadRequestError:
+                # It exists already, or (a cluster still forming) no peers to place it yet:
+                # then opening it fails too, with an error the caller may retry.
+                kv = await self.js.key_value(name)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise TransportError(f"cannot open bucket {name!r}: {exc}") from exc
         handle = _NatsKeyValue(bucket, kv)
