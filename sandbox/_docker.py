@@ -17,10 +17,12 @@ import shutil
 import socket
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ._build import DEFAULT_IMAGE
 from ._contract import Sandbox
@@ -193,14 +195,16 @@ class DockerSandbox(Sandbox):
         return container, sock
 
     async def _launch(self) -> Channel:
-        self._data_dir = data_dir = await anyio.to_thread.run_sync(_make_data_dir)
+        self._data_dir = _make_data_dir()  # microseconds: not worth a thread that may be lost
         try:
-            self.container, self._socket = await anyio.to_thread.run_sync(
-                self._run_container, data_dir)
-        except BaseException:
-            self._data_dir = None
+            # Shielded: a container made while the caller was cancelled must not go unowned.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_remove_dir, data_dir)
+                self.container, self._socket = await anyio.to_thread.run_sync(
+                    self._run_container, self._data_dir)
+            await anyio.lowlevel.checkpoint()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._kill()
             raise
         return _AttachedChannel(getattr(self._socket, "_sock", self._socket))
 
@@ -319,10 +323,17 @@ def _wait_quietly(container_id: str, docker_url: str | None, timeout: float | No
 
 
 def _remove(container: Any) -> None:
-    try:
-        container.remove(force=True)
-    except Exception:  # already gone
-        pass
+    """Remove a container, retrying a busy engine; what still fails is left to the reaper."""
+    import docker.errors
+
+    for attempt in range(3):
+        try:
+            container.remove(force=True)
+            return
+        except docker.errors.NotFound:  # already gone
+            return
+        except Exception:
+            time.sleep(0.2 * (attempt + 1))
 
 
 def reap_leftovers(*, docker_url: str | None = None, owner: str | None = None) -> int:
