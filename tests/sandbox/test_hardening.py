@@ -7,6 +7,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+import anyio
 import docker
 import pytest
 
@@ -181,12 +182,10 @@ async def test_data_folder_is_private_and_goes_with_the_process(
     assert docker_sandbox._data_dir is None
 
 
-def sandbox_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("heterarch-sbx-*")}
-
-
-async def test_no_data_folder_leaks_from_unstarted_or_failed_sandboxes(sandbox_image: str) -> None:
-    before = sandbox_dirs()
+async def test_no_data_folder_leaks_from_unstarted_or_failed_sandboxes(
+    sandbox_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where data folders are made
     never_started = DockerSandbox(image=sandbox_image)
     await never_started.close()
     missing = DockerSandbox(image="heterarch-sandbox:does-not-exist")
@@ -198,7 +197,7 @@ async def test_no_data_folder_leaks_from_unstarted_or_failed_sandboxes(sandbox_i
             lambda: DockerSandbox(image="heterarch-sandbox:does-not-exist"), size=3
         ):
             pass
-    assert sandbox_dirs() <= before
+    assert not [p async for p in anyio.Path(tmp_path).iterdir()]
 
 
 async def test_exit_137_is_a_crash_not_out_of_memory(docker_sandbox: DockerSandbox) -> None:
