@@ -25,7 +25,8 @@ from ._context import Context
 from ._messages import Inbox
 from ._ref import ActorRef
 
-#: How long one chunk may take (its prompts queue behind the pool's concurrency limit).
+#: How long one chunk may take when no ``timeout_of`` says (its prompts queue behind the
+#: pool's concurrency limit).
 CHUNK_TIMEOUT_S = 3600.0
 
 
@@ -34,10 +35,13 @@ def _ignore(_: Any) -> None:
 
 
 class Lanes:
-    def __init__(self, ctx: Context, actor_class: type[Actor], *, limit_of: Any) -> None:
+    def __init__(self, ctx: Context, actor_class: type[Actor], *, limit_of: Any,
+                 timeout_of: Callable[[str, int], float] | None = None) -> None:
         self._ctx = ctx
         self._actor_class = actor_class
         self._limit_of = limit_of  # pool -> int
+        # (pool, prompts in flight together) -> a chunk's ask timeout (``_timeouts``)
+        self._timeout_of = timeout_of
         self._free: dict[str, list[ActorRef[Any]]] = {}
         self._slots: dict[str, anyio.Semaphore] = {}
         self.spawned: list[ActorRef[Any]] = []
@@ -98,6 +102,9 @@ class Lanes:
         chunks = [range(start, min(start + size, n)) for start in range(0, n, size)]
         chunks.reverse()  # popped from the end: first chunk first
         outcomes: list[PromptOutcome | None] = [None] * n
+        lanes = min(len(chunks), size)
+        timeout = (self._timeout_of(pool, min(n, lanes * size)) if self._timeout_of is not None
+                   else CHUNK_TIMEOUT_S)
 
         def record(results: PromptResults) -> None:
             for outcome in results.outcomes:
@@ -118,13 +125,12 @@ class Lanes:
                 while chunks:
                     chunk = chunks.pop()
                     try:
-                        record(await lane.ask(message(chunk, inbox), timeout=CHUNK_TIMEOUT_S,
+                        record(await lane.ask(message(chunk, inbox), timeout=timeout,
                                               resend=partial(message, chunk, inbox)))
                     except Exception:
                         chunks.append(chunk)  # another lane of the batch takes it over
                         raise
 
-        lanes = min(len(chunks), size)
         await self._spawn_ahead(pool, lanes)
         with self._ctx.inbox(PromptResults, record) as inbox:
             async with anyio.create_task_group() as tg:

@@ -52,6 +52,7 @@ from ._semconv import (
 )
 from ._spans import mark_exception, mark_failed, mark_outcome, note_route, usage_attributes
 from ._supervision import Backoff, SupervisorStrategy
+from ._timeouts import child_timeout, prompts_timeout
 from .errors import BudgetExceeded, InvalidImage
 
 tracer = trace.get_tracer("heterarch")
@@ -156,7 +157,10 @@ class _Run:
             limit = getattr(config, "max_concurrency", 16) if config is not None else 16
             return min(int(limit), agent.lanes_per_pool)
 
-        self.llm_lanes = Lanes(self.ctx, LLMAgent, limit_of=limit_of)
+        def timeout_of(pool: str, in_flight: int) -> float:
+            return prompts_timeout(pools.get(pool), in_flight)
+
+        self.llm_lanes = Lanes(self.ctx, LLMAgent, limit_of=limit_of, timeout_of=timeout_of)
         self.rlm_lanes = Lanes(self.ctx, RLMAgent, limit_of=lambda pool: 4)
         self.sandbox: Any = None
         self._sandbox_ready = anyio.Event()
@@ -711,7 +715,8 @@ class _Run:
                     self._count_agent(lane)
                     reply: LLMReply = await lane.ask(
                         Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
-                               route_reason=reason), timeout=600
+                               route_reason=reason),
+                        timeout=prompts_timeout(self._pools().get(pool)),
                     )
             except Exception as exc:
                 self.ledger.settle(held)
@@ -776,7 +781,9 @@ class _Run:
         try:
             async with self.rlm_lanes.lane(pool) as lane:
                 self._count_agent(lane)
-                answer: Answer = await lane.ask(child_query, timeout=3600)
+                answer: Answer = await lane.ask(child_query, timeout=child_timeout(
+                    self._pools().get(pool), max_iterations=q.max_iterations,
+                    cell_timeout_s=q.cell_timeout_s, wall_s=share.wall_s))
             merge_usage(self.usage, answer.usage)
         finally:
             self.ledger.settle(held)

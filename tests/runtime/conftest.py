@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import docker
+import msgspec
 import pytest
 
 from actors import Answer, Query, RLMAgent
@@ -23,6 +24,8 @@ from sandbox import build_image
 from sandbox._docker import OWNER_LABEL, default_owner
 from transports import MemoryTransport
 from transports._memory import MemoryBus
+
+HANG_TIMEOUT_S = 1.0
 
 
 class Recording:
@@ -61,7 +64,8 @@ class Harness:
 @pytest.fixture
 async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """``request.param`` (indirect): model -> injected error rate, and optionally
-    ``"transport": "nats"``."""
+    ``"transport": "nats"`` and ``"hang": [models]`` (models that never answer within their
+    pool's timeout, ``HANG_TIMEOUT_S`` per attempt and one retry)."""
     served = {"sim/wafer-small": "wafer", "sim/h100-open": "h100", "sim/frontier": "frontier"}
     profiles = {m: p for m, p in default_profiles().items() if m in served}
     marker = request.node.get_closest_marker("root_replies")
@@ -75,12 +79,19 @@ async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[H
         frontier.responder = RoutingResponder(frontier.responder.label, root=script)
     options = dict(getattr(request, "param", None) or {})
     transport = options.pop("transport", "memory")
+    hang = list(options.pop("hang", []))
+    hanging = [served[m] for m in hang]
+    for model in hang:
+        profiles[model].ttft_s = 1e6
     for name, rate in options.items():
         profiles[name].error_rate = rate
     async with Simulator(profiles, time_scale=0.05) as sim:
         config = parse_config(tomllib.loads(
             profiles_toml(profiles, sim.base_url, modules=["actors"])
         ))
+        config = msgspec.structs.replace(config, pools={
+            name: msgspec.structs.replace(pool, timeout_s=HANG_TIMEOUT_S, max_retries=1)
+            if name in hanging else pool for name, pool in config.pools.items()})
         pools = list(served.values())
         services, pool_services = agent_services(config, pools)
         for pool in pool_services.values():
