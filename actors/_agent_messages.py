@@ -16,6 +16,12 @@ class PoolUsage(msgspec.Struct, kw_only=True):
     cost_usd: float = 0.0
     errors: int = 0
     hardware: str = ""
+    # Calls whose reply was lost (their lane or child died before answering; they were sent
+    # again): perhaps billed by the provider, so counted at their budget estimate (prompt plus
+    # max_tokens, at the pool's prices). Not in ``tokens``/``cost_usd``; in the run's totals.
+    lost_calls: int = 0
+    lost_tokens: int = 0
+    lost_cost_usd: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -34,16 +40,29 @@ def merge_usage(into: Usage, other: Usage) -> Usage:
         mine.output_tokens += u.output_tokens
         mine.cost_usd += u.cost_usd
         mine.errors += u.errors
+        mine.lost_calls += u.lost_calls
+        mine.lost_tokens += u.lost_tokens
+        mine.lost_cost_usd += u.lost_cost_usd
         mine.hardware = mine.hardware or u.hardware
     return into
 
 
+def add_lost(usage: Usage, pool: str, tokens: int, dollars: float, calls: int = 1) -> None:
+    """Count ``calls`` lost calls on ``pool``, each at its estimate (``tokens``, ``dollars``)."""
+    u = usage.setdefault(pool, PoolUsage())
+    u.lost_calls += calls
+    u.lost_tokens += tokens * calls
+    u.lost_cost_usd += dollars * calls
+
+
 def total_cost(usage: Usage) -> float:
-    return sum(u.cost_usd for u in usage.values())
+    """Dollars spent: the calls that answered, and lost calls at their estimate."""
+    return sum(u.cost_usd + u.lost_cost_usd for u in usage.values())
 
 
 def total_tokens(usage: Usage) -> int:
-    return sum(u.tokens for u in usage.values())
+    """Tokens spent: the calls that answered, and lost calls at their estimate."""
+    return sum(u.tokens + u.lost_tokens for u in usage.values())
 
 
 class Budget(msgspec.Struct, frozen=True, kw_only=True):

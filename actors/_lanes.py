@@ -88,6 +88,7 @@ class Lanes:
         on_lane: Callable[[ActorRef[Any]], None] = _ignore,
         on_outcome: Callable[[PromptOutcome], None] = _ignore, reasons: Sequence[str] = (),
         images: Sequence[list[ImageRef]] = (),
+        on_lost: Callable[[int, int], None] = lambda index, attempts: None,
     ) -> list[PromptOutcome | None]:
         """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
 
@@ -95,13 +96,17 @@ class Lanes:
         lane of the batch failed): the caller falls back for those. ``on_lane`` sees each lane
         used (for counting agents), ``on_outcome`` each outcome as it arrives. ``reasons``: why
         the router chose the pool, per prompt (they go on the sub-calls' spans); ``images``:
-        per prompt, stored images to send with it (refs only travel).
+        per prompt, stored images to send with it (refs only travel). ``on_lost(index,
+        attempts)``: at the end, for each prompt sent more often than an outcome came back (a
+        lane died or timed out with it in flight, and it was sent again or left unanswered),
+        how many of its attempts were lost; they may have been billed.
         """
         n = len(prompts)
         size = self._limit(pool)
         chunks = [range(start, min(start + size, n)) for start in range(0, n, size)]
         chunks.reverse()  # popped from the end: first chunk first
         outcomes: list[PromptOutcome | None] = [None] * n
+        sent = [0] * n  # attempts per prompt: each chunk message sent or re-sent
         lanes = min(len(chunks), size)
         timeout = (self._timeout_of(pool, min(n, lanes * size)) if self._timeout_of is not None
                    else CHUNK_TIMEOUT_S)
@@ -114,6 +119,8 @@ class Lanes:
 
         def message(chunk: range, inbox: Inbox) -> PromptChunk:
             left = [i for i in chunk if outcomes[i] is None]
+            for i in left:
+                sent[i] += 1
             return PromptChunk(indices=left, prompts=[prompts[i] for i in left],
                                max_tokens=max_tokens, inbox=inbox,
                                route_reasons=[reasons[i] for i in left] if reasons else [],
@@ -136,6 +143,10 @@ class Lanes:
             async with anyio.create_task_group() as tg:
                 for _ in range(lanes):
                     tg.start_soon(_owned, drive, inbox)
+        for i, attempts in enumerate(sent):
+            lost = attempts - (outcomes[i] is not None)
+            if lost > 0:
+                on_lost(i, lost)
         return outcomes
 
     async def close(self) -> None:

@@ -32,6 +32,7 @@ from ._agent_messages import (
     Query,
     RunProgress,
     Usage,
+    add_lost,
     merge_usage,
     total_cost,
     total_tokens,
@@ -53,7 +54,7 @@ from ._semconv import (
 from ._spans import mark_exception, mark_failed, mark_outcome, note_route, usage_attributes
 from ._supervision import Backoff, SupervisorStrategy
 from ._timeouts import child_timeout, prompts_timeout
-from .errors import BudgetExceeded, InvalidImage
+from .errors import ActorDead, AskTimeout, BudgetExceeded, InvalidImage
 
 tracer = trace.get_tracer("heterarch")
 
@@ -560,7 +561,9 @@ class _Run:
                 pool, [prompts[i] for i in indices], on_lane=self._count_agent,
                 on_outcome=finished, max_tokens=options[indices[0]].get("max_tokens"),
                 reasons=[reasons[i] for i in indices],
-                images=[pictures[i] for i in indices] if images else ())
+                images=[pictures[i] for i in indices] if images else (),
+                on_lost=lambda j, n: self._lost(pool, prompts[indices[j]],
+                                                options[indices[j]].get("max_tokens"), n))
             if stats is not None:  # prompts no lane answered are no longer in flight here
                 for outcome in outcomes:
                     if outcome is None:
@@ -710,15 +713,24 @@ class _Run:
             sent = time.monotonic()
             if stats is not None:
                 stats.started(pool)
+            message = Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
+                             route_reason=reason)
+            resent = 0
+
+            def again(message: Prompt = message) -> Prompt:
+                nonlocal resent
+                resent += 1  # the attempt before was lost with its lane
+                return message
+
             try:
                 async with self.llm_lanes.lane(pool) as lane:
                     self._count_agent(lane)
                     reply: LLMReply = await lane.ask(
-                        Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
-                               route_reason=reason),
-                        timeout=prompts_timeout(self._pools().get(pool)),
-                    )
+                        message, timeout=prompts_timeout(self._pools().get(pool)), resend=again)
             except Exception as exc:
+                # an attempt that got no answer at all may have been made (and billed)
+                self._lost(pool, prompt, max_tokens,
+                           resent + isinstance(exc, AskTimeout | ActorDead))
                 self.ledger.settle(held)
                 if stats is not None:
                     stats.finished(pool, time.monotonic() - sent, False)
@@ -730,6 +742,7 @@ class _Run:
                 continue
             if stats is not None:
                 stats.finished(pool, time.monotonic() - sent, True)
+            self._lost(pool, prompt, max_tokens, resent)
             merge_usage(self.usage, reply.usage)
             self._settle(held, pool, reply)
             if (self._fails_check(reply.text, options) and "hint" not in options
@@ -754,6 +767,13 @@ class _Run:
         latency = stats.latency(pool) if stats is not None else None
         return self.ledger.reserve(self.ledger.estimate(pool, prompt, max_tokens),
                                    seconds=latency or 0.0)
+
+    def _lost(self, pool: str, prompt: str, max_tokens: int | None, attempts: int) -> None:
+        """``attempts`` calls of ``prompt`` on ``pool`` whose replies were lost: counted in the
+        usage (and so the budget) at their estimate, as their reservation was."""
+        if attempts > 0:
+            held = self.ledger.estimate(pool, prompt, max_tokens)
+            add_lost(self.usage, pool, held.tokens, held.dollars, attempts)
 
     def _settle(self, held: Reservation, pool: str, reply: LLMReply) -> None:
         usage = reply.usage.get(pool)

@@ -63,6 +63,10 @@ def usage_attributes(usage: Usage) -> dict[str, Any]:
         attributes[f"heterarch.usage.{pool}.tokens"] = u.tokens
         attributes[f"heterarch.usage.{pool}.cost_usd"] = u.cost_usd
         attributes[f"heterarch.usage.{pool}.calls"] = u.calls
+        if u.lost_calls:  # replies lost with their lane, counted at their estimate
+            attributes[f"heterarch.usage.{pool}.lost_calls"] = u.lost_calls
+            attributes[f"heterarch.usage.{pool}.lost_tokens"] = u.lost_tokens
+            attributes[f"heterarch.usage.{pool}.lost_cost_usd"] = u.lost_cost_usd
     return attributes
 
 

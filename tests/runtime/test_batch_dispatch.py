@@ -15,7 +15,8 @@ import anyio
 import pytest
 
 from actors import Actor, Ask, LLMAgent, SupervisorStrategy
-from actors._agent_messages import PromptOutcome
+from actors._agent_messages import Budget, PromptOutcome, Usage, add_lost, merge_usage, total_tokens
+from actors._budget import Ledger
 from actors._lanes import Lanes
 from runtime import ActorSystem, NatsServer
 from runtime._sim.profiles import Profile
@@ -55,15 +56,25 @@ class BatchParent(Actor):
     def __init__(self) -> None:
         self.answered: list[int] = []
         self.lanes_used = 0
+        self.usage: Usage = {}  # as the RLM agent counts it: replies, and lost calls
+        self.ledger = Ledger(Budget(), spent=lambda: (0, 0.0), prices=lambda pool: (1.0, 2.0))
 
     async def run(self, msg: RunBatch) -> list[str]:
         lanes = Lanes(self.ctx, LLMAgent, limit_of=lambda pool: CONCURRENCY)
+
+        def lost(index: int, attempts: int) -> None:
+            held = self.ledger.estimate("fast", msg.prompts[index], None)
+            add_lost(self.usage, "fast", held.tokens, held.dollars, attempts)
+
         try:
             outcomes = await lanes.run_batch("fast", msg.prompts, max_tokens=None,
-                                             on_outcome=self._arrived)
+                                             on_outcome=self._arrived, on_lost=lost)
             self.lanes_used = len(lanes.spawned)
         finally:
             await lanes.close()
+        for o in outcomes:
+            if o is not None and o.reply is not None:
+                merge_usage(self.usage, o.reply.usage)
         return [o.reply.text if o is not None and o.reply is not None else f"missing: {o}"
                 for o in outcomes]
 
@@ -136,3 +147,10 @@ async def test_a_worker_killed_mid_batch_costs_only_its_unfinished_prompts(
     assert set(echo.seen) == set(prompts)
     assert any(n > 1 for n in echo.seen.values()), "the kill cost no prompt: not mid-batch"
     assert parent.lanes_used <= len(prompts) // CONCURRENCY  # spawned ahead, one per chunk
+    # Every request the model saw is counted: the replies, and the attempts lost with the
+    # killed worker at their estimate (some of those never reached the model: an upper bound).
+    usage = parent.usage["fast"]
+    assert usage.calls == len(prompts)
+    assert usage.calls + usage.lost_calls >= sum(echo.seen.values())
+    assert usage.lost_calls >= 1 and usage.lost_tokens > 0 and usage.lost_cost_usd > 0
+    assert total_tokens(parent.usage) == usage.tokens + usage.lost_tokens
