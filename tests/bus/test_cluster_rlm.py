@@ -19,6 +19,9 @@ from .workers import start_worker
 pytestmark = pytest.mark.anyio
 
 
+# Two RLM runs at time scale 1 (a 1 s first token on the wafer pool) plus the kill: about a minute
+# on a quiet machine; its own deadlines (120 s to catch the batch, 300 s for the run) bound it.
+@pytest.mark.timeout(480)
 async def test_rlm_run_survives_killing_the_clients_nats_node(nats_cluster: NatsCluster,
                                                               tmp_path: Path) -> None:
     profiles = {k: v for k, v in default_profiles().items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import uuid
 from pathlib import Path
 
 import anyio
@@ -20,7 +21,7 @@ from sandbox import (
     SandboxPool,
     reap_leftovers,
 )
-from sandbox._docker import LABEL, OWNER_LABEL, default_owner
+from sandbox._docker import LABEL, OWNER_LABEL
 
 pytestmark = pytest.mark.anyio
 
@@ -105,14 +106,15 @@ async def test_cpu_limit_is_set(docker_sandbox: DockerSandbox) -> None:
 
 
 async def test_pool_acquire_release_and_cleanup(sandbox_image: str) -> None:
-    async with SandboxPool(lambda: DockerSandbox(image=sandbox_image), size=2) as pool:
+    owner = f"pool-test-{uuid.uuid4().hex}"  # this pool's containers only, not the process's
+    async with SandboxPool(lambda: DockerSandbox(image=sandbox_image, owner=owner), size=2) as pool:
         async with pool.sandbox() as sb:
             await sb.exec("secret = 1")
         async with pool.sandbox() as sb2:  # a fresh one: nothing leaks between users
             assert (await sb2.exec("print('secret' in globals())")).stdout == "False\n"
     client = docker.from_env()
     try:
-        mine = f"{OWNER_LABEL}={default_owner()}"
+        mine = f"{OWNER_LABEL}={owner}"
         assert not client.containers.list(all=True, filters={"label": mine})
     finally:
         client.close()
@@ -209,7 +211,8 @@ async def test_exit_137_is_a_crash_not_out_of_memory(docker_sandbox: DockerSandb
 
 
 async def test_a_released_pool_sandbox_is_closed_for_good(sandbox_image: str) -> None:
-    async with SandboxPool(lambda: DockerSandbox(image=sandbox_image), size=1) as pool:
+    owner = f"pool-test-{uuid.uuid4().hex}"  # this pool's containers only, not the process's
+    async with SandboxPool(lambda: DockerSandbox(image=sandbox_image, owner=owner), size=1) as pool:
         sb = await pool.acquire()
         await pool.release(sb)
         with pytest.raises(SandboxClosed):
@@ -218,7 +221,7 @@ async def test_a_released_pool_sandbox_is_closed_for_good(sandbox_image: str) ->
             await sb.exec("1")
     client = docker.from_env()
     try:
-        mine = f"{OWNER_LABEL}={default_owner()}"
+        mine = f"{OWNER_LABEL}={owner}"
         assert not client.containers.list(all=True, filters={"label": mine})
     finally:
         client.close()
