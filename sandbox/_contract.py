@@ -30,6 +30,10 @@ HARD_KILL_GRACE = 2.0
 FILE_THRESHOLD = 1_000_000
 
 
+
+#: How long ``close()`` waits for a start or restart in progress before killing regardless.
+_CLOSE_WAIT_S = 30.0
+
 class CellError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: str
     message: str
@@ -168,8 +172,12 @@ class Sandbox(ABC):
         """Kill the REPL and remove its container and files. Final: it cannot start again."""
         self._closed = True
         with anyio.CancelScope(shield=True):
-            async with self._lifecycle:
+            with anyio.move_on_after(_CLOSE_WAIT_S) as waited:
+                async with self._lifecycle:
+                    await self._teardown(SandboxClosed())
+            if waited.cancelled_caught:  # a start or restart that never finished: kill it anyway
                 await self._teardown(SandboxClosed())
+                await self._kill()
 
     async def __aenter__(self) -> Self:
         await self.start()
