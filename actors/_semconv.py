@@ -1,4 +1,4 @@
-"""Telemetry conventions shared by agents and the runtime (no dependencies, no I/O).
+"""Telemetry conventions shared by agents and the runtime (the OpenTelemetry API only, no I/O).
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions (still "development":
 ``gen_ai.provider.name`` replaced ``gen_ai.system``) plus heterarch's own ``heterarch.*`` names.
@@ -11,6 +11,8 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from opentelemetry import trace
 
 # heterarch's own attributes
 ATTR_ACTOR_ID = "heterarch.actor.id"
@@ -91,3 +93,17 @@ def genai_messages(messages: Iterable[Mapping[str, Any]], *, finish_reason: str 
             entry["finish_reason"] = finish_reason
         out.append(entry)
     return json.dumps(out, ensure_ascii=False)
+
+
+def mark_failed(span: trace.Span, error_type: str, description: str = "") -> None:
+    """ERROR status with ``error.type`` (the conventions' way to say an operation failed)."""
+    if span.is_recording():
+        span.set_attribute(ATTR_ERROR_TYPE, error_type)
+        span.set_status(trace.StatusCode.ERROR, description[:500])
+
+
+def mark_exception(span: trace.Span, exc: BaseException) -> None:
+    """``exc`` as an event on ``span``, and the span failed with its type."""
+    if span.is_recording():
+        span.record_exception(exc)
+        mark_failed(span, type(exc).__name__, f"{type(exc).__name__}: {exc}")

@@ -56,7 +56,7 @@ def worker_process(
                   f'modules = ["{module}"]']
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write("\n".join(lines) + "\n")
-    args = [sys.executable, "-m", "runtime._cli", "worker", "--config", f.name, "--nats", nats_url,
+    args = [sys.executable, "-m", "heterarch.cli", "worker", "--config", f.name, "--nats", nats_url,
             "--app-dir", str(ROOT)]
     for pool in pools:
         args += ["--pool", pool]

@@ -27,10 +27,10 @@ import anyio
 from _common import ROOT, result
 
 from actors import Query, RLMAgent
+from heterarch.sim.simulator import Profile, ScriptedResponder, serve_in_thread
 from runtime import ActorSystem, NatsServer, PoolConfig
 from runtime._models.llm import LLMClient, litellm_module
 from runtime._observe.tracing import configure_tracing
-from runtime._sim.simulator import Profile, ScriptedResponder, serve_in_thread
 
 PROGRAM = """```repl
 prompts = [f"item {{i}}" for i in range({calls})]
@@ -89,7 +89,7 @@ async def main(calls: int, latency: float, concurrency: int) -> None:
         import subprocess
 
         workers = [subprocess.Popen(
-            [sys.executable, "-m", "runtime._cli", "worker", "--config", str(config), "--nats",
+            [sys.executable, "-m", "heterarch.cli", "worker", "--config", str(config), "--nats",
              server.url, *args], cwd=ROOT, stdout=subprocess.DEVNULL)
             for args in (["--pool", "root"], ["--pool", "left"], ["--pool", "right"])]
         try:

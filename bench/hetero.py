@@ -17,7 +17,7 @@ import _common  # noqa: F401  (sets sys.path)
 import anyio
 from _common import result
 
-from runtime._cli.demo import FRONTIER, RDU, WAFER, run_demo, summarize
+from heterarch.cli.demo import FRONTIER, RDU, WAFER, run_demo, summarize
 
 
 async def main(records: int, time_scale: float, per_kind: int) -> None:

@@ -32,15 +32,15 @@ import anyio
 from _common import ROOT, result
 
 from actors import Answer, Query, RLMAgent
-from runtime import ActorSystem, NatsServer
-from runtime._models.llm import litellm_module
-from runtime._sim.oolong import generate_task
-from runtime._sim.simulator import (
+from heterarch.sim.oolong import generate_task
+from heterarch.sim.simulator import (
     Profile,
     default_profiles,
     profiles_toml,
     serve_in_thread,
 )
+from runtime import ActorSystem, NatsServer
+from runtime._models.llm import litellm_module
 from transports import new_id
 
 VENV = ROOT / "bench" / ".venv-rlms"
@@ -109,7 +109,7 @@ async def run_heterarch(server: NatsServer, url: str, model: str, profile: Profi
     config.write_text(f'namespace = "{namespace}"\n'
                       + profiles_toml({model: profile}, url, modules=["actors"]))
     pool = tomllib.loads(config.read_text())["pools"].popitem()[0]
-    worker = subprocess.Popen([sys.executable, "-m", "runtime._cli", "worker", "--pool",
+    worker = subprocess.Popen([sys.executable, "-m", "heterarch.cli", "worker", "--pool",
                                pool, "--config", str(config), "--nats", server.url],
                               cwd=ROOT, stdout=subprocess.DEVNULL)
     try:

@@ -17,7 +17,7 @@ import _common  # noqa: F401  (sets sys.path)
 import anyio
 from _common import result
 
-from runtime._cli.vision_demo import run_vision_demo
+from heterarch.cli.vision_demo import run_vision_demo
 
 
 async def main(pages: int, time_scale: float) -> None:

@@ -76,7 +76,7 @@ class Mapper(Actor):
 
 def start_worker(pool: str, nats_url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config", str(CONFIG),
+        [sys.executable, "-m", "heterarch.cli", "worker", "--pool", pool, "--config", str(CONFIG),
          "--nats", nats_url, "--app-dir", str(HERE.parent)],
         cwd=HERE.parent,
     )

@@ -22,8 +22,6 @@ from ._models.routing import Task as Task
 from ._nats_server import NatsCluster as NatsCluster
 from ._nats_server import NatsServer as NatsServer
 from ._observe.tracing import configure_tracing as configure_tracing
-from ._sim.simulator import Profile as Profile
-from ._sim.simulator import Simulator as Simulator
 from ._system import ActorSystem as ActorSystem
 from ._system import Worker as Worker
 from .errors import ClassNotServed as ClassNotServed
@@ -50,14 +48,12 @@ __all__ = (
     "NodeFailed",
     "PoolConfig",
     "PoolStats",
-    "Profile",
     "RouteDecision",
     "RouteService",
     "Router",
     "Rule",
     "RuntimeConfig",
     "RuntimeConfigError",
-    "Simulator",
     "StaticRouter",
     "Task",
     "UnknownPool",

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from actors._rlm import SANDBOX_IMPORTS
+from actors.agents._rlm import SANDBOX_IMPORTS
 
 from ._config import RuntimeConfig
 from ._models.learned import LearnedRouter

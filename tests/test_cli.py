@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
+from heterarch.cli.main import build_parser
 from runtime import NatsServer
-from runtime._cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def heterarch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runtime._cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "heterarch.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -47,7 +47,7 @@ def test_ping_shows_workers_and_pools(nats_server: NatsServer, tmp_path: Path) -
     config = tmp_path / "pools.toml"
     config.write_text('namespace = "ping"\n[pools.gpu]\nhardware = "h100"\n')
     worker = subprocess.Popen(
-        [sys.executable, "-m", "runtime._cli", "worker", "--pool", "gpu", "--config",
+        [sys.executable, "-m", "heterarch.cli", "worker", "--pool", "gpu", "--config",
          str(config), "--nats", nats_server.url], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert worker.stdout is not None
@@ -139,7 +139,7 @@ def test_verbose_works_after_the_subcommand(tmp_path: Path) -> None:
 
 def test_no_docker_is_one_line() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "runtime._cli", "sandbox", "build", "--if-missing"], cwd=ROOT,
+        [sys.executable, "-m", "heterarch.cli", "sandbox", "build", "--if-missing"], cwd=ROOT,
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )
@@ -176,7 +176,7 @@ def test_a_failed_worker_node_exits_non_zero(nats_server: NatsServer, tmp_path: 
         "async def broken(self):\n"
         "    raise RuntimeError('registry loop broke')\n"
         "m.Membership._registry_loop = broken\n"
-        "from runtime._cli.main import main\n"
+        "from heterarch.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     done = subprocess.run(

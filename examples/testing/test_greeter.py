@@ -13,8 +13,8 @@ import pytest
 
 from actors import LLMAgent, Prompt
 from examples.testing.greeter import Greet, Greeter, Shouter
+from heterarch.pytest_plugin import StartSimulator, StartWorkers
 from runtime import ActorSystem
-from runtime.pytest_plugin import StartSimulator, StartWorkers
 from sandbox import Sandbox
 
 pytestmark = pytest.mark.anyio

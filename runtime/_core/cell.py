@@ -19,7 +19,7 @@ from actors import (
     RestartIntensity,
     Terminated,
 )
-from actors._spans import mark_exception
+from actors._semconv import mark_exception
 from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind, Subscription
 
 from .._observe.agent_spans import invoke_agent_span

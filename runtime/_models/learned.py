@@ -96,7 +96,7 @@ def _prompt_text(raw: str) -> str:
 
 def load_spans(path: str | Path) -> list[dict[str, Any]]:
     """Spans of a span file (JSON lines, ``HETERARCH_TRACE_FILE``) or a Jaeger JSON export."""
-    from .._observe.trace_show import jaeger_to_spans
+    from .._observe.span_files import jaeger_to_spans
 
     text = Path(path).read_text(encoding="utf-8")
     stripped = text.lstrip()

@@ -25,13 +25,13 @@ import anyio
 import msgspec
 from opentelemetry import trace
 
-from actors._agent_messages import PoolUsage, Usage
 from actors._semconv import (
     ATTR_GENAI_INPUT_MESSAGES,
     ATTR_GENAI_OUTPUT_MESSAGES,
     content_capture_enabled,
     genai_messages,
 )
+from actors.agents._messages import PoolUsage, Usage
 
 from .._config import PoolConfig
 from .._core.trace_context import tracing_enabled

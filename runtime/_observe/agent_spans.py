@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from actors import Actor, Address
-from actors._spans import mark_exception
+from actors._semconv import mark_exception
 
 from .._core.trace_context import tracer
 

@@ -36,7 +36,7 @@ def _config(tmp_path: Path, namespace: str) -> Path:
 
 def _worker_process(config: Path, pool: str, nats_url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
+        [sys.executable, "-m", "heterarch.cli", "worker", "--pool", pool, "--config",
          str(config), "--nats", nats_url, "--app-dir", str(ROOT)], cwd=ROOT)
 
 
@@ -48,7 +48,7 @@ def worker_processes(tmp_path: Path, nats_server: NatsServer) -> Iterator[
     config = _config(tmp_path, namespace)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "runtime._cli", "worker", "--pool", "cpu", "--config",
+            [sys.executable, "-m", "heterarch.cli", "worker", "--pool", "cpu", "--config",
              str(config), "--nats", nats_server.url, "--app-dir", str(ROOT)],
             cwd=ROOT,
         )

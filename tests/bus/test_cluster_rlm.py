@@ -8,10 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from heterarch.cli.demo import ask_rlm
+from heterarch.sim.oolong import generate_task
+from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import ActorSystem, NatsCluster
-from runtime._cli.demo import ask_rlm
-from runtime._sim.oolong import generate_task
-from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from transports import NatsTransport, new_id
 
 from .workers import start_worker

@@ -12,6 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def start_worker(config: Path, pool: str, nats: str) -> subprocess.Popen[bytes]:
     """``heterarch worker --pool POOL`` in a process of its own, output discarded."""
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config", str(config),
+        [sys.executable, "-m", "heterarch.cli", "worker", "--pool", pool, "--config", str(config),
          "--nats", nats], cwd=ROOT, stdout=subprocess.DEVNULL,
     )

@@ -14,12 +14,12 @@ import msgspec
 import pytest
 
 from actors import Answer, Query, RLMAgent
+from heterarch.sim.profiles import RoutingResponder
+from heterarch.sim.simulator import Simulator, default_profiles, profiles_toml
 from runtime import ActorSystem, RuntimeConfig, Worker, parse_config
 from runtime._agents import agent_services
 from runtime._models.llm import litellm_module
 from runtime._nats_server import NatsServer
-from runtime._sim.profiles import RoutingResponder
-from runtime._sim.simulator import Simulator, default_profiles, profiles_toml
 from sandbox import build_image
 from sandbox._docker import OWNER_LABEL, default_owner
 from transports import MemoryTransport

@@ -15,12 +15,19 @@ import anyio
 import pytest
 
 from actors import Actor, Ask, LLMAgent, SupervisorStrategy
-from actors._agent_messages import Budget, PromptOutcome, Usage, add_lost, merge_usage, total_tokens
-from actors._budget import Ledger
-from actors._lanes import Lanes
+from actors.agents._budget import Ledger
+from actors.agents._lanes import Lanes
+from actors.agents._messages import (
+    Budget,
+    PromptOutcome,
+    Usage,
+    add_lost,
+    merge_usage,
+    total_tokens,
+)
+from heterarch.sim.profiles import Profile
+from heterarch.sim.simulator import Simulator
 from runtime import ActorSystem, NatsServer
-from runtime._sim.profiles import Profile
-from runtime._sim.simulator import Simulator
 from transports import new_id
 
 pytestmark = pytest.mark.anyio
@@ -101,7 +108,7 @@ async def test_a_worker_killed_mid_batch_costs_only_its_unfinished_prompts(
 
         def worker() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [sys.executable, "-m", "runtime._cli", "worker", "--pool", "fast", "--config",
+                [sys.executable, "-m", "heterarch.cli", "worker", "--pool", "fast", "--config",
                  str(config), "--nats", nats_server.url], cwd=ROOT, stdout=subprocess.DEVNULL)
 
         workers = [worker(), worker()]

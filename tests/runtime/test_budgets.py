@@ -67,7 +67,7 @@ CHILDREN = Recording([
 
 @pytest.mark.root_replies(CHILDREN)
 async def test_children_get_a_share_of_what_is_left(harness: Harness) -> None:
-    from runtime._sim.oolong import generate_task
+    from heterarch.sim.oolong import generate_task
 
     budget = 12_000
     context = generate_task(n_records=200, seed=5).context

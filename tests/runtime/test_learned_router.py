@@ -11,16 +11,16 @@ from pathlib import Path
 import anyio
 import pytest
 
+from heterarch.cli.main import build_parser
+from heterarch.sim.oolong import Question, generate_task, label_items, label_prompts
+from heterarch.sim.profiles import POOL_NAMES, default_profiles
+from heterarch.sim.simulator import Simulator
 from runtime import PoolConfig, RuntimeConfig
 from runtime._agents import agent_services
-from runtime._cli.main import build_parser
 from runtime._models.learned import LearnedRouter
 from runtime._models.llm import LLMClient
 from runtime._models.routing import ComplexityRouter, RouteService, Task
 from runtime._observe.tracing import configure_tracing
-from runtime._sim.oolong import Question, generate_task, label_items, label_prompts
-from runtime._sim.profiles import POOL_NAMES, default_profiles
-from runtime._sim.simulator import Simulator
 from runtime.errors import RuntimeConfigError
 
 pytestmark = pytest.mark.anyio
@@ -69,7 +69,7 @@ async def test_fit_on_recorded_runs_then_route_held_out_tasks(tmp_path: Path,
                 tracing.shutdown()
             router_json = tmp_path / "router.json"
             fitted = await anyio.run_process(
-                [sys.executable, "-m", "runtime._cli", "route", "fit", str(spans), "--out",
+                [sys.executable, "-m", "heterarch.cli", "route", "fit", str(spans), "--out",
                  str(router_json)], cwd=ROOT, check=False)
             assert fitted.returncode == 0, fitted.stderr.decode()
             assert b"router model written" in fitted.stdout
@@ -139,7 +139,7 @@ def test_a_bad_router_model_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeConfigError, match="cannot read the router model"):
         LearnedRouter.load(bad, {})
     missing = subprocess.run(
-        [sys.executable, "-m", "runtime._cli", "route", "fit", str(tmp_path / "none.jsonl"),
+        [sys.executable, "-m", "heterarch.cli", "route", "fit", str(tmp_path / "none.jsonl"),
          "--out", str(tmp_path / "r.json")], cwd=ROOT, capture_output=True, text=True,
         timeout=120)
     assert missing.returncode == 1 and "heterarch: error:" in missing.stderr

@@ -10,12 +10,12 @@ import pytest
 from rich.console import Console
 
 from actors import Answer, PoolUsage, RunProgress
+from heterarch.cli.demo import ask_rlm
+from heterarch.cli.live import RunView, run_summary, run_with_live_view
+from heterarch.pytest_plugin import StartSimulator, StartWorkers
+from heterarch.sim.oolong import generate_task
 from runtime import ActorSystem
-from runtime._cli.demo import ask_rlm
 from runtime._core.protocol import ActorInfo, ModelLoad, NodeInfo, NodeStats
-from runtime._observe.live import RunView, run_summary, run_with_live_view
-from runtime._sim.oolong import generate_task
-from runtime.pytest_plugin import StartSimulator, StartWorkers
 
 
 def _text(renderable: object, width: int = 160) -> str:
@@ -27,13 +27,13 @@ def _text(renderable: object, width: int = 160) -> str:
 def _stats() -> list[NodeStats]:
     """Two runs on one worker: root1 (ours, 10 wafer lanes) and root2 (another run's)."""
     info = NodeInfo(node_id="n", role="worker", host="h", pid=1, started_at=0)
-    actors = [ActorInfo(actor_id=root, actor_class="actors._rlm:RLMAgent", name="rlm-root",
+    actors = [ActorInfo(actor_id=root, actor_class="actors.agents._rlm:RLMAgent", name="rlm-root",
                         pool="frontier", parent_id="guardian-x", depth=1)
               for root in ("root1", "root2")]
-    actors += [ActorInfo(actor_id=f"c{i}", actor_class="actors._llm_agent:LLMAgent",
+    actors += [ActorInfo(actor_id=f"c{i}", actor_class="actors.agents._llm_agent:LLMAgent",
                          name="wafer-lane", pool="wafer", parent_id="root1", depth=2)
                for i in range(10)]
-    actors += [ActorInfo(actor_id="other", actor_class="actors._llm_agent:LLMAgent",
+    actors += [ActorInfo(actor_id="other", actor_class="actors.agents._llm_agent:LLMAgent",
                          name="h100-lane", pool="h100", parent_id="root2", depth=2)]
     return [NodeStats(info=info, actors=actors, dead_letters={},
                       models={"wafer": ModelLoad(calls=99, tokens=9999, cost_usd=9.0,

@@ -75,11 +75,11 @@ async def test_the_router_sees_the_load_of_the_whole_cluster() -> None:
 
     import anyio
 
+    from heterarch.sim.profiles import Profile
+    from heterarch.sim.simulator import Simulator, profiles_toml
     from runtime import Worker, parse_config
     from runtime._agents import agent_services
     from runtime._models.routing import ComplexityRouter, Task
-    from runtime._sim.profiles import Profile
-    from runtime._sim.simulator import Simulator, profiles_toml
     from transports import MemoryTransport
     from transports._memory import MemoryBus
 

@@ -13,7 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from actors._agent_messages import PoolUsage, merge_usage
+from actors.agents._messages import PoolUsage, merge_usage
+from heterarch.sim.profiles import EchoResponder, Profile, ScriptedResponder
+from heterarch.sim.simulator import Simulator
 from runtime import PoolConfig
 from runtime._models.llm import (
     LLMCallFailed,
@@ -23,8 +25,6 @@ from runtime._models.llm import (
     RateLimited,
     litellm_module,
 )
-from runtime._sim.profiles import EchoResponder, Profile, ScriptedResponder
-from runtime._sim.simulator import Simulator
 
 pytestmark = pytest.mark.anyio
 

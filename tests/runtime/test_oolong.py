@@ -16,10 +16,7 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from runtime import PoolConfig
-from runtime._models.llm import LLMClient
-from runtime._models.routing import ComplexityRouter, Task
-from runtime._sim.oolong import (
+from heterarch.sim.oolong import (
     CATEGORIES,
     QUESTION_FORMS,
     Accuracy,
@@ -31,8 +28,11 @@ from runtime._sim.oolong import (
     score,
     true_label,
 )
-from runtime._sim.profiles import RoutingResponder, default_profiles
-from runtime._sim.simulator import Simulator
+from heterarch.sim.profiles import RoutingResponder, default_profiles
+from heterarch.sim.simulator import Simulator
+from runtime import PoolConfig
+from runtime._models.llm import LLMClient
+from runtime._models.routing import ComplexityRouter, Task
 
 FENCE = re.compile(r"```repl\n(.*?)```", re.S)
 

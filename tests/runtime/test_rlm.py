@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors import Budget
-from runtime._sim.oolong import generate_task, score
+from heterarch.sim.oolong import generate_task, score
 
 from .conftest import Harness, Recording
 

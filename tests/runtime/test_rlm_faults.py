@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from heterarch.cli.demo import ask_rlm
+from heterarch.sim.oolong import generate_task
+from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import ActorSystem, NatsServer
-from runtime._cli.demo import ask_rlm
-from runtime._sim.oolong import generate_task
-from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from transports import new_id
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +36,7 @@ async def test_worker_killed_mid_batch_answer_unchanged(nats_server: NatsServer,
 
         def worker(pool: str) -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
+                [sys.executable, "-m", "heterarch.cli", "worker", "--pool", pool, "--config",
                  str(config), "--nats", nats_server.url], cwd=ROOT, stdout=subprocess.DEVNULL)
 
         workers = [worker("frontier"), worker("wafer"), worker("wafer")]

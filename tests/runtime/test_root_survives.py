@@ -14,9 +14,9 @@ import anyio
 import docker
 import pytest
 
+from heterarch.sim.oolong import generate_task
+from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import ActorSystem, NatsServer
-from runtime._sim.oolong import generate_task
-from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from sandbox import build_image
 from sandbox._docker import OWNER_LABEL
 from transports import new_id
@@ -52,7 +52,7 @@ async def test_rlm_completes_after_kill_9_of_the_roots_worker(nats_server: NatsS
 
         def worker(pool: str) -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [sys.executable, "-m", "runtime._cli", "worker", "--pool", pool, "--config",
+                [sys.executable, "-m", "heterarch.cli", "worker", "--pool", pool, "--config",
                  str(config), "--nats", nats_server.url], cwd=ROOT, stdout=subprocess.DEVNULL)
 
         workers = [worker("frontier"), worker("frontier"), worker("wafer")]
@@ -65,7 +65,7 @@ async def test_rlm_completes_after_kill_9_of_the_roots_worker(nats_server: NatsS
                                if s.info.pools]) < 3:
                         await anyio.sleep(0.1)
                 cli = subprocess.Popen(  # noqa: ASYNC220 - it runs while this test kills
-                    [sys.executable, "-m", "runtime._cli", "rlm", task.questions[1].text,
+                    [sys.executable, "-m", "heterarch.cli", "rlm", task.questions[1].text,
                      "--context", str(context), "--root-pool", "frontier", "--nats",
                      nats_server.url, "--namespace", namespace],
                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from runtime._sim.profiles import (
+from heterarch.sim.profiles import (
     EchoResponder,
     Profile,
     RoutingResponder,
@@ -19,7 +19,7 @@ from runtime._sim.profiles import (
     estimate_tokens,
     profiles_toml,
 )
-from runtime._sim.simulator import Simulator, add_simulator_arguments, describe
+from heterarch.sim.simulator import Simulator, add_simulator_arguments, describe
 
 pytestmark = pytest.mark.anyio
 
@@ -276,7 +276,7 @@ def test_the_command_line_entry_serves_until_interrupted() -> None:
     import urllib.request
 
     code = ("import argparse, sys\n"
-            "from runtime._sim.simulator import add_simulator_arguments, run_simulator_cli\n"
+            "from heterarch.sim.simulator import add_simulator_arguments, run_simulator_cli\n"
             "p = argparse.ArgumentParser(); add_simulator_arguments(p)\n"
             "sys.exit(run_simulator_cli(p.parse_args(sys.argv[1:])))\n")
     proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--error-rate", "0"],
@@ -327,7 +327,7 @@ class NoReply:
 
 
 def test_responders_by_module_and_class() -> None:
-    from runtime._sim.simulator import with_responders
+    from heterarch.sim.simulator import with_responders
 
     here = f"{__name__}:Shouting"
     every = with_responders(default_profiles(), [here])
@@ -347,7 +347,7 @@ def test_responders_by_module_and_class() -> None:
     (f"sim/unknown={__name__}:Shouting", "unknown model"),
 ])
 def test_a_bad_responder_spec_is_a_config_error(spec: str, why: str) -> None:
-    from runtime._sim.simulator import with_responders
+    from heterarch.sim.simulator import with_responders
     from runtime.errors import RuntimeConfigError
 
     with pytest.raises(RuntimeConfigError, match=why):
@@ -362,7 +362,7 @@ def test_heterarch_simulate_takes_seed_error_rate_and_a_responder() -> None:
 
     root = Path(__file__).parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime._cli", "simulate", "--port", "0", "--seed", "3",
+        [sys.executable, "-m", "heterarch.cli", "simulate", "--port", "0", "--seed", "3",
          "--error-rate", "0", "--responder", "tests.runtime.test_simulator:Shouting"],
         stdout=subprocess.PIPE, text=True, cwd=root)
     try:

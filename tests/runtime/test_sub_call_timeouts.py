@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from actors._timeouts import (
+from actors.agents._timeouts import (
     BACKOFF_S,
     child_timeout,
     model_call_s,

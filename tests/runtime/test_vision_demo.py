@@ -13,12 +13,12 @@ import anyio
 import pytest
 from rich.console import Console
 
-from runtime._cli.vision_demo import run_vision_demo
+from heterarch.cli.vision_demo import run_vision_demo
+from heterarch.sim.simulator import Simulator, profiles_toml
+from heterarch.sim.vision import vision_profiles
+from heterarch.sim.vision_task import VisionRootResponder, make_task, score
 from runtime._models.llm import litellm_module
 from runtime._nats_server import NatsServer
-from runtime._sim.simulator import Simulator, profiles_toml
-from runtime._sim.vision import vision_profiles
-from runtime._sim.vision_task import VisionRootResponder, make_task, score
 from sandbox import build_image
 
 pytestmark = pytest.mark.anyio
@@ -73,12 +73,12 @@ async def test_heterarch_rlm_takes_screenshots_and_spans_say_why(nats_server: Na
         config.write_text(f'namespace = "{namespace}"\n'
                           + profiles_toml(profiles, sim.base_url, modules=["actors"]))
         worker = await anyio.open_process(
-            [sys.executable, "-m", "runtime._cli", "worker", "--pool", "vision-small",
+            [sys.executable, "-m", "heterarch.cli", "worker", "--pool", "vision-small",
              "--pool", "vision-frontier", "--config", str(config), "--nats", nats_server.url],
             env=env, stdout=subprocess.DEVNULL, stderr=None)
         try:
             done = await anyio.run_process(
-                [sys.executable, "-m", "runtime._cli", "rlm", task.prompt, *shots,
+                [sys.executable, "-m", "heterarch.cli", "rlm", task.prompt, *shots,
                  "--root-pool", "vision-frontier", "--nats", nats_server.url,
                  "--namespace", namespace], check=False, env=env)
         finally:

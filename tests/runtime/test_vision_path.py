@@ -19,15 +19,15 @@ import pytest
 from PIL import Image
 
 from actors import Answer, Query, RLMAgent
-from actors._images import decode_wire_image, inspect_image, store_image
+from actors.agents._images import decode_wire_image, inspect_image, store_image
 from actors.errors import HeterarchError, InvalidImage
+from heterarch.sim import webpages
+from heterarch.sim.simulator import Simulator, default_profiles, profiles_toml
+from heterarch.sim.vision import vision_profiles
 from runtime import ActorSystem, Worker, parse_config
 from runtime._agents import agent_services
 from runtime._models.llm import litellm_module
 from runtime._nats_server import NatsServer
-from runtime._sim import webpages
-from runtime._sim.simulator import Simulator, default_profiles, profiles_toml
-from runtime._sim.vision import vision_profiles
 from sandbox import build_image
 
 pytestmark = pytest.mark.anyio

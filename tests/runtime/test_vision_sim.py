@@ -15,6 +15,10 @@ import msgspec
 import pytest
 from PIL import Image
 
+from heterarch.sim import vision, webpages
+from heterarch.sim.profiles import default_profiles
+from heterarch.sim.simulator import Simulator
+from heterarch.sim.vision import GPT5_VISION, QWEN3_VL_VISION
 from runtime import PoolConfig
 from runtime._models.llm import LLMCallFailed, LLMClient
 from runtime._models.routing import (
@@ -25,10 +29,6 @@ from runtime._models.routing import (
     StaticRouter,
     Task,
 )
-from runtime._sim import vision, webpages
-from runtime._sim.profiles import default_profiles
-from runtime._sim.simulator import Simulator
-from runtime._sim.vision import GPT5_VISION, QWEN3_VL_VISION
 from sandbox import heterarch_vision as hv
 
 GPT4O = vision.VisionSpec.openai_tiles(85, 170, legible_px=5.5)
@@ -217,7 +217,7 @@ def test_no_router_sends_an_image_to_a_text_only_pool() -> None:
 
 def test_heterarch_simulate_serves_the_vision_pools() -> None:
     root = Path(__file__).parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "runtime._cli", "simulate", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "heterarch.cli", "simulate", "--port", "0",
                              "--time-scale", "0"], stdout=subprocess.PIPE, text=True, cwd=root)
     try:
         assert proc.stdout is not None

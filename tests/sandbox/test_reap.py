@@ -65,7 +65,7 @@ def _exists(name: str) -> bool:
 async def test_heterarch_sandbox_reap_removes_orphans_only(
     orphan: str, docker_sandbox: DockerSandbox
 ) -> None:
-    done = await anyio.run_process([sys.executable, "-m", "runtime._cli", "sandbox", "reap"],
+    done = await anyio.run_process([sys.executable, "-m", "heterarch.cli", "sandbox", "reap"],
                                    cwd=ROOT, check=False)
     assert done.returncode == 0, done.stderr
     assert orphan in done.stdout.decode()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from actors._images import decode_wire_image
-from runtime._sim import vision, webpages
+from actors.agents._images import decode_wire_image
+from heterarch.sim import vision, webpages
 from sandbox import heterarch_vision as hv
 
 PAGE = webpages.layout("web:9:1")

@@ -25,8 +25,7 @@ from opentelemetry.util._once import Once
 from rich.console import Console
 
 from actors import _semconv
-from runtime._observe import tracing as _tracing
-from runtime._observe.trace_show import (
+from heterarch.cli.trace_show import (
     build_tree,
     jaeger_to_spans,
     load_spans_jaeger,
@@ -34,6 +33,7 @@ from runtime._observe.trace_show import (
     render_text,
     trace_show_command,
 )
+from runtime._observe import tracing as _tracing
 from runtime._observe.tracing import (
     ATTR_COST_USD,
     ATTR_GENAI_INPUT_TOKENS,
@@ -427,7 +427,7 @@ def test_trace_show_says_when_jaeger_is_unreachable() -> None:
 
 
 def test_cli_trace_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from runtime._cli.main import main
+    from heterarch.cli.main import main
 
     spans_file = tmp_path / "spans.jsonl"
     spans_file.write_text("".join(json.dumps(s) + "\n" for s in SPANS))

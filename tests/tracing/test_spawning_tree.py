@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from heterarch.sim.oolong import generate_task
+from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import NatsServer
 from runtime._nats_server import free_port
-from runtime._sim.oolong import generate_task
-from runtime._sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from transports import new_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +47,14 @@ def _run(nats_url: str, simulator_url: str, tmp_path: Path,
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(HETERARCH_TRACE_FILE=str(spans_file), **env_extra)
     workers = [
-        subprocess.Popen([sys.executable, "-m", "runtime._cli", "worker", "--pool", pool,
+        subprocess.Popen([sys.executable, "-m", "heterarch.cli", "worker", "--pool", pool,
                           "--config", str(config), "--nats", nats_url],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         for pool in ("frontier", "wafer")
     ]
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "runtime._cli", "rlm", task.questions[1].text,
+            [sys.executable, "-m", "heterarch.cli", "rlm", task.questions[1].text,
              "--context", str(context), "--root-pool", "frontier", "--nats", nats_url,
              "--namespace", namespace, "--max-depth", "1"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

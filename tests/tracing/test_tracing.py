@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from runtime._observe.trace_show import build_tree, load_spans_jsonl, render_text
-from runtime._sim.simulator import Profile, serve_in_thread
+from heterarch.cli.trace_show import build_tree, load_spans_jsonl, render_text
+from heterarch.sim.simulator import Profile, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ._messages import Ask, Inbox
+from .._messages import Ask, Inbox
 
 
 class PoolUsage(msgspec.Struct, kw_only=True):

@@ -278,7 +278,7 @@ ERROR_MARKS = ("[error]", "Traceback", "Error:")
 class RootResponder:
     """The root model of an RLM run on an OOLONG question (a rule-based stand-in).
 
-    What it expects (the RLM agent's chat, see ``actors._rlm``):
+    What it expects (the RLM agent's chat, see ``actors.agents._rlm``):
 
     1. a system message (ignored here: ``RoutingResponder`` sends chats *with* a system
        message to this responder, all others to the sub-model);

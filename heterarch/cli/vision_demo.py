@@ -22,15 +22,15 @@ from rich.console import Console
 from rich.table import Table
 
 from actors import Answer, store_image
+from runtime._config import RuntimeConfig, load_config
+from runtime._models.routing import RouteService
+from runtime._nats_server import NatsServer
+from runtime._system import ActorSystem
 
-from .._config import RuntimeConfig, load_config
-from .._models.routing import RouteService
-from .._nats_server import NatsServer
-from .._sim.profiles import default_profiles
-from .._sim.simulator import Simulator, profiles_toml
-from .._sim.vision import vision_profiles
-from .._sim.vision_task import VisionRootResponder, VisionTask, make_task, score
-from .._system import ActorSystem
+from ..sim.profiles import default_profiles
+from ..sim.simulator import Simulator, profiles_toml
+from ..sim.vision import vision_profiles
+from ..sim.vision_task import VisionRootResponder, VisionTask, make_task, score
 from .demo import _wait_for_pools, ask_rlm, start_workers
 
 POOLS = ("vision-small", "vision-frontier")
@@ -68,7 +68,7 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
             config = Path(tmp) / "pools.toml"
             config.write_text('namespace = "vision"\n\n'
                               + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            from .._agents import agent_services
+            from runtime._agents import agent_services
 
             services, _ = agent_services(load_config(config))
             route: RouteService = services["route"]

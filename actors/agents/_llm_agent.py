@@ -8,8 +8,9 @@ from typing import Any
 import anyio
 from opentelemetry import trace
 
-from ._actor import Actor
-from ._agent_messages import (
+from .._actor import Actor
+from ._images import image_parts
+from ._messages import (
     ImageRef,
     LLMReply,
     PoolUsage,
@@ -18,7 +19,6 @@ from ._agent_messages import (
     PromptOutcome,
     PromptResults,
 )
-from ._images import image_parts
 from ._spans import mark_failed, note_route
 
 #: How long finished prompts of a chunk wait for company before they travel as progress:

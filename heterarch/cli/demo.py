@@ -36,14 +36,14 @@ from actors._semconv import (
     content_capture_enabled,
     genai_messages,
 )
-from actors._spans import mark_exception, mark_outcome, usage_attributes
+from actors.agents._spans import mark_exception, mark_outcome, usage_attributes
+from runtime._config import RuntimeConfig, load_config
+from runtime._models.routing import RouteService
+from runtime._nats_server import NatsServer
+from runtime._system import ActorSystem
 
-from .._config import RuntimeConfig, load_config
-from .._models.routing import RouteService
-from .._nats_server import NatsServer
-from .._sim.oolong import QUESTION_KINDS, Task, generate_task, score
-from .._sim.simulator import Simulator, default_profiles, profiles_toml
-from .._system import ActorSystem
+from ..sim.oolong import QUESTION_KINDS, Task, generate_task, score
+from ..sim.simulator import Simulator, default_profiles, profiles_toml
 
 tracer = trace.get_tracer("heterarch")
 
@@ -160,7 +160,7 @@ def start_workers(config: Path, nats_url: str, groups: Sequence[str | Sequence[s
     workers = []
     for group in groups:
         pools = [group] if isinstance(group, str) else list(group)
-        args = [sys.executable, "-m", "runtime._cli", "worker", "--config", str(config),
+        args = [sys.executable, "-m", "heterarch.cli", "worker", "--config", str(config),
                 "--nats", nats_url]
         for pool in pools:
             args += ["--pool", pool]
@@ -199,7 +199,7 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
             path.write_text('namespace = "demo"\n\n'
                             + profiles_toml(profiles, sim.base_url, modules=["actors"]))
             config = load_config(path)
-            from .._agents import agent_services
+            from runtime._agents import agent_services
 
             services, _ = agent_services(config)
             route: RouteService = services["route"]

@@ -7,28 +7,15 @@ from typing import Any
 
 from opentelemetry import trace
 
-from ._agent_messages import Usage
-from ._semconv import (
+from .._semconv import (
     ATTR_COST_USD,
-    ATTR_ERROR_TYPE,
     ATTR_GENAI_INPUT_TOKENS,
     ATTR_GENAI_OUTPUT_TOKENS,
     ATTR_ROUTE_REASON,
 )
-
-
-def mark_failed(span: trace.Span, error_type: str, description: str = "") -> None:
-    """ERROR status with ``error.type`` (the conventions' way to say an operation failed)."""
-    if span.is_recording():
-        span.set_attribute(ATTR_ERROR_TYPE, error_type)
-        span.set_status(trace.StatusCode.ERROR, description[:500])
-
-
-def mark_exception(span: trace.Span, exc: BaseException) -> None:
-    """``exc`` as an event on ``span``, and the span failed with its type."""
-    if span.is_recording():
-        span.record_exception(exc)
-        mark_failed(span, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+from .._semconv import mark_exception as mark_exception
+from .._semconv import mark_failed as mark_failed
+from ._messages import Usage
 
 
 def stop_error_type(stop_reason: str) -> str | None:

@@ -31,15 +31,15 @@ from pathlib import Path
 import anyio
 import pytest
 
+from runtime._agents import agent_services
+from runtime._config import RuntimeConfig, load_config, parse_config
+from runtime._nats_server import NatsServer
+from runtime._system import ActorSystem, Worker
 from sandbox import DockerSandbox, build_image
 from transports import new_id
 
-from ._agents import agent_services
-from ._config import RuntimeConfig, load_config, parse_config
-from ._nats_server import NatsServer
-from ._sim.profiles import Profile, Responder, default_profiles, profiles_toml
-from ._sim.simulator import serve_in_thread
-from ._system import ActorSystem, Worker
+from .sim.profiles import Profile, Responder, default_profiles, profiles_toml
+from .sim.simulator import serve_in_thread
 
 StartWorkers = Callable[..., Awaitable[Worker]]
 """The type of ``heterarch_workers``: ``(config, pools=None) -> Worker``."""

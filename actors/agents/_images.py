@@ -16,8 +16,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ._agent_messages import ImageRef
-from .errors import InvalidImage
+from ..errors import InvalidImage
+from ._messages import ImageRef
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # one image, encoded (OpenAI's per-image limit)
 MAX_PIXELS = 50_000_000

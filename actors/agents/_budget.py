@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._agent_messages import Budget
-from .errors import BudgetExceeded
+from ..errors import BudgetExceeded
+from ._messages import Budget
 
 DEFAULT_OUTPUT_TOKENS = 1024  # before a pool's first answer, without max_tokens
 CHAT_OVERHEAD_TOKENS = 8  # role markers and the like, per request

@@ -32,7 +32,8 @@ from typing import Any, Self, cast
 
 from aiohttp import web
 
-from ..errors import PortInUse, RuntimeConfigError
+from runtime.errors import PortInUse, RuntimeConfigError
+
 from .profiles import EchoResponder as EchoResponder
 from .profiles import Profile as Profile
 from .profiles import Responder as Responder

@@ -25,9 +25,9 @@ from actors._semconv import (
     ATTR_HARDWARE,
     ATTR_POOL,
 )
-
-from ..errors import RuntimeConfigError
-from .tracing import TracingHandle
+from runtime._observe.span_files import jaeger_to_spans
+from runtime._observe.tracing import TracingHandle
+from runtime.errors import RuntimeConfigError
 
 
 def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:
@@ -76,30 +76,6 @@ def load_spans_jaeger(query_url: str, trace_id: str, timeout: float = 5.0) -> li
                                  "(is it running? `make compose-up`; without a registry Jaeger "
                                  "cannot run here: use a span file, docs/tracing.md)") from None
     return jaeger_to_spans(data)
-
-
-def jaeger_to_spans(data: Any) -> list[dict[str, Any]]:
-    """Jaeger's query JSON (``{"data": [trace...]}``) as span-file dicts."""
-    spans: list[dict[str, Any]] = []
-    for trace in (data or {}).get("data") or []:
-        processes = trace.get("processes") or {}
-        for s in trace.get("spans") or []:
-            parent = next((r["spanID"] for r in s.get("references") or []
-                           if r.get("refType") == "CHILD_OF"), "")
-            tags = {t["key"]: t.get("value") for t in s.get("tags") or []}
-            error = tags.get("otel.status_code") == "ERROR" or tags.get("error") is True
-            start_us = int(s.get("startTime", 0))
-            spans.append({
-                "trace_id": s["traceID"].rjust(32, "0"), "span_id": s["spanID"].rjust(16, "0"),
-                "parent_span_id": parent.rjust(16, "0") if parent else "",
-                "name": s.get("operationName", "?"),
-                "start_ns": start_us * 1000,
-                "end_ns": (start_us + int(s.get("duration", 0))) * 1000,
-                "status": "ERROR" if error else str(tags.get("otel.status_code", "UNSET")),
-                "attributes": tags,
-                "service": (processes.get(s.get("processID")) or {}).get("serviceName", ""),
-            })
-    return spans
 
 
 @dataclass

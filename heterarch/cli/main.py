@@ -23,10 +23,10 @@ import msgspec
 
 from actors import HeterarchError, Query
 
-from .._sim.simulator import add_simulator_arguments
+from ..sim.simulator import add_simulator_arguments
 
 if TYPE_CHECKING:
-    from .._observe.tracing import TracingHandle
+    from runtime._observe.tracing import TracingHandle
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="where to write the router model (JSON)")
     f.add_argument("--target-accuracy", type=float, default=0.97,
                    help="P(right) a pool must reach to be chosen")
-    f.add_argument("--label", default="runtime._sim.oolong:label_items",
+    f.add_argument("--label", default="heterarch.sim.oolong:label_items",
                    help="module:function(prompt, reply) -> list[bool] judging each item "
                         "(default: the OOLONG generator's truth)")
     f.set_defaults(func=cmd_route_fit)
@@ -234,7 +234,7 @@ def _split(value: str | None) -> list[str] | None:
 
 # -- nats ----------------------------------------------------------------------------------------
 def cmd_nats(args: argparse.Namespace) -> int:
-    from .._nats_server import NatsServer
+    from runtime._nats_server import NatsServer
 
     Path(args.store_dir).mkdir(parents=True, exist_ok=True)
     server = NatsServer(
@@ -265,18 +265,18 @@ def cmd_nats(args: argparse.Namespace) -> int:
 
 # -- worker --------------------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .._config import load_config
-    from .._system import Worker
+    from runtime._config import load_config
+    from runtime._system import Worker
 
     config = load_config(args.config)
     sys.path.insert(0, str(Path(args.app_dir).resolve()))
     tracing = _start_tracing(args, role="worker", pools=args.pool)
 
-    from .._agents import agent_services
+    from runtime._agents import agent_services
 
     services, pool_services = agent_services(config, args.pool, learned=args.router)
     if pool_services:  # import the model client now, not on the first call (it takes seconds)
-        from .._models.llm import litellm_module
+        from runtime._models.llm import litellm_module
 
         litellm_module()
     # What the imports made (litellm alone: hundreds of thousands of objects) lives as long as
@@ -314,7 +314,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _start_tracing(args: argparse.Namespace, *, role: str,
                    pools: Sequence[str] = ()) -> TracingHandle:
-    from .._observe.tracing import LOCAL_JAEGER, configure_tracing
+    from runtime._observe.tracing import LOCAL_JAEGER, configure_tracing
 
     endpoint = LOCAL_JAEGER if getattr(args, "trace", False) else None
     return configure_tracing(role=role, pools=pools, endpoint=endpoint)
@@ -322,7 +322,7 @@ def _start_tracing(args: argparse.Namespace, *, role: str,
 
 # -- ping ----------------------------------------------------------------------------------------
 def cmd_ping(args: argparse.Namespace) -> int:
-    from .._system import ActorSystem
+    from runtime._system import ActorSystem
 
     async def ping() -> int:
         async with ActorSystem(nats=_split(args.nats) or None, namespace=args.namespace,
@@ -365,21 +365,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .._sim.simulator import run_simulator_cli
+    from ..sim.simulator import run_simulator_cli
 
     return run_simulator_cli(args)
 
 
 def cmd_rlm(args: argparse.Namespace) -> int:
     from actors import Budget, store_image
+    from runtime._agents import agent_services
+    from runtime._config import load_config
+    from runtime._system import ActorSystem
+    from runtime.errors import RuntimeConfigError
 
-    from .._agents import agent_services
-    from .._config import load_config
-    from .._observe.live import run_summary
-    from .._observe.trace_show import trace_note
-    from .._system import ActorSystem
-    from ..errors import RuntimeConfigError
     from .demo import ask_rlm
+    from .live import run_summary
+    from .trace_show import trace_note
 
     if not args.root_pool and not args.config:
         raise RuntimeConfigError("give --root-pool, or --config for the router to place the "
@@ -394,7 +394,7 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
                                embedded=False, placement_timeout=60.0) as system:
-            from .._observe.live import run_with_live_view
+            from .live import run_with_live_view
 
             blobs = system.node.transport
             ref = await blobs.put_blob(text.encode())
@@ -437,8 +437,8 @@ def cmd_route_fit(args: argparse.Namespace) -> int:
     import importlib
     import json
 
-    from .._models.learned import fit_router, load_spans, outcomes_from_spans
-    from ..errors import RuntimeConfigError
+    from runtime._models.learned import fit_router, load_spans, outcomes_from_spans
+    from runtime.errors import RuntimeConfigError
 
     module_name, _, function = args.label.partition(":")
     try:
@@ -461,7 +461,7 @@ def cmd_route_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_trace_show(args: argparse.Namespace) -> int:
-    from .._observe.trace_show import trace_show_command
+    from .trace_show import trace_show_command
 
     jsonl = args.file or os.environ.get("HETERARCH_TRACE_FILE")
     return trace_show_command(args.trace_id, jsonl=jsonl, jaeger=args.jaeger, depth=args.depth,

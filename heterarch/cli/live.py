@@ -18,9 +18,8 @@ from rich.table import Table
 from rich.tree import Tree
 
 from actors import Answer, Inbox, PoolUsage, RunProgress
-
-from .._core.node import Node
-from .._core.protocol import ActorInfo, NodeStats
+from runtime._core.node import Node
+from runtime._core.protocol import ActorInfo, NodeStats
 
 
 class RunView:

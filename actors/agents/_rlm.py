@@ -21,8 +21,24 @@ import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._actor import Actor
-from ._agent_messages import (
+from .._actor import Actor
+from .._semconv import (
+    ATTR_GENAI_CONVERSATION_ID,
+    ATTR_GENAI_INPUT_MESSAGES,
+    ATTR_GENAI_OUTPUT_MESSAGES,
+    ATTR_GENAI_TOOL_ARGUMENTS,
+    ATTR_GENAI_TOOL_RESULT,
+    content_capture_enabled,
+    genai_messages,
+    truncate_content,
+)
+from .._supervision import Backoff, SupervisorStrategy
+from ..errors import ActorDead, AskTimeout, BudgetExceeded, InvalidImage
+from ._budget import Ledger, Reservation
+from ._images import store_wire_images, wire_images
+from ._lanes import Lanes
+from ._llm_agent import LLMAgent
+from ._messages import (
     Answer,
     ImageRef,
     LLMReply,
@@ -37,24 +53,8 @@ from ._agent_messages import (
     total_cost,
     total_tokens,
 )
-from ._budget import Ledger, Reservation
-from ._images import store_wire_images, wire_images
-from ._lanes import Lanes
-from ._llm_agent import LLMAgent
-from ._semconv import (
-    ATTR_GENAI_CONVERSATION_ID,
-    ATTR_GENAI_INPUT_MESSAGES,
-    ATTR_GENAI_OUTPUT_MESSAGES,
-    ATTR_GENAI_TOOL_ARGUMENTS,
-    ATTR_GENAI_TOOL_RESULT,
-    content_capture_enabled,
-    genai_messages,
-    truncate_content,
-)
 from ._spans import mark_exception, mark_failed, mark_outcome, note_route, usage_attributes
-from ._supervision import Backoff, SupervisorStrategy
 from ._timeouts import child_timeout, prompts_timeout
-from .errors import ActorDead, AskTimeout, BudgetExceeded, InvalidImage
 
 tracer = trace.get_tracer("heterarch")
 

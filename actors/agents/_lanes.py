@@ -19,11 +19,11 @@ from typing import Any
 
 import anyio
 
-from ._actor import Actor
-from ._agent_messages import ImageRef, PromptChunk, PromptOutcome, PromptResults
-from ._context import Context
-from ._messages import Inbox
-from ._ref import ActorRef
+from .._actor import Actor
+from .._context import Context
+from .._messages import Inbox
+from .._ref import ActorRef
+from ._messages import ImageRef, PromptChunk, PromptOutcome, PromptResults
 
 #: How long one chunk may take when no ``timeout_of`` says (its prompts queue behind the
 #: pool's concurrency limit).

@@ -1,7 +1,0 @@
-"""``python -m runtime._cli``: the same as the ``heterarch`` command."""
-
-import sys
-
-from .main import main
-
-sys.exit(main())
