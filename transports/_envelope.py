@@ -50,9 +50,11 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     traceback: str = ""
 
 
-#: What decoding untrusted bytes may raise (msgspec lets invalid UTF-8 through as
-#: ``UnicodeDecodeError``).
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+#: What decoding untrusted bytes may raise: msgspec lets invalid UTF-8 through as
+#: ``UnicodeDecodeError``, very deep nesting as ``RecursionError`` and an int that does not fit
+#: as ``OverflowError`` (none of them a ``DecodeError``). Every subscriber catches all of them.
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                 RecursionError, OverflowError)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
@@ -69,6 +71,8 @@ def decode_envelope(data: bytes) -> Envelope:
         return _decoder.decode(data)
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8 in envelope: {exc}") from None
+    except (RecursionError, OverflowError) as exc:
+        raise msgspec.DecodeError(f"not an envelope ({type(exc).__name__})") from None
 
 
 def encode_error(info: ErrorInfo) -> bytes:
@@ -80,6 +84,8 @@ def decode_error(data: bytes) -> ErrorInfo:
         return _error_decoder.decode(data)
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8 in error: {exc}") from None
+    except (RecursionError, OverflowError) as exc:
+        raise msgspec.DecodeError(f"not an error ({type(exc).__name__})") from None
 
 
 def new_id() -> str:

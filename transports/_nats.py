@@ -104,6 +104,7 @@ class NatsTransport(Transport):
         self.disconnects = 0
         self.replicas = max(1, self.options.replicas)
         self._slow_logged_at = -1e9
+        self._dead_logged_at: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -297,11 +298,23 @@ class NatsTransport(Transport):
         )
         return _NatsSubscription(subject, sub)
 
+    def log_dead_letter(self, subject: str, reason: str, exc: BaseException | str) -> None:
+        """One line per dead letter, at most one a second per reason: a flood of hostile
+        messages must not flood the log (the counts in ``dead_letters`` keep every one)."""
+        now = anyio.current_time()
+        if now - self._dead_logged_at.get(reason, -1e9) < 1.0:
+            return
+        self._dead_logged_at[reason] = now
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else exc
+        log.warning("dead letter on %s (%s, %d so far): %s", subject[:120], reason,
+                    self.dead_letters.counts.get(reason, 0), what[:200])
+
     async def _dispatch(self, msg: Msg, handler: Handler) -> None:
         try:
             env = decode_envelope(msg.data)
         except DECODE_ERRORS as exc:
             self.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
+            self.log_dead_letter(msg.subject, "malformed", exc)
             if msg.reply and is_reply_subject(msg.reply):
                 bad = Envelope(id="", kind=Kind.ERROR)
                 info = ErrorInfo("MalformedEnvelope", f"not an envelope: {exc}")
@@ -312,16 +325,24 @@ class NatsTransport(Transport):
         if env.blob:
             try:
                 env = await self._restore(env, delete=False)
-            except (BlobNotFound, TransportError) as exc:
+            except (TransportError, ValueError, TypeError) as exc:  # missing, or a forged name
                 self.dead_letters.record(msg.subject, "blob-missing", str(exc), len(msg.data))
+                self.log_dead_letter(msg.subject, "blob-missing", exc)
                 return
         if msg.reply and env.reply_to != msg.reply:
             env = msgspec.structs.replace(env, reply_to=msg.reply)
         try:
             await handler(env)
         except Exception as exc:
-            log.exception("handler for %s raised", msg.subject)
+            # A bug of ours that some message triggers: the traceback once per kind of error,
+            # then one line now and then (a hostile sender must not flood the log).
+            key = f"handler-error {type(exc).__name__}"
             self.dead_letters.record(msg.subject, "handler-error", repr(exc), len(msg.data))
+            if key not in self._dead_logged_at:
+                self._dead_logged_at[key] = anyio.current_time()
+                log.exception("handler for %s raised", msg.subject)
+            else:
+                self.log_dead_letter(msg.subject, "handler-error", exc)
 
     # -- work queues ----------------------------------------------------------------------------
     def spawn_subject(self, pool: str) -> str:

@@ -18,11 +18,18 @@ if TYPE_CHECKING:
     from ._nats import NatsTransport
 
 
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except (ValueError, TypeError, AttributeError):
+        return 1
+
+
 class _NatsWorkItem(WorkItem):
     def __init__(self, msg: Msg, env: Envelope) -> None:
         self._msg = msg
         self.envelope = env
-        self.deliveries = int(msg.metadata.num_delivered or 1)
+        self.deliveries = _deliveries(msg)
 
     async def ack(self) -> None:
         await self._settle(self._msg.ack())
@@ -84,13 +91,25 @@ class _NatsWorkQueue(WorkQueue):
             msg = msgs[0]
             try:
                 env = await self._t._restore(decode_envelope(msg.data), delete=False)
-            except (*DECODE_ERRORS, BlobNotFound) as exc:
-                self._t.dead_letters.record(msg.subject, "malformed", str(exc), len(msg.data))
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.term()
-                timeout = 0.01  # poison is gone; look once more without waiting long
-                continue
-            return _NatsWorkItem(msg, env)
+                return _NatsWorkItem(msg, env)
+            except TransportError as exc:
+                if isinstance(exc, BlobNotFound) or _deliveries(msg) >= self._max_deliver:
+                    await self._poison(msg, "blob-missing", exc)
+                else:  # the store did not answer: someone tries it again later
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.nak(delay=1.0)
+            except (*DECODE_ERRORS, ValueError, TypeError, KeyError) as exc:
+                # Undecodable, too deep, a forged blob name or metadata: poison, whatever it is.
+                await self._poison(msg, "malformed", exc)
+            timeout = 0.01  # poison is gone; look once more without waiting long
+
+    async def _poison(self, msg: Msg, reason: str, exc: BaseException) -> None:
+        """Never deliver ``msg`` again: a dead letter with one log line (no traceback)."""
+        self._t.dead_letters.record(msg.subject, reason, f"{type(exc).__name__}: {exc}",
+                                    len(msg.data))
+        self._t.log_dead_letter(msg.subject, reason, exc)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.term()
 
     async def close(self) -> None:
         if self._sub is not None:

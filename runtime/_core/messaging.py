@@ -99,8 +99,9 @@ class Messaging(NodeState):
             self.reject(env, DEAD, f"actor {env.target} is not running on this node")
             return
         if isinstance(msg, StopActor):
-            if 0 <= msg.generation < cell.generation:
-                # Meant for an older incarnation, which is gone: not this one.
+            if 0 <= msg.generation < cell.generation or msg.generation > cell.generation:
+                # Meant for an older incarnation, which is gone, or for one that never ran
+                # (forged): not this one.
                 self.transport.dead_letters.record(env.target, "stale-stop", msg.reason)
                 if env.reply_to:
                     self.task_group.start_soon(self.reply_value, env, True)
