@@ -68,6 +68,16 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Root actors one spawning node may hold on one worker of this pool (0: no limit), so that
     # one client cannot fill every slot with roots; children of actors do not count.
     roots_per_client: int = 0
+    # The model's context window in tokens (prompt and answer together): 0 takes litellm's
+    # model map where it knows the model, else the window is unknown (no check). The router
+    # sends a prompt only to pools it fits; the RLM's system prompt names these windows.
+    context_window: int = 0
+    # Dollars per million input tokens the provider reads from its prompt cache
+    # (``usage.prompt_tokens_details.cached_tokens``); None: litellm's map, else the input price.
+    cached_input_price_per_mtok: float | None = None
+    # The total deadline of one streamed attempt (``timeout_s`` bounds the wait for its first
+    # chunk and between two chunks; a non-streamed attempt has ``timeout_s`` in all).
+    stream_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _POOL_NAME_CHARS:
@@ -102,7 +112,12 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise RuntimeConfigError(
                 f"pool {self.name!r}: client = 'openai' needs an api_base (the server's /v1 URL)"
             )
-        for price in (self.input_price_per_mtok, self.output_price_per_mtok):
+        if self.context_window < 0:
+            raise RuntimeConfigError(f"pool {self.name!r}: context_window must be >= 0")
+        if self.timeout_s <= 0 or self.stream_timeout_s <= 0:
+            raise RuntimeConfigError(f"pool {self.name!r}: timeouts must be > 0")
+        for price in (self.input_price_per_mtok, self.output_price_per_mtok,
+                      self.cached_input_price_per_mtok):
             if price is not None and price < 0:
                 raise RuntimeConfigError(f"pool {self.name!r}: prices must be >= 0")
 

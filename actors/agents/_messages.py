@@ -22,6 +22,15 @@ class PoolUsage(msgspec.Struct, kw_only=True):
     lost_calls: int = 0
     lost_tokens: int = 0
     lost_cost_usd: float = 0.0
+    # Prompt caching by the provider: input tokens it read from its cache (in input_tokens,
+    # billed at the cached price) and the dollars that saved against the full input price.
+    cached_input_tokens: int = 0
+    prompt_cache_saved_usd: float = 0.0
+    # heterarch's own call cache: calls answered from it (never sent, nothing paid) and the
+    # tokens and dollars they cost when they were paid.
+    cache_hits: int = 0
+    cache_saved_tokens: int = 0
+    cache_saved_usd: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -43,6 +52,11 @@ def merge_usage(into: Usage, other: Usage) -> Usage:
         mine.lost_calls += u.lost_calls
         mine.lost_tokens += u.lost_tokens
         mine.lost_cost_usd += u.lost_cost_usd
+        mine.cached_input_tokens += u.cached_input_tokens
+        mine.prompt_cache_saved_usd += u.prompt_cache_saved_usd
+        mine.cache_hits += u.cache_hits
+        mine.cache_saved_tokens += u.cache_saved_tokens
+        mine.cache_saved_usd += u.cache_saved_usd
         mine.hardware = mine.hardware or u.hardware
     return into
 

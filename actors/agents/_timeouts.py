@@ -1,7 +1,8 @@
 """How long a sub-call may take: derived from the work, so that a lost reply fails soon.
 
 A model call on a pool takes at most ``(max_retries + 1) * timeout_s`` plus the client's
-backoffs between attempts (the pool's ``LLMClient`` enforces ``timeout_s`` per attempt). A lane
+backoffs (or the provider's Retry-After, up to ``RETRY_AFTER_MAX_S``) between attempts (the
+pool's ``LLMClient`` enforces ``timeout_s`` per attempt). A lane
 runs a chunk's prompts concurrently within the pool's ``max_concurrency``, so a chunk (with the
 other chunks of its batch that may share the lane's worker) takes at most as many of those as
 the prompts in flight fill waves of ``max_concurrency``. A child agent takes at most its
@@ -18,6 +19,8 @@ from typing import Any
 
 #: The pool client's first retry delay (doubled each retry; jitter up to 1.5 times it).
 BACKOFF_S = 0.2
+#: The longest Retry-After the pool client waits before a retry (``RETRY_AFTER_MAX_S`` there).
+RETRY_AFTER_MAX_S = 10.0
 MARGIN_FACTOR = 1.25
 MARGIN_S = 10.0
 #: The sandbox prelude and the context load (their own exec timeouts in ``_rlm``).
@@ -36,7 +39,8 @@ def model_call_s(pool: Any) -> float | None:
     if pool is None or not getattr(pool, "model", ""):
         return None
     retries = max(0, int(getattr(pool, "max_retries", 3)))
-    backoffs = float(sum(BACKOFF_S * 2 ** k * 1.5 for k in range(retries)))
+    backoffs = float(sum(max(BACKOFF_S * 2 ** k * 1.5, RETRY_AFTER_MAX_S)
+                         for k in range(retries)))
     return float(getattr(pool, "timeout_s", 60.0)) * (retries + 1) + backoffs
 
 

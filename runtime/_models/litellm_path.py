@@ -7,8 +7,16 @@ from functools import cache
 from typing import Any
 
 from .._config import PoolConfig
-from .llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
-from .path import Attempt, RawReply, short_reason
+from .llm_errors import (
+    ContextWindowExceeded,
+    LLMCallFailed,
+    LLMTimeout,
+    MalformedResponse,
+    PoolOverloaded,
+    RateLimited,
+)
+from .openai_http import decode_completion
+from .path import Attempt, MalformedBody, RawReply, is_context_overflow, retry_after_s, short_reason
 
 __all__ = ("LiteLLMPath", "litellm_module")
 
@@ -35,6 +43,22 @@ def _status(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def _headers(exc: BaseException) -> Any:
+    """The provider's response headers litellm kept on its exception (None: no response, as
+    when litellm itself failed to read a 200)."""
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers:
+        return headers
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return headers or None
+
+
+def _cached_tokens(usage: Any) -> int:
+    details = getattr(usage, "prompt_tokens_details", None)
+    return int(getattr(details, "cached_tokens", 0) or 0)
+
+
 class LiteLLMPath:
     """``litellm.acompletion`` with litellm's own retries off (the client retries)."""
 
@@ -47,21 +71,35 @@ class LiteLLMPath:
 
     async def attempt(self, messages: list[dict[str, Any]], params: dict[str, Any],
                       state: Attempt) -> RawReply:
+        # The client's deadlines (Attempt.scope) govern; litellm's own (per read) is a
+        # backstop past them, so that both paths fail the same way at the same time.
         kwargs: dict[str, Any] = {"model": self.pool.model, "messages": messages,
-                                  "timeout": self.pool.timeout_s, "num_retries": 0, **params}
+                                  "timeout": self.pool.timeout_s * 1.5 + 1.0,
+                                  "num_retries": 0, **params}
         if self.pool.api_base:
             kwargs["api_base"] = self.pool.api_base
         response = await self._litellm.acompletion(**kwargs)
         if not params.get("stream"):
+            if not getattr(response, "choices", None):
+                raise MalformedBody("a chat completion without choices")
             usage = getattr(response, "usage", None)
             return RawReply(text=response.choices[0].message.content or "",
                             model=str(getattr(response, "model", "") or ""),
                             input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+                            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                            cached_tokens=_cached_tokens(usage))
+        # An OpenAI-compatible server may answer a stream request with one JSON completion;
+        # litellm would read it as an empty stream. Read the body ourselves.
+        raw = getattr(getattr(response, "completion_stream", None), "response", None)
+        content_type = str(getattr(raw, "headers", {}).get("content-type", ""))
+        if raw is not None and content_type.startswith("application/json"):
+            return decode_completion(await raw.aread())
         parts: list[str] = []
-        model, input_tokens, output_tokens = "", 0, 0
+        model, input_tokens, output_tokens, cached_tokens = "", 0, 0, 0
+        chunks = 0
         async for chunk in response:
-            state.received = True
+            chunks += 1
+            state.chunk()
             model = model or str(getattr(chunk, "model", "") or "")
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
@@ -69,15 +107,25 @@ class LiteLLMPath:
             if usage is not None:
                 input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
                 output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                cached_tokens = _cached_tokens(usage)
+        if not chunks:
+            raise MalformedBody("a stream without a single chunk")
         return RawReply(text="".join(parts), model=model, input_tokens=input_tokens,
-                        output_tokens=output_tokens)
+                        output_tokens=output_tokens, cached_tokens=cached_tokens)
 
     def classify(self, exc: BaseException) -> type[LLMCallFailed] | None:
         litellm = self._litellm
-        if isinstance(exc, litellm.Timeout | TimeoutError):
+        if isinstance(exc, MalformedBody):
+            return MalformedResponse
+        if isinstance(exc, litellm.Timeout | TimeoutError) or "timeout on reading" in str(
+                exc).lower():
             return LLMTimeout
         if isinstance(exc, litellm.RateLimitError) or _status(exc) == 429:
             return RateLimited
+        if isinstance(exc, litellm.InternalServerError) and _headers(exc) is None:
+            # litellm raises a 500 of its own when it cannot read a 200 (cut JSON, no
+            # choices): there is no provider response behind it.
+            return MalformedResponse
         if isinstance(exc, litellm.InternalServerError | litellm.ServiceUnavailableError
                       | litellm.BadGatewayError | litellm.APIConnectionError):
             return PoolOverloaded
@@ -85,6 +133,19 @@ class LiteLLMPath:
         if status is not None and status >= 500:
             return PoolOverloaded
         return None
+
+    def fatal(self, exc: BaseException) -> type[LLMCallFailed] | None:
+        litellm = self._litellm
+        if isinstance(exc, litellm.ContextWindowExceededError) or (
+                _status(exc) in (400, 413, 422) and is_context_overflow(str(exc))):
+            return ContextWindowExceeded
+        return None
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        headers = _headers(exc)
+        if headers is None:
+            return None
+        return retry_after_s(dict(headers))
 
     def describe(self, exc: BaseException) -> str:
         return short_reason(exc)

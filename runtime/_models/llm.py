@@ -36,12 +36,25 @@ from actors.agents._messages import PoolUsage, Usage
 from .._config import PoolConfig
 from .._core.trace_context import tracing_enabled
 from .litellm_path import LiteLLMPath, litellm_module
-from .llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
+from .llm_errors import (
+    ContextWindowExceeded,
+    LLMCallFailed,
+    LLMTimeout,
+    MalformedResponse,
+    PoolOverloaded,
+    RateLimited,
+)
 from .openai_http import OpenAIHTTPPath
 from .path import Attempt, ClientPath, RawReply
+from .windows import model_info
 
-__all__ = ("Completion", "LLMCallFailed", "LLMClient", "LLMTimeout", "PoolOverloaded",
-           "RateLimited", "litellm_module", "uses_lean_path")
+__all__ = ("Completion", "ContextWindowExceeded", "LLMCallFailed", "LLMClient", "LLMTimeout",
+           "MalformedResponse", "PoolOverloaded", "RateLimited", "litellm_module",
+           "uses_lean_path")
+
+#: The longest wait a provider's Retry-After may ask for and still get a retry; a longer one
+#: ends the call at once as ``RateLimited`` (the router can try another pool meanwhile).
+RETRY_AFTER_MAX_S = 10.0
 
 tracer = trace.get_tracer("heterarch")
 
@@ -57,6 +70,12 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     pool: str
     latency_s: float
     attempts: int
+    # Of input_tokens, those the provider read from its prompt cache (billed at the cached
+    # price); ``cached`` is True when the answer came from heterarch's own call cache (no
+    # provider call, nothing paid: ``cost_usd`` is 0 and ``saved_usd`` what it would cost).
+    cached_tokens: int = 0
+    cached: bool = False
+    saved_usd: float = 0.0
 
 
 def uses_lean_path(pool: PoolConfig) -> bool:
@@ -86,12 +105,14 @@ class LLMClient:
     """
 
     def __init__(self, pool: PoolConfig, *, backoff_s: float = 0.2,
-                 tracer: trace.Tracer | None = None) -> None:
+                 tracer: trace.Tracer | None = None,
+                 max_retry_after_s: float = RETRY_AFTER_MAX_S) -> None:
         if not pool.model:
             raise ValueError(f"pool {pool.name!r} has no model: set `model` in its config")
         self.pool = pool
         self.hardware = pool.hardware
         self.backoff_s = backoff_s
+        self.max_retry_after_s = max_retry_after_s
         self._tracer = tracer
         self._limit = anyio.CapacityLimiter(pool.max_concurrency)
         self.usage = PoolUsage(hardware=pool.hardware)
@@ -154,26 +175,36 @@ class LLMClient:
         return "not-needed-for-local-endpoints"
 
     @cached_property
-    def _prices_per_token(self) -> tuple[float, float]:
-        """(input, output) dollars per token: the pool's prices, else litellm's table, else 0.
-        Looked up once per client (the table's base prices)."""
+    def _prices_per_token(self) -> tuple[float, float, float]:
+        """(input, output, cached input) dollars per token: the pool's prices, else litellm's
+        table, else 0; the cached price from the pool, else litellm's
+        ``cache_read_input_token_cost``, else the input price. Looked up once per client."""
         p = self.pool
         if p.input_price_per_mtok is not None and p.output_price_per_mtok is not None:
-            return p.input_price_per_mtok / 1e6, p.output_price_per_mtok / 1e6
-        try:
-            cost_per_token = litellm_module().cost_per_token
-            prompt, _ = cost_per_token(model=p.model, prompt_tokens=1_000_000,
-                                       completion_tokens=0)
-            _, completion = cost_per_token(model=p.model, prompt_tokens=0,
-                                           completion_tokens=1_000_000)
-            return float(prompt) / 1e6, float(completion) / 1e6
-        except Exception:  # not in litellm's table: unknown price, counted as zero
-            return 0.0, 0.0
+            per_input, per_output = p.input_price_per_mtok / 1e6, p.output_price_per_mtok / 1e6
+        else:
+            try:
+                cost_per_token = litellm_module().cost_per_token
+                prompt, _ = cost_per_token(model=p.model, prompt_tokens=1_000_000,
+                                           completion_tokens=0)
+                _, completion = cost_per_token(model=p.model, prompt_tokens=0,
+                                               completion_tokens=1_000_000)
+                per_input, per_output = float(prompt) / 1e6, float(completion) / 1e6
+            except Exception:  # not in litellm's table: unknown price, counted as zero
+                per_input, per_output = 0.0, 0.0
+        if p.cached_input_price_per_mtok is not None:
+            return per_input, per_output, p.cached_input_price_per_mtok / 1e6
+        cached = model_info(p.model).get("cache_read_input_token_cost") if (
+            p.input_price_per_mtok is None) else None
+        return per_input, per_output, float(cached) if cached is not None else per_input
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """Dollars for these tokens: the pool's prices, else litellm's table, else 0."""
-        per_input, per_output = self._prices_per_token
-        return input_tokens * per_input + output_tokens * per_output
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """Dollars for these tokens (``cached_tokens`` of the input at the cached price): the
+        pool's prices, else litellm's table, else 0."""
+        per_input, per_output, per_cached = self._prices_per_token
+        cached_tokens = min(max(0, cached_tokens), input_tokens)
+        return ((input_tokens - cached_tokens) * per_input + cached_tokens * per_cached
+                + output_tokens * per_output)
 
     async def complete(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                        temperature: float | None = None, stream: bool = False,
@@ -212,18 +243,23 @@ class LLMClient:
             raise
         finally:
             self.in_flight -= 1
-        cost = self.cost(reply.input_tokens, reply.output_tokens)
+        cost = self.cost(reply.input_tokens, reply.output_tokens, reply.cached_tokens)
         u = self.usage
         u.calls += 1
         u.input_tokens += reply.input_tokens
         u.output_tokens += reply.output_tokens
         u.cost_usd += cost
+        if reply.cached_tokens:
+            u.cached_input_tokens += reply.cached_tokens
+            u.prompt_cache_saved_usd += (self.cost(reply.input_tokens, reply.output_tokens)
+                                         - cost)
         if span is not None:
             self._end_span(span, messages, reply, cost, attempts)
         return Completion(
             text=reply.text, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
             cost_usd=cost, model=self.pool.model, pool=self.pool.name,
             latency_s=time.monotonic() - started, attempts=attempts,
+            cached_tokens=reply.cached_tokens,
         )
 
     def _start_span(self) -> trace.Span | None:
@@ -252,6 +288,7 @@ class LLMClient:
             "gen_ai.response.model": reply.model,
             "gen_ai.usage.input_tokens": reply.input_tokens,
             "gen_ai.usage.output_tokens": reply.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": reply.cached_tokens,
             "heterarch.cost_usd": cost,
             "heterarch.attempts": attempts,
         })
@@ -259,21 +296,47 @@ class LLMClient:
 
     async def _call_with_retries(self, messages: list[dict[str, Any]], params: dict[str, Any],
                                  span: trace.Span | None) -> tuple[RawReply, int]:
+        """Attempts until one answers: each within its deadlines (``Attempt``), retried on
+        what ``classify`` says is passing, after the backoff or the provider's Retry-After
+        (whichever is longer; a Retry-After over ``max_retry_after_s`` ends the call)."""
         path = self._path
+        pool = self.pool
+        stream = bool(params.get("stream"))
         attempts = 0
         while True:
             attempts += 1
-            state = Attempt()
+            state = Attempt(pool.timeout_s, pool.stream_timeout_s if stream else pool.timeout_s)
+            exc: BaseException
             try:
-                return await path.attempt(messages, params, state), attempts
-            except Exception as exc:
-                kind = path.classify(exc)
-                if kind is None or state.received or attempts > self.pool.max_retries:
-                    raise (kind or LLMCallFailed)(self.pool.name, self.pool.model,
-                                                  path.describe(exc), attempts) from None
-                if span is not None:
-                    span.add_event("retry", {"attempt": attempts,
-                                             "error.type": type(exc).__name__,
-                                             "error": str(exc)[:300]})
-                delay = self.backoff_s * 2 ** (attempts - 1)
-                await anyio.sleep(delay * (0.5 + random.random()))
+                with state.scope:
+                    return await path.attempt(messages, params, state), attempts
+                exc = TimeoutError(self._deadline_reason(state, stream))
+            except Exception as error:
+                exc = error
+            kind = path.classify(exc)
+            if kind is None or state.received or attempts > pool.max_retries:
+                fatal = path.fatal(exc) if kind is None else None
+                raise (kind or fatal or LLMCallFailed)(pool.name, pool.model,
+                                                      path.describe(exc), attempts) from None
+            delay = self.backoff_s * 2 ** (attempts - 1) * (0.5 + random.random())
+            asked = path.retry_after(exc)
+            if asked is not None:
+                if asked > self.max_retry_after_s:
+                    raise kind(pool.name, pool.model,
+                               f"{path.describe(exc)} (Retry-After {asked:g} s is longer than "
+                               f"the {self.max_retry_after_s:g} s this client waits)", attempts)
+                delay = max(delay, asked)
+            if span is not None:
+                span.add_event("retry", {"attempt": attempts, "error.type": type(exc).__name__,
+                                         "error": str(exc)[:300], "delay_s": delay})
+            await anyio.sleep(delay)
+
+    def _deadline_reason(self, state: Attempt, stream: bool) -> str:
+        pool = self.pool
+        if not stream:
+            return f"no complete answer within timeout_s={pool.timeout_s:g} s"
+        if state.at_total_deadline:
+            return f"the stream ran past stream_timeout_s={pool.stream_timeout_s:g} s"
+        if state.received:
+            return f"the stream stalled: no chunk for timeout_s={pool.timeout_s:g} s"
+        return f"no first chunk within timeout_s={pool.timeout_s:g} s"

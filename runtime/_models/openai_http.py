@@ -16,10 +16,17 @@ import aiohttp
 import msgspec
 
 from .._config import PoolConfig
-from .llm_errors import LLMCallFailed, LLMTimeout, PoolOverloaded, RateLimited
-from .path import Attempt, RawReply, short_reason
+from .llm_errors import (
+    ContextWindowExceeded,
+    LLMCallFailed,
+    LLMTimeout,
+    MalformedResponse,
+    PoolOverloaded,
+    RateLimited,
+)
+from .path import Attempt, MalformedBody, RawReply, is_context_overflow, retry_after_s, short_reason
 
-__all__ = ("HTTPStatusError", "OpenAIHTTPPath")
+__all__ = ("HTTPStatusError", "OpenAIHTTPPath", "decode_completion")
 
 #: The names OpenAI's SDK (and litellm) give these statuses, so reasons read the same on both
 #: paths.
@@ -31,8 +38,9 @@ _STATUS_NAMES = {400: "BadRequestError", 401: "AuthenticationError",
 class HTTPStatusError(Exception):
     """The endpoint answered with an HTTP error status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         self.status = status
+        self.retry_after = retry_after
         self.name = _STATUS_NAMES.get(status, "InternalServerError" if status >= 500
                                       else "APIStatusError")
         super().__init__(f"{status} {message}")
@@ -47,16 +55,26 @@ class _Choice(msgspec.Struct):
     delta: _Delta | None = None
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
 class _Usage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+
+    @property
+    def cached(self) -> int:
+        details = self.prompt_tokens_details
+        return (details.cached_tokens or 0) if details is not None else 0
 
 
 class _ChatResponse(msgspec.Struct):
     """A chat completion or one chunk of a streamed one (the fields both share)."""
 
     model: str = ""
-    choices: list[_Choice] = []
+    choices: list[_Choice] | None = None
     usage: _Usage | None = None
 
 
@@ -72,6 +90,22 @@ _decode_response = msgspec.json.Decoder(_ChatResponse).decode
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 _encode = msgspec.json.Encoder().encode
 _LARGE_BODY = 2**20
+
+
+def decode_completion(body: bytes) -> RawReply:
+    """A whole (non-streamed) chat completion; ``MalformedBody`` if it is none: cut or invalid
+    JSON, no ``choices``, an empty body. Shared by both paths."""
+    try:
+        reply = _decode_response(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedBody(f"not a chat completion ({len(body)} bytes): {exc}") from None
+    if not reply.choices:
+        raise MalformedBody(f"a chat completion without choices ({len(body)} bytes)")
+    message = reply.choices[0].message
+    usage = reply.usage or _Usage()
+    return RawReply(text=(message.content if message else None) or "", model=reply.model,
+                    input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
+                    cached_tokens=usage.cached)
 
 
 def _error_message(body: bytes) -> str:
@@ -95,7 +129,9 @@ class OpenAIHTTPPath:
         self.pool = pool
         self.request_model = request_model
         self.url = pool.api_base.rstrip("/") + "/chat/completions"
-        self._timeout = aiohttp.ClientTimeout(total=pool.timeout_s)
+        # The client enforces the attempt's deadlines (Attempt.scope): aiohttp's own total
+        # would kill a healthy stream longer than timeout_s, its read timeouts miss a trickle.
+        self._timeout = aiohttp.ClientTimeout(total=None)
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
         self._key = ""
@@ -126,19 +162,18 @@ class OpenAIHTTPPath:
         data = body if len(body) <= _LARGE_BODY else io.BytesIO(body)
         async with session.post(self.url, data=data, headers=self._headers_for(key)) as resp:
             if resp.status >= 400:
-                raise HTTPStatusError(resp.status, _error_message(await resp.read()))
-            if params.get("stream"):
+                raise HTTPStatusError(resp.status, _error_message(await resp.read()),
+                                      retry_after_s(resp.headers))
+            # A server may answer a stream request with one JSON completion: read it as such.
+            if params.get("stream") and resp.content_type != "application/json":
                 return await _read_stream(resp, state)
-            reply = _decode_response(await resp.read())
-        message = reply.choices[0].message if reply.choices else None
-        usage = reply.usage or _Usage()
-        return RawReply(text=(message.content if message else None) or "", model=reply.model,
-                        input_tokens=usage.prompt_tokens,
-                        output_tokens=usage.completion_tokens)
+            return decode_completion(await resp.read())
 
     def classify(self, exc: BaseException) -> type[LLMCallFailed] | None:
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
             return LLMTimeout
+        if isinstance(exc, MalformedBody):
+            return MalformedResponse
         if isinstance(exc, HTTPStatusError):
             if exc.status == 429:
                 return RateLimited
@@ -148,10 +183,20 @@ class OpenAIHTTPPath:
             return PoolOverloaded
         return None
 
+    def retry_after(self, exc: BaseException) -> float | None:
+        return exc.retry_after if isinstance(exc, HTTPStatusError) else None
+
+    def fatal(self, exc: BaseException) -> type[LLMCallFailed] | None:
+        """The typed error of a failure that is not retried (None: a plain LLMCallFailed)."""
+        if (isinstance(exc, HTTPStatusError) and exc.status in (400, 413, 422)
+                and is_context_overflow(str(exc))):
+            return ContextWindowExceeded
+        return None
+
     def describe(self, exc: BaseException) -> str:
         if isinstance(exc, HTTPStatusError):
             return f"{exc.name}: {exc}"
-        if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError):
+        if isinstance(exc, MalformedBody | msgspec.DecodeError | msgspec.ValidationError):
             return f"malformed response from {self.url}: {exc}"[:300]
         return short_reason(exc)
 
@@ -162,17 +207,23 @@ class OpenAIHTTPPath:
 
 
 async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply:
-    """Server-sent events: ``data: {chunk}`` lines up to ``data: [DONE]``."""
+    """Server-sent events: ``data: {chunk}`` lines up to ``data: [DONE]``. A stream with no
+    chunk at all is ``MalformedBody`` (retried like a malformed 200)."""
     parts: list[str] = []
-    model, input_tokens, output_tokens = "", 0, 0
+    model, input_tokens, output_tokens, cached_tokens = "", 0, 0, 0
+    chunks = 0
     async for line in resp.content:
         if not line.startswith(b"data:"):
             continue
         data = line[5:].strip()
         if data == b"[DONE]":
             break
-        chunk = _decode_response(data)
-        state.received = True
+        try:
+            chunk = _decode_response(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MalformedBody(f"a stream chunk that is not JSON: {exc}") from None
+        chunks += 1
+        state.chunk()
         model = model or chunk.model
         if chunk.choices:
             delta = chunk.choices[0].delta
@@ -181,6 +232,9 @@ async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply
         if chunk.usage is not None:
             input_tokens = chunk.usage.prompt_tokens
             output_tokens = chunk.usage.completion_tokens
+            cached_tokens = chunk.usage.cached
+    if not chunks:
+        raise MalformedBody("a stream without a single chunk")
     return RawReply(text="".join(parts), model=model, input_tokens=input_tokens,
-                    output_tokens=output_tokens)
+                    output_tokens=output_tokens, cached_tokens=cached_tokens)
 

@@ -16,7 +16,13 @@ import pytest
 from aiohttp import web
 
 from runtime import PoolConfig
-from runtime._models.llm import LLMCallFailed, LLMClient, PoolOverloaded, RateLimited
+from runtime._models.llm import (
+    LLMCallFailed,
+    LLMClient,
+    MalformedResponse,
+    PoolOverloaded,
+    RateLimited,
+)
 from runtime.errors import RuntimeConfigError
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +93,7 @@ async def test_content_parts_pass_through_untouched(server: Server) -> None:
     assert done.cost_usd == pytest.approx((7 * 1.0 + 5 * 2.0) / 1e6)
 
 
-async def test_a_garbage_body_is_a_typed_error_and_not_retried(server: Server) -> None:
+async def test_a_garbage_body_is_a_typed_error_and_retried(server: Server) -> None:
     async def garbage(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"\xff\xfe{not json", content_type="application/json")
 
@@ -95,8 +101,8 @@ async def test_a_garbage_body_is_a_typed_error_and_not_retried(server: Server) -
     async with LLMClient(config(server, max_retries=5), backoff_s=0.001) as client:
         with pytest.raises(LLMCallFailed, match="malformed response") as info:
             await client.complete([{"role": "user", "content": "hi"}])
-    assert type(info.value) is LLMCallFailed and info.value.attempts == 1
-    assert len(server.bodies) == 1 and client.usage.errors == 1
+    assert type(info.value) is MalformedResponse and info.value.attempts == 6
+    assert len(server.bodies) == 6 and client.usage.errors == 1
 
 
 async def test_401_is_not_retried_429_and_503_are(server: Server) -> None:
