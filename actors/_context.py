@@ -15,6 +15,7 @@ from ._supervision import Restart
 if TYPE_CHECKING:
     from ._actor import Actor
     from ._ref import ActorRef
+    from .agents._ports import AgentServices
 
 A = TypeVar("A", bound="Actor")
 T = TypeVar("T", bound=msgspec.Struct)
@@ -23,9 +24,9 @@ T = TypeVar("T", bound=msgspec.Struct)
 class Context(ABC):
     """Given to every actor as ``self.ctx`` before ``on_start``.
 
-    Services beyond actors (``llm``, ``sandbox``, ``route``, ``budget``) exist where the
-    runtime that hosts the actor was configured with them; using one that is not configured
-    raises an error that says how to configure it.
+    What the built-in agents need beyond actors (a model client, a router, sandboxes, a blob
+    store) is ``agent_services``, where the runtime that hosts the actor was configured with
+    them; using one that is not configured raises an error that says how to configure it.
     """
 
     @property
@@ -91,11 +92,9 @@ class Context(ABC):
     async def send_to_inbox(self, inbox: Inbox, item: msgspec.Struct) -> None:
         """Send ``item`` to an ``inbox`` (at most once; no reply)."""
 
-    @abstractmethod
-    def service(self, name: str) -> Any:
-        """A named runtime service (``llm``, ``router``, ``sandbox_factory``, ...)."""
-
     @property
-    def llm(self) -> Any:
-        """The completion client of the pool this actor runs on."""
-        return self.service("llm")
+    def agent_services(self) -> AgentServices:
+        """What the built-in agents (``actors.agents``) reach of the engine, typed: the model
+        client of this actor's pool, what is known of every pool, the router, started sandboxes
+        and a blob store. Raises ``LookupError`` where the runtime hosts no agents."""
+        raise LookupError(f"{type(self).__name__} hosts no built-in agents")

@@ -1,14 +1,22 @@
-"""The services built-in agents need on a node: model clients, the router, sandboxes, pools."""
+"""The services built-in agents need on a node: model clients, the router, sandboxes, pools.
+
+``agent_services(config, served)`` configures a Worker or ActorSystem to host agents; the node's
+actors then see them, typed, as ``ctx.agent_services`` (``actors.agents.AgentServices``: the
+Protocols the agents' package owns, satisfied here).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
+from actors.agents._ports import AgentServices, PoolInfo
 from actors.agents._rlm import SANDBOX_IMPORTS
+from sandbox import Sandbox
 
-from ._config import RuntimeConfig
+from ._config import PoolConfig, RuntimeConfig
 from ._models.learned import LearnedRouter
 from ._models.llm import LLMClient
 from ._models.routing import (
@@ -21,8 +29,13 @@ from ._models.routing import (
 from ._warm import WarmSandboxes
 from .errors import RuntimeConfigError
 
+if TYPE_CHECKING:
+    from transports import Transport
 
-def sandbox_factory(kind: str) -> Callable[[], Any]:
+    from ._core.node import Node
+
+
+def sandbox_factory(kind: str) -> Callable[[], Sandbox]:
     """``docker`` (isolated, the default) or ``process`` (trusted code only: NOT isolated)."""
     if kind == "docker":
         from sandbox import DockerSandbox
@@ -54,16 +67,79 @@ def agent_services(
         chosen = ChainRouter([LearnedRouter.load(learned, config.pools), chosen])
     route = RouteService(chosen, getattr(router, "stats", None) or complexity.stats,
                          pools=config.pools)
+    factory = sandbox_factory(config.sandbox)
     services: dict[str, Any] = {
         "pools": dict(config.pools),
         "route": route,
-        "sandbox_factory": sandbox_factory(config.sandbox),
+        "sandbox_factory": factory,
     }
     pool_services: dict[str, dict[str, Any]] = {}
     warm: WarmSandboxes | None = None
     for name in served:
         pool = config.pool(name)
         if pool.model:
-            warm = warm or WarmSandboxes(services["sandbox_factory"], warmup=SANDBOX_IMPORTS)
+            warm = warm or WarmSandboxes(factory, warmup=SANDBOX_IMPORTS)
             pool_services[name] = {"llm": LLMClient(pool), "sandbox_factory": warm}
     return services, pool_services
+
+
+def pool_info(pool: PoolConfig) -> PoolInfo:
+    """What an agent may know of ``pool`` (unknown prices: 0)."""
+    return PoolInfo(
+        name=pool.name, hardware=pool.hardware, model=pool.model, tier=pool.tier,
+        description=pool.description, input_price_per_mtok=pool.input_price_per_mtok or 0.0,
+        output_price_per_mtok=pool.output_price_per_mtok or 0.0,
+        max_concurrency=pool.max_concurrency, timeout_s=pool.timeout_s,
+        max_retries=pool.max_retries, modalities=tuple(pool.modalities),
+        context_window=pool.context_window,
+    )
+
+
+class TransportBlobs:
+    """The blob store of a transport, and nothing else of it."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def put_blob(self, data: bytes, *, name: str | None = None) -> str:
+        return await self._transport.put_blob(data, name=name)
+
+    async def get_blob(self, ref: str) -> bytes:
+        return await self._transport.get_blob(ref)
+
+    async def delete_blob(self, ref: str) -> None:
+        await self._transport.delete_blob(ref)
+
+
+_hosted: WeakKeyDictionary[Node, dict[str, AgentServices]] = WeakKeyDictionary()
+
+
+def hosted_agent_services(node: Node, pool: str) -> AgentServices:
+    """The ``AgentServices`` of an actor on ``pool`` hosted by ``node`` (built once per pool),
+    from the services the node was configured with."""
+    by_pool = _hosted.setdefault(node, {})
+    found = by_pool.get(pool)
+    if found is None:
+        found = by_pool[pool] = _build(node, pool)
+    return found
+
+
+def _build(node: Node, pool: str) -> AgentServices:
+    def service(name: str) -> Any:
+        found = node.pool_services.get(pool, {}).get(name)
+        return node.services.get(name) if found is None else found
+
+    pools: dict[str, PoolConfig] = service("pools") or {}
+    route: RouteService | None = service("route")
+    factory = service("sandbox_factory")
+    sandboxes: WarmSandboxes | None = None
+    if isinstance(factory, WarmSandboxes):
+        sandboxes = factory
+    elif factory is not None:  # a plain factory: a sandbox started when an agent takes it
+        sandboxes = WarmSandboxes(factory)
+    llm: LLMClient | None = service("llm")
+    return AgentServices(
+        pool=pool, blobs=TransportBlobs(node.transport),
+        pools={name: pool_info(config) for name, config in pools.items()},
+        llm=llm, router=route, sandboxes=sandboxes,
+    )

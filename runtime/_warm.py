@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 
+from sandbox import Sandbox
+
 log = logging.getLogger("heterarch.sandbox")
 Callback = Callable[..., Awaitable[Any]]
 RLM_CALLBACKS = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched")
@@ -31,7 +33,7 @@ class _Relay:
 
 
 class WarmSandboxes:
-    """The ``sandbox_factory`` service of a worker that hosts RLM agents, one sandbox ahead.
+    """The sandbox source of a worker that hosts RLM agents, one sandbox ahead.
 
     ``factory()`` makes an unstarted sandbox as before; ``await take(callbacks)`` returns a
     started one whose callbacks call ``callbacks`` (the spare when it is ready, else one started
@@ -40,17 +42,17 @@ class WarmSandboxes:
     sandbox and raises what that start raises.
     """
 
-    def __init__(self, factory: Callable[[], Any], *, names: Sequence[str] = RLM_CALLBACKS,
+    def __init__(self, factory: Callable[[], Sandbox], *, names: Sequence[str] = RLM_CALLBACKS,
                  warmup: str = "") -> None:
         self.factory = factory
         self.names = tuple(names)
         self.warmup = warmup  # code a spare runs once started (imports the taker would pay)
-        self._spare: tuple[Any, _Relay] | None = None
+        self._spare: tuple[Sandbox, _Relay] | None = None
         self._filling: anyio.Event | None = None
         self._task_group: Any = None
         self._closed = False
 
-    def __call__(self) -> Any:
+    def __call__(self) -> Sandbox:
         return self.factory()
 
     async def aopen(self, task_group: Any) -> None:
@@ -87,7 +89,7 @@ class WarmSandboxes:
         else:
             self._spare = (sandbox, relay)
 
-    async def take(self, callbacks: Mapping[str, Callback]) -> Any:
+    async def take(self, callbacks: Mapping[str, Callback]) -> Sandbox:
         """A started sandbox of the caller's own, whose callbacks call ``callbacks``."""
         if self._spare is None and self._filling is not None:
             await self._filling.wait()
@@ -121,7 +123,7 @@ class WarmSandboxes:
             await _close(spare[0])
 
 
-async def _close(sandbox: Any) -> None:
+async def _close(sandbox: Sandbox) -> None:
     with anyio.CancelScope(shield=True):
         try:
             await sandbox.close()

@@ -14,22 +14,15 @@ import binascii
 import io
 import warnings
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import InvalidImage
 from ._messages import ImageRef
+from ._ports import BlobStore
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # one image, encoded (OpenAI's per-image limit)
 MAX_PIXELS = 50_000_000
 _FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
-
-
-class BlobStore(Protocol):
-    async def put_blob(self, data: bytes, *, name: str | None = None) -> str: ...
-
-    async def get_blob(self, ref: str) -> bytes: ...
-
-    async def delete_blob(self, ref: str) -> None: ...
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:

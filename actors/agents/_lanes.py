@@ -35,11 +35,12 @@ def _ignore(_: Any) -> None:
 
 
 class Lanes:
-    def __init__(self, ctx: Context, actor_class: type[Actor], *, limit_of: Any,
+    def __init__(self, ctx: Context, actor_class: type[Actor], *,
+                 limit_of: Callable[[str], int],
                  timeout_of: Callable[[str, int], float] | None = None) -> None:
         self._ctx = ctx
         self._actor_class = actor_class
-        self._limit_of = limit_of  # pool -> int
+        self._limit_of = limit_of  # pool -> how many lanes at most
         # (pool, prompts in flight together) -> a chunk's ask timeout (``_timeouts``)
         self._timeout_of = timeout_of
         self._free: dict[str, list[ActorRef[Any]]] = {}
@@ -47,7 +48,7 @@ class Lanes:
         self.spawned: list[ActorRef[Any]] = []
 
     def _limit(self, pool: str) -> int:
-        return max(1, int(self._limit_of(pool)))
+        return max(1, self._limit_of(pool))
 
     @asynccontextmanager
     async def lane(self, pool: str) -> AsyncIterator[ActorRef[Any]]:

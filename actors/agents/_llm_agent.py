@@ -27,7 +27,8 @@ PROGRESS_WINDOW_S = 0.02
 
 
 class LLMAgent(Actor):
-    """Answers ``Prompt`` with a completion from ``ctx.llm`` (its pool's model client), and
+    """Answers ``Prompt`` with a completion from its pool's model client
+    (``ctx.agent_services.llm``), and
     ``PromptChunk`` with many, run concurrently (the client keeps them within the pool's
     ``max_concurrency``).
 
@@ -48,7 +49,7 @@ class LLMAgent(Actor):
         store here, next to the model call."""
         if not images:
             return [{"role": "user", "content": prompt}]
-        parts = await image_parts(self.ctx.service("blobs"), images)
+        parts = await image_parts(self.ctx.agent_services.blobs, images)
         return [{"role": "user", "content": [{"type": "text", "text": prompt}, *parts]}]
 
     async def prompt_chunk(self, msg: PromptChunk) -> PromptResults:
@@ -96,18 +97,16 @@ class LLMAgent(Actor):
 
     async def _complete(self, messages: list[dict[str, Any]], max_tokens: int | None,
                         temperature: float | None) -> LLMReply:
-        options: dict[str, Any] = {}
-        if max_tokens is not None:
-            options["max_tokens"] = max_tokens
-        if temperature is not None:
-            options["temperature"] = temperature
-        completion = await self.ctx.llm.complete(messages, **options)
+        services = self.ctx.agent_services
+        completion = await services.require_llm().complete(
+            messages, max_tokens=max_tokens, temperature=temperature)
+        own = services.pool_info
         usage = PoolUsage(
             calls=1,
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             cost_usd=completion.cost_usd,
-            hardware=getattr(self.ctx.llm, "hardware", ""),
+            hardware=own.hardware if own is not None else "",
         )
         return LLMReply(
             text=completion.text, pool=self.ctx.pool, model=completion.model,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -52,6 +52,17 @@ from ._messages import (
     merge_usage,
     total_cost,
     total_tokens,
+)
+from ._ports import (
+    AgentSandbox,
+    AgentServices,
+    BlobStore,
+    CellResult,
+    Completion,
+    LosesState,
+    PoolInfo,
+    RouteStats,
+    SandboxCallback,
 )
 from ._spans import mark_exception, mark_failed, mark_outcome, note_route, usage_attributes
 from ._timeouts import child_timeout, prompts_timeout
@@ -151,19 +162,20 @@ class _Run:
         self.iterations = 0
         self.agents_by_depth: dict[int, int] = {}
         self.best_partial = ""
-        pools = self._pools()
+        self.services: AgentServices = self.ctx.agent_services
+        pools = self.services.pools
 
         def limit_of(pool: str) -> int:
             config = pools.get(pool)
-            limit = getattr(config, "max_concurrency", 16) if config is not None else 16
-            return min(int(limit), agent.lanes_per_pool)
+            limit = config.max_concurrency if config is not None else 16
+            return min(limit, agent.lanes_per_pool)
 
         def timeout_of(pool: str, in_flight: int) -> float:
             return prompts_timeout(pools.get(pool), in_flight)
 
         self.llm_lanes = Lanes(self.ctx, LLMAgent, limit_of=limit_of, timeout_of=timeout_of)
         self.rlm_lanes = Lanes(self.ctx, RLMAgent, limit_of=lambda pool: 4)
-        self.sandbox: Any = None
+        self.sandbox: AgentSandbox | None = None
         self._sandbox_ready = anyio.Event()
         self._sandbox_failure: Exception | None = None
         self.seen_lanes: set[str] = set()
@@ -180,22 +192,17 @@ class _Run:
 
     def _prices(self, pool: str) -> tuple[float, float]:
         config = self._pools().get(pool)
-        return (float(getattr(config, "input_price_per_mtok", 0) or 0),
-                float(getattr(config, "output_price_per_mtok", 0) or 0))
+        if config is None:
+            return 0.0, 0.0
+        return config.input_price_per_mtok, config.output_price_per_mtok
 
-    def _stats(self) -> Any:
+    def _stats(self) -> RouteStats | None:
         """The router's live per-pool statistics on this node (None without a router)."""
-        try:
-            return getattr(self.ctx.service("route"), "stats", None)
-        except LookupError:
-            return None
+        router = self.services.router
+        return router.stats if router is not None else None
 
-    def _pools(self) -> dict[str, Any]:
-        try:
-            pools: dict[str, Any] = self.ctx.service("pools")
-        except LookupError:
-            return {}
-        return pools
+    def _pools(self) -> Mapping[str, PoolInfo]:
+        return self.services.pools
 
     # -- the loop ---------------------------------------------------------------------------------
     async def execute(self) -> Answer:
@@ -327,21 +334,21 @@ class _Run:
         held = self.ledger.reserve(self.ledger.estimate(
             pool, "\n".join(m["content"] for m in messages), None))
         try:
-            completion = await self.ctx.llm.complete(messages)
+            completion = await self.services.require_llm().complete(list(messages))
         except BaseException:
             self.ledger.settle(held)
             raise
         self._account(pool, completion)
-        self.ledger.settle(held, pool=pool, output_tokens=int(completion.output_tokens))
-        text: str = completion.text
-        return text
+        self.ledger.settle(held, pool=pool, output_tokens=completion.output_tokens)
+        return completion.text
 
-    def _account(self, pool: str, completion: Any) -> None:
-        u = self.usage.setdefault(pool, PoolUsage(hardware=getattr(self.ctx.llm, "hardware", "")))
+    def _account(self, pool: str, completion: Completion) -> None:
+        own = self.services.pool_info
+        u = self.usage.setdefault(pool, PoolUsage(hardware=own.hardware if own else ""))
         u.calls += 1
-        u.input_tokens += int(completion.input_tokens)
-        u.output_tokens += int(completion.output_tokens)
-        u.cost_usd += float(completion.cost_usd)
+        u.input_tokens += completion.input_tokens
+        u.output_tokens += completion.output_tokens
+        u.cost_usd += completion.cost_usd
 
     async def _final_answer(self, reply: str) -> str | None:
         answer = await (await self._ready_sandbox()).get_var("answer")
@@ -352,7 +359,7 @@ class _Run:
         if match:
             name = match.group(1).strip().strip("'\"")
             try:
-                return str(await self.sandbox.get_var(name))
+                return str(await (await self._ready_sandbox()).get_var(name))
             except Exception:
                 return None
         match = FINAL.search(prose)
@@ -364,8 +371,7 @@ class _Run:
     async def _load_context(self) -> str:
         q = self.query
         if q.context_ref:
-            blobs = self.ctx.service("blobs")
-            data: bytes = await blobs.get_blob(q.context_ref)
+            data = await self.services.blobs.get_blob(q.context_ref)
             return data.decode("utf-8", errors="replace")
         return q.context
 
@@ -378,32 +384,26 @@ class _Run:
         finally:
             self._sandbox_ready.set()
 
-    async def _ready_sandbox(self) -> Any:
+    async def _ready_sandbox(self) -> AgentSandbox:
         await self._sandbox_ready.wait()
         if self._sandbox_failure is not None:
             raise self._sandbox_failure
+        assert self.sandbox is not None
         return self.sandbox
 
     async def _start_sandbox(self, context: str) -> None:
-        factory = self.ctx.service("sandbox_factory")
-        take = getattr(factory, "take", None)
-        if take is not None:  # a worker's warm sandboxes: one is started ahead
-            self.sandbox = await take(self._callbacks())
-        else:
-            self.sandbox = factory()
-            for name, fn in self._callbacks().items():
-                self.sandbox.register_callback(name, fn)
-            await self.sandbox.start()
-        await self._load_state(context)
+        # a worker's sandboxes: one is started ahead
+        self.sandbox = await self.services.require_sandboxes().take(self._callbacks())
+        await self._load_state(self.sandbox, context)
 
-    async def _load_state(self, context: str) -> None:
+    async def _load_state(self, sandbox: AgentSandbox, context: str) -> None:
         self._context = context
-        await self.sandbox.set_var("context", context)
-        await self.sandbox.exec(SANDBOX_PRELUDE, timeout=30)
+        await sandbox.set_var("context", context)
+        await sandbox.exec(SANDBOX_PRELUDE, timeout=30)
         if self.query.images:  # an image context: a list of Pillow images, loaded by file
-            wire = await wire_images(self.ctx.service("blobs"), self.query.images)
-            await self.sandbox.set_var("_context_images", json.dumps(wire))
-            loaded = await self.sandbox.exec(
+            wire = await wire_images(self.services.blobs, self.query.images)
+            await sandbox.set_var("_context_images", json.dumps(wire))
+            loaded = await sandbox.exec(
                 "import json as _json\n"
                 "context = _heterarch_vision.images_from_wire(_json.loads(_context_images))\n"
                 "del _context_images", timeout=120)
@@ -436,41 +436,41 @@ class _Run:
                 if isinstance(exc, BudgetExceeded):
                     raise
                 mark_exception(span, exc)
-                lost = bool(getattr(exc, "state_lost", False))
+                lost = isinstance(exc, LosesState) and exc.state_lost
                 if lost:
-                    await self._load_state(self._context)
+                    await self._load_state(sandbox, self._context)
                 note = " The REPL was restarted: variables are gone, `context` is reloaded." \
                     if lost else ""
                 return f"[cell {index}] {type(exc).__name__}: {exc}.{note}"
             output = self._describe(index, result)
-            error = getattr(result, "error", None)
+            error = result.error
             if error:  # the model's code raised: the tool call failed, the agent goes on
-                mark_failed(span, getattr(error, "type", "") or type(error).__name__,
-                            getattr(error, "message", "") or str(error))
+                mark_failed(span, error.type or type(error).__name__,
+                            error.message or str(error))
             if capture:
                 span.set_attribute(ATTR_GENAI_TOOL_RESULT, truncate_content(output))
             return output
 
-    def _describe(self, index: int, result: Any) -> str:
+    def _describe(self, index: int, result: CellResult) -> str:
         parts = []
-        stdout = getattr(result, "stdout", "") or ""
-        stderr = getattr(result, "stderr", "") or ""
+        stdout = result.stdout or ""
+        stderr = result.stderr or ""
         if stdout:
             parts.append(stdout)
             self.best_partial = stdout.strip()[-2000:]
         if stderr:
             parts.append(f"[stderr]\n{stderr}")
-        error = getattr(result, "error", None)
+        error = result.error
         if error:
-            etype = getattr(error, "type", "") or type(error).__name__
-            emsg = getattr(error, "message", "") or str(error)
-            tb = getattr(error, "traceback", "") or ""
+            etype = error.type or type(error).__name__
+            emsg = error.message or str(error)
+            tb = error.traceback or ""
             parts.append(f"[error] {etype}: {emsg}\n{tb[-1500:]}")
         body = "\n".join(parts) if parts else "(no output)"
         return f"[cell {index} output]\n{truncate(body, self.agent.output_limit)}"
 
     # -- callbacks from the sandbox ---------------------------------------------------------------
-    def _callbacks(self) -> dict[str, Any]:
+    def _callbacks(self) -> dict[str, SandboxCallback]:
         return {
             "llm_query": self.llm_query,
             "llm_query_batched": self.llm_query_batched,
@@ -498,7 +498,7 @@ class _Run:
         if images is None:
             with self._tool_span("llm_query_batched", batch=len(prompts)):
                 return await self._reported_batch([str(p) for p in prompts], per_prompt)
-        blobs = self.ctx.service("blobs")
+        blobs = self.services.blobs
         stored: list[list[ImageRef]] = []
         try:  # every image is checked and stored before any prompt goes out
             for items in images:
@@ -660,7 +660,7 @@ class _Run:
         if self.query.pool_override:
             pool = self._image_pool(self.query.pool_override, images)
             return pool, "pool override of this run"
-        route = self.ctx.service("route")
+        route = self.services.require_router()
         extra: dict[str, Any] = {"images": images} if images else {}
         if images and options.get("text_px"):  # how small the text is: pools that read it
             extra.update(text_px=float(options.pop("text_px")),
@@ -672,12 +672,12 @@ class _Run:
             exclude=exclude, budget_left=self._budget_left_fraction(),
             hint=options.pop("hint", ""), **extra,
         )
-        return str(decision.pool), str(decision.reason)
+        return decision.pool, decision.reason
 
     def _image_pool(self, pool: str, images: int) -> str:
         """``pool``, unless images would go to a pool whose model does not read them."""
         config = self._pools().get(pool)
-        if images and config is not None and "image" not in getattr(config, "modalities", ()):
+        if images and config is not None and not config.reads_images:
             raise InvalidImage(f"pool {pool!r} is text-only (modalities "
                                f"{list(config.modalities)}); images need a vision pool")
         return pool
@@ -686,7 +686,7 @@ class _Run:
         self.check_budget()
         if not images:
             return await self._sub_llm_refs(prompt, options, [])
-        blobs = self.ctx.service("blobs")
+        blobs = self.services.blobs
         refs = await store_wire_images(blobs, images)
         try:
             return await self._sub_llm_refs(prompt, options, refs)
@@ -834,7 +834,7 @@ class _Run:
         await self.rlm_lanes.close()
 
 
-async def _delete_images(blobs: Any, images: list[ImageRef]) -> None:
+async def _delete_images(blobs: BlobStore, images: list[ImageRef]) -> None:
     for image in images:
         try:
             await blobs.delete_blob(image.ref)

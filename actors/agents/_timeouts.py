@@ -15,7 +15,8 @@ queues and spawns around it. Without a pool's config the old ceilings apply.
 from __future__ import annotations
 
 import math
-from typing import Any
+
+from ._ports import PoolInfo
 
 #: The pool client's first retry delay (doubled each retry; jitter up to 1.5 times it).
 BACKOFF_S = 0.2
@@ -34,27 +35,28 @@ def with_margin(seconds: float) -> float:
     return seconds * MARGIN_FACTOR + MARGIN_S
 
 
-def model_call_s(pool: Any) -> float | None:
+def model_call_s(pool: PoolInfo | None) -> float | None:
     """The longest one model call on ``pool`` takes, retries included (None: unknown)."""
-    if pool is None or not getattr(pool, "model", ""):
+    if pool is None or not pool.model:
         return None
-    retries = max(0, int(getattr(pool, "max_retries", 3)))
+    retries = max(0, pool.max_retries)
     backoffs = float(sum(max(BACKOFF_S * 2 ** k * 1.5, RETRY_AFTER_MAX_S)
                          for k in range(retries)))
-    return float(getattr(pool, "timeout_s", 60.0)) * (retries + 1) + backoffs
+    return pool.timeout_s * (retries + 1) + backoffs
 
 
-def prompts_timeout(pool: Any, in_flight: int = 1) -> float:
+def prompts_timeout(pool: PoolInfo | None, in_flight: int = 1) -> float:
     """The ask timeout of ``in_flight`` prompts run together on ``pool`` (a chunk and the
     chunks beside it, or one prompt)."""
     call = model_call_s(pool)
     if call is None:
         return FALLBACK_CALL_S if in_flight <= 1 else FALLBACK_CHILD_S
-    waves = math.ceil(max(1, in_flight) / max(1, int(getattr(pool, "max_concurrency", 1))))
+    assert pool is not None  # a call time is known only for a pool
+    waves = math.ceil(max(1, in_flight) / max(1, pool.max_concurrency))
     return with_margin(waves * call)
 
 
-def child_timeout(pool: Any, *, max_iterations: int, cell_timeout_s: float,
+def child_timeout(pool: PoolInfo | None, *, max_iterations: int, cell_timeout_s: float,
                   wall_s: float = 0.0) -> float:
     """The ask timeout of a child agent on ``pool``; ``wall_s``: its wall budget (0: none)."""
     call = model_call_s(pool)

@@ -11,6 +11,8 @@ import msgspec
 from actors import Actor, ActorRef, Context, Inbox, Restart
 
 if TYPE_CHECKING:
+    from actors.agents import AgentServices
+
     from .cell import ActorCell
 
 A = TypeVar("A", bound=Actor)
@@ -77,5 +79,8 @@ class CellContext(Context):
     async def send_to_inbox(self, inbox: Inbox, item: msgspec.Struct) -> None:
         await self._cell.node.send_to_inbox(inbox, item)
 
-    def service(self, name: str) -> Any:
-        return self._cell.node.service(name, self._cell.address.pool)
+    @property
+    def agent_services(self) -> AgentServices:
+        from .._agents import hosted_agent_services  # the agents' room loads only when used
+
+        return hosted_agent_services(self._cell.node, self._cell.address.pool)

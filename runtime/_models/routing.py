@@ -345,7 +345,8 @@ class ChainRouter(Router):
 
 
 class RouteService:
-    """What agents call (``ctx.service("route")(prompt=..., ...)``): a router plus live stats.
+    """What agents call (``ctx.agent_services.router(prompt=..., ...)``): a router plus live
+    stats (it satisfies the agents' ``SubCallRouter``).
 
     With ``pools`` (the config), no decision ever sends images to a pool whose modalities
     lack ``"image"``, whichever router made it: such a pool is excluded and the task routed
