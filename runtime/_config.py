@@ -78,6 +78,11 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # The total deadline of one streamed attempt (``timeout_s`` bounds the wait for its first
     # chunk and between two chunks; a non-streamed attempt has ``timeout_s`` in all).
     stream_timeout_s: float = 600.0
+    # Send OpenAI's ``prompt_cache_key`` (a hash of the prompt's first 1,024 tokens) with
+    # prompts at least that long, so that calls sharing a long prefix reach the replica that
+    # has it cached (the provider spills to another when that one is busy). Off by default:
+    # a strict server may refuse a parameter it does not know.
+    prompt_cache_key: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _POOL_NAME_CHARS:

@@ -79,12 +79,26 @@ class Profile:
     # Hidden reasoning tokens a reasoning model writes before each answer: billed as output,
     # generated at ``tokens_per_s`` before the first visible token.
     reasoning_tokens: int = 0
+    # A prefix cache per replica (docs/llm.md, "Prompt caching in the simulator"): requests go
+    # round-robin over ``replicas`` (a plain load balancer), or to the replica a
+    # ``prompt_cache_key`` names while it has a free slot. A prompt of at least 1,024 tokens
+    # whose first blocks of 128 tokens that replica has seen is a hit: those tokens are
+    # reported as ``prompt_tokens_details.cached_tokens``, cost ``cached_price_factor`` of the
+    # input price, and need no prefill (uncached prompt tokens take ``prefill_tokens_per_s``;
+    # 0: prefill not modelled).
+    prefix_cache: bool = False
+    replicas: int = 1
+    prefill_tokens_per_s: float = 0.0
+    cached_price_factor: float = 0.1
+    context_window: int = 0  # tokens; 0: not said (the pools config leaves it to litellm)
 
-    def latency(self, completion_tokens: int) -> float:
-        """Seconds an answer of this many tokens takes (before the time scale)."""
+    def latency(self, completion_tokens: int, prefill_tokens: int = 0) -> float:
+        """Seconds an answer of this many tokens takes (before the time scale), after a
+        prefill of ``prefill_tokens`` uncached prompt tokens."""
         if self.fixed_latency_s is not None:
             return self.fixed_latency_s
-        return self.ttft_s + completion_tokens / self.tokens_per_s
+        prefill = prefill_tokens / self.prefill_tokens_per_s if self.prefill_tokens_per_s else 0.0
+        return self.ttft_s + prefill + completion_tokens / self.tokens_per_s
 
 
 def default_profiles() -> dict[str, Profile]:
@@ -145,6 +159,12 @@ def profiles_toml(profiles: dict[str, Profile], base_url: str, *, modules: Seque
                 f"max_concurrency = {p.concurrency}", f"tier = {p.tier}",
                 f"modalities = {json.dumps(list(p.modalities))}",
                 f'description = "{p.description}"']
+        if p.prefix_cache:
+            out += [f"cached_input_price_per_mtok = "
+                    f"{p.input_price_per_mtok * p.cached_price_factor:g}",
+                    "prompt_cache_key = true"]
+        if p.context_window:
+            out.append(f"context_window = {p.context_window}")
         if p.vision is not None:  # what it reads: the router's legibility check
             out += [f"legible_px = {p.vision.reliable_px}",
                     f'image_resize = "{p.vision.rule}"']

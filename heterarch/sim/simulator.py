@@ -34,6 +34,7 @@ from aiohttp import web
 
 from runtime.errors import PortInUse, RuntimeConfigError
 
+from .prefix_cache import Replicas
 from .profiles import EchoResponder as EchoResponder
 from .profiles import Profile as Profile
 from .profiles import Responder as Responder
@@ -89,6 +90,11 @@ class Simulator:
         self.peak_in_flight: dict[str, int] = {name: 0 for name in self.profiles}
         self.queued: dict[str, int] = {name: 0 for name in self.profiles}  # waiting for a slot
         self.images_received: dict[str, int] = {name: 0 for name in self.profiles}
+        # Prompt tokens served and those read from a replica's prefix cache, per model.
+        self.prompt_tokens: dict[str, int] = {name: 0 for name in self.profiles}
+        self.cached_tokens: dict[str, int] = {name: 0 for name in self.profiles}
+        self._replicas = {name: Replicas(p.replicas, p.concurrency)
+                          for name, p in self.profiles.items() if p.prefix_cache}
 
     @property
     def base_url(self) -> str:
@@ -183,7 +189,11 @@ class Simulator:
             await self._slots[profile.model].acquire()
         finally:
             self.queued[profile.model] -= 1
+        replicas = self._replicas.get(profile.model)
+        key = payload.get("prompt_cache_key")
+        replica = replicas.choose(key if isinstance(key, str) else None) if replicas else 0
         try:
+            cached_chars = replicas.serve(replica, messages) if replicas else 0
             self.in_flight[profile.model] += 1
             self.peak_in_flight[profile.model] = max(self.peak_in_flight[profile.model],
                                                      self.in_flight[profile.model])
@@ -192,22 +202,30 @@ class Simulator:
                         if images else profile.responder.reply(messages, profile.model))
                 prompt_tokens = image_tokens + sum(estimate_tokens(m["content"])
                                                    for m in messages)
+                cached_tokens = min(prompt_tokens, cached_chars // 4)
+                self.prompt_tokens[profile.model] += prompt_tokens
+                self.cached_tokens[profile.model] += cached_tokens
+                prefill = prompt_tokens - cached_tokens
                 text, finish = _within(text, payload.get("max_completion_tokens")
                                        or payload.get("max_tokens"), profile.reasoning_tokens)
                 completion_tokens = estimate_tokens(text) + profile.reasoning_tokens
                 if payload.get("stream"):
                     return await self._stream(request, profile, text, prompt_tokens,
-                                              completion_tokens, finish)
-                await asyncio.sleep(profile.latency(completion_tokens) * self.time_scale)
+                                              completion_tokens, finish, cached_tokens)
+                await asyncio.sleep(profile.latency(completion_tokens, prefill)
+                                    * self.time_scale)
                 return _json(200, self._completion(profile, text, prompt_tokens,
-                                                   completion_tokens, finish))
+                                                   completion_tokens, finish, cached_tokens))
             finally:
                 self.in_flight[profile.model] -= 1
         finally:
+            if replicas:
+                replicas.done(replica)
             self._slots[profile.model].release()
 
     def _completion(self, profile: Profile, text: str, prompt_tokens: int,
-                    completion_tokens: int, finish: str = "stop") -> dict[str, Any]:
+                    completion_tokens: int, finish: str = "stop",
+                    cached_tokens: int = 0) -> dict[str, Any]:
         return {
             "id": f"chatcmpl-sim{self.requests}",
             "object": "chat.completion",
@@ -216,12 +234,13 @@ class Simulator:
             "system_fingerprint": "heterarch-simulator",
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
-            "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens),
+            "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens,
+                            cached_tokens if profile.prefix_cache else None),
         }
 
     async def _stream(self, request: web.Request, profile: Profile, text: str,
                       prompt_tokens: int, completion_tokens: int,
-                      finish: str = "stop") -> web.StreamResponse:
+                      finish: str = "stop", cached_tokens: int = 0) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
         pieces = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
@@ -229,7 +248,8 @@ class Simulator:
             first, per_piece = profile.fixed_latency_s * self.time_scale, 0.0
         else:
             visible = completion_tokens - profile.reasoning_tokens
-            first = profile.latency(profile.reasoning_tokens) * self.time_scale
+            first = profile.latency(profile.reasoning_tokens,
+                                    prompt_tokens - cached_tokens) * self.time_scale
             per_piece = visible / profile.tokens_per_s / len(pieces) * self.time_scale
         await response.prepare(request)
         await asyncio.sleep(first)
@@ -242,7 +262,8 @@ class Simulator:
             await asyncio.sleep(per_piece)
         await _event(response, {**base, "choices": [
             {"index": 0, "delta": {}, "finish_reason": finish}],
-            "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens)})
+            "usage": _usage(prompt_tokens, completion_tokens, profile.reasoning_tokens,
+                            cached_tokens if profile.prefix_cache else None)})
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -285,10 +306,13 @@ def _within(text: str, max_tokens: Any, reasoning_tokens: int) -> tuple[str, str
     return text[:max(0, room * 4 - 3)], "length"
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
+def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int,
+           cached_tokens: int | None = None) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": prompt_tokens,
                              "completion_tokens": completion_tokens,
                              "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     if reasoning_tokens:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return usage

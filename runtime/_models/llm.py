@@ -15,6 +15,7 @@ with ``client = "litellm"``, through litellm (``litellm_path``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -55,6 +56,25 @@ __all__ = ("Completion", "ContextWindowExceeded", "LLMCallFailed", "LLMClient", 
 #: The longest wait a provider's Retry-After may ask for and still get a retry; a longer one
 #: ends the call at once as ``RateLimited`` (the router can try another pool meanwhile).
 RETRY_AFTER_MAX_S = 10.0
+#: Characters of the prompt's prefix that ``prompt_cache_key`` hashes (1,024 tokens: the least
+#: OpenAI caches); shorter prompts get no key.
+CACHE_KEY_PREFIX_CHARS = 4096
+
+
+def prefix_key(messages: list[dict[str, Any]]) -> str | None:
+    """A key naming the prompt's first ``CACHE_KEY_PREFIX_CHARS`` characters (roles and text
+    in order), or None for a shorter prompt."""
+    h = hashlib.blake2b(digest_size=12)
+    seen = 0
+    for message in messages:
+        content = message.get("content", "")
+        text = content if isinstance(content, str) else str(content)
+        piece = f"\x1e{message.get('role', '')}\x1f{text}"[:CACHE_KEY_PREFIX_CHARS - seen]
+        h.update(piece.encode("utf-8", "surrogatepass"))
+        seen += len(piece)
+        if seen >= CACHE_KEY_PREFIX_CHARS:
+            return h.hexdigest()
+    return None
 
 tracer = trace.get_tracer("heterarch")
 
@@ -223,6 +243,10 @@ class LLMClient:
         if stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
+        if self.pool.prompt_cache_key and "prompt_cache_key" not in params:
+            key = prefix_key(messages)
+            if key is not None:
+                params["prompt_cache_key"] = key
         span = self._start_span()
         started = time.monotonic()
         self.in_flight += 1

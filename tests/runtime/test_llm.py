@@ -239,3 +239,28 @@ async def test_a_missing_api_key_for_a_remote_pool() -> None:
                                   api_key_env="HETERARCH_TEST_NO_SUCH_KEY"))
     with pytest.raises(LLMCallFailed, match="HETERARCH_TEST_NO_SUCH_KEY"):
         await client.complete(USER)
+
+
+async def test_a_shared_long_prefix_is_cached_on_its_replica(path: str, clients: Clients) -> None:
+    """The simulator's prefix cache per replica: with ``prompt_cache_key`` the calls that share
+    a long prefix reach the replica that has it (hits after the first); without the key a
+    plain round-robin spreads them and each replica misses once."""
+    shared = "Instructions that every sub-call repeats. " * 200  # about 2,000 tokens
+    prompts = [[{"role": "user", "content": f"{shared}\nitem {i}"}] for i in range(8)]
+    models = {"keyed": profile("keyed", prefix_cache=True, replicas=4),
+              "plain": profile("plain", prefix_cache=True, replicas=4)}
+    async with Simulator(models) as sim:
+        prices = dict(input_price_per_mtok=1.0, output_price_per_mtok=2.0,
+                      cached_input_price_per_mtok=0.1)
+        keyed = clients(pool(sim, "keyed", path, prompt_cache_key=True, **prices))
+        plain = clients(pool(sim, "plain", path, **prices))
+        keyed_done = [await keyed.complete(p) for p in prompts]
+        plain_done = [await plain.complete(p) for p in prompts]
+    assert [d.cached_tokens > 0 for d in keyed_done] == [False] + [True] * 7
+    assert [d.cached_tokens > 0 for d in plain_done] == [False] * 4 + [True] * 4
+    hit = keyed_done[1]
+    assert hit.cached_tokens % 128 == 0 and hit.cached_tokens <= hit.input_tokens
+    full = (hit.input_tokens * 1.0 + hit.output_tokens * 2.0) / 1e6
+    assert hit.cost_usd == pytest.approx(full - hit.cached_tokens * 0.9 / 1e6)
+    assert keyed.usage.cached_input_tokens == sum(d.cached_tokens for d in keyed_done)
+    assert sim.cached_tokens["keyed"] == keyed.usage.cached_input_tokens
