@@ -83,15 +83,16 @@ def agent_services(
     return services, pool_services
 
 
-def pool_info(pool: PoolConfig) -> PoolInfo:
-    """What an agent may know of ``pool`` (unknown prices: 0)."""
+def pool_info(pool: PoolConfig, window: int | None = None) -> PoolInfo:
+    """What an agent may know of ``pool`` (unknown prices: 0). ``window``: its context window
+    as the router knows it (the config's, else litellm's model map)."""
     return PoolInfo(
         name=pool.name, hardware=pool.hardware, model=pool.model, tier=pool.tier,
         description=pool.description, input_price_per_mtok=pool.input_price_per_mtok or 0.0,
         output_price_per_mtok=pool.output_price_per_mtok or 0.0,
         max_concurrency=pool.max_concurrency, timeout_s=pool.timeout_s,
         max_retries=pool.max_retries, modalities=tuple(pool.modalities),
-        context_window=pool.context_window,
+        context_window=pool.context_window if window is None else window,
     )
 
 
@@ -140,6 +141,7 @@ def _build(node: Node, pool: str) -> AgentServices:
     llm: LLMClient | None = service("llm")
     return AgentServices(
         pool=pool, blobs=TransportBlobs(node.transport),
-        pools={name: pool_info(config) for name, config in pools.items()},
+        pools={name: pool_info(config, route.windows.get(name) if route else None)
+               for name, config in pools.items()},
         llm=llm, router=route, sandboxes=sandboxes,
     )

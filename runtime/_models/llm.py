@@ -47,7 +47,7 @@ from .llm_errors import (
 )
 from .openai_http import OpenAIHTTPPath
 from .path import Attempt, ClientPath, RawReply
-from .windows import model_info
+from .windows import estimate_tokens, model_info, pool_window
 
 __all__ = ("Completion", "ContextWindowExceeded", "LLMCallFailed", "LLMClient", "LLMTimeout",
            "MalformedResponse", "PoolOverloaded", "RateLimited", "litellm_module",
@@ -137,6 +137,7 @@ class LLMClient:
         self._limit = anyio.CapacityLimiter(pool.max_concurrency)
         self.usage = PoolUsage(hardware=pool.hardware)
         self.in_flight = 0
+        self._window: int | None = pool.context_window or None
         self.provider = pool.model.split("/", 1)[0] if "/" in pool.model else "openai"
         self.request_model = pool.model.split("/", 1)[1] if "/" in pool.model else pool.model
         self._path: ClientPath
@@ -183,6 +184,25 @@ class LLMClient:
     def usage_by_pool(self) -> Usage:
         """A copy of this client's totals as ``{pool: PoolUsage}`` (see ``merge_usage``)."""
         return {self.pool.name: msgspec.structs.replace(self.usage)}
+
+    async def context_window(self) -> int:
+        """The model's window in tokens (0: unknown): the pool's ``context_window``, else
+        litellm's model map (looked up once, off the event loop: litellm's import is slow)."""
+        if self._window is None:
+            self._window = await anyio.to_thread.run_sync(pool_window, self.pool)
+        return self._window
+
+    async def _check_window(self, messages: list[dict[str, Any]],
+                            max_tokens: int | None) -> None:
+        window = await self.context_window()
+        needed = estimate_tokens(messages)
+        if window and needed > window:
+            self.usage.errors += 1
+            raise ContextWindowExceeded(
+                self.pool.name, self.pool.model,
+                f"the prompt is about {needed:,} tokens, more than the model's window of "
+                f"{window:,} tokens: not sent (split the prompt)", 0,
+                prompt_tokens=needed, window=window)
 
     def _api_key(self) -> str:
         if self.pool.api_key_env:
@@ -235,6 +255,7 @@ class LLMClient:
         ``messages`` travel untouched: content may be a list of parts (``image_url``, ...)."""
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+        await self._check_window(messages, max_tokens)
         params: dict[str, Any] = {"api_key": self._api_key(), **options}
         if max_tokens is not None:
             params["max_tokens"] = max_tokens

@@ -28,6 +28,7 @@ import msgspec
 from actors.errors import HeterarchError
 
 from .._config import PoolConfig
+from .windows import pool_window
 
 
 class Complexity(enum.IntEnum):
@@ -80,6 +81,40 @@ class NoPoolFits(HeterarchError, LookupError):
         self.task = task
         self.why = why
         super().__init__(f"no pool can take this {task.kind} call: {why}")
+
+
+class PromptTooLong(NoPoolFits):
+    """The prompt fits the context window of none of the pools it may go to: split it.
+    ``prompt_tokens`` is the estimate, ``largest_window`` the largest usable window (tokens)
+    and ``largest_pool`` its pool."""
+
+    def __init__(self, task: Task, largest_pool: str, largest_window: int) -> None:
+        self.prompt_tokens = task.prompt_tokens
+        self.largest_pool = largest_pool
+        self.largest_window = largest_window
+        super().__init__(task, f"the prompt is about {task.prompt_tokens:,} tokens and the "
+                               f"largest window of the pools it may use is {largest_window:,} "
+                               f"tokens ({largest_pool}, room for about "
+                               f"{usable_tokens(largest_window) * 4:,} characters of prompt): "
+                               "split the prompt")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_prompt_too_long, (self.task, self.largest_pool, self.largest_window))
+
+
+def _prompt_too_long(task: Task, pool: str, window: int) -> PromptTooLong:
+    return PromptTooLong(task, pool, window)
+
+
+def usable_tokens(window: int) -> int:
+    """Prompt tokens a window of ``window`` tokens takes: room is left for the answer and the
+    error of a four-characters-a-token estimate (an eighth, at most 4,096 tokens)."""
+    return window - min(4096, window // 8)
+
+
+def fits(window: int, prompt_tokens: int) -> bool:
+    """Whether a prompt of about ``prompt_tokens`` fits a window (0: unknown, assumed to)."""
+    return not window or prompt_tokens <= usable_tokens(window)
 
 
 class Router(ABC):
@@ -350,7 +385,9 @@ class RouteService:
 
     With ``pools`` (the config), no decision ever sends images to a pool whose modalities
     lack ``"image"``, whichever router made it: such a pool is excluded and the task routed
-    again.
+    again. Nor a prompt to a pool whose context window it does not fit (``windows``: the
+    config's ``context_window``, else litellm's model map); a prompt that fits no pool it may
+    use raises ``PromptTooLong`` at once, before any router decides.
     """
 
     def __init__(self, router: Router, stats: PoolStats | None = None, *,
@@ -358,6 +395,18 @@ class RouteService:
         self.router = router
         self.stats = stats or getattr(router, "stats", None) or PoolStats()
         self.pools = dict(pools or {})
+        self.windows = {name: pool_window(pool) for name, pool in self.pools.items()
+                        if pool.model}
+
+    def _too_small(self, task: Task, excluded: set[str]) -> set[str]:
+        """Pools the prompt does not fit; raises ``PromptTooLong`` when it fits none of the
+        pools it may use."""
+        usable = {name: window for name, window in self.windows.items() if name not in excluded}
+        small = {name for name, window in usable.items() if not fits(window, task.prompt_tokens)}
+        if small and small == set(usable):
+            largest = max(small, key=lambda name: usable[name])
+            raise PromptTooLong(task, largest, usable[largest])
+        return small
 
     def __call__(self, *, prompt: str, kind: str = "llm", depth: int = 1, tag: str = "",
                  exclude: Iterable[str] = (), budget_left: float = 1.0, tokens: int = 0,
@@ -368,6 +417,7 @@ class RouteService:
                     tokens=tokens, hint=hint, images=images, text_px=float(text_px),
                     image_sizes=tuple((int(w), int(h)) for w, h in image_sizes))
         excluded = set(exclude)
+        excluded |= self._too_small(task, excluded)
         while True:
             decision = self.router.route(task, exclude=excluded)
             if decision is None:
@@ -375,9 +425,10 @@ class RouteService:
                                        "and the modalities it needs configured, and not all "
                                        "failing?)")
             pool = self.pools.get(decision.pool)
-            if pool is None or accepts(pool, task):
+            if pool is None or (accepts(pool, task)
+                                and fits(self.windows.get(decision.pool, 0), task.prompt_tokens)):
                 return decision
             if decision.pool in excluded:  # a router that ignores `exclude`
                 raise NoPoolFits(task, f"the router insists on {decision.pool!r}, which "
-                                       "does not accept images")
+                                       "does not accept images or whose window is too small")
             excluded.add(decision.pool)  # a text-only pool chosen for images: never sent

@@ -18,6 +18,7 @@ from heterarch.sim.profiles import EchoResponder, Profile, ScriptedResponder
 from heterarch.sim.simulator import Simulator
 from runtime import PoolConfig
 from runtime._models.llm import (
+    ContextWindowExceeded,
     LLMCallFailed,
     LLMClient,
     LLMTimeout,
@@ -264,3 +265,14 @@ async def test_a_shared_long_prefix_is_cached_on_its_replica(path: str, clients:
     assert hit.cost_usd == pytest.approx(full - hit.cached_tokens * 0.9 / 1e6)
     assert keyed.usage.cached_input_tokens == sum(d.cached_tokens for d in keyed_done)
     assert sim.cached_tokens["keyed"] == keyed.usage.cached_input_tokens
+
+
+async def test_a_prompt_longer_than_the_window_is_not_sent(path: str, clients: Clients) -> None:
+    async with Simulator({"m": profile("m")}) as sim:
+        client = clients(pool(sim, "m", path, context_window=100))
+        with pytest.raises(ContextWindowExceeded) as info:
+            await client.complete([{"role": "user", "content": "x" * 1_000}])
+        assert (info.value.attempts, info.value.prompt_tokens, info.value.window) == (0, 250, 100)
+        assert sim.requests == 0 and client.usage.errors == 1
+        done = await client.complete([{"role": "user", "content": "x" * 300}])
+    assert done.text == "x" * 300

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
 import pytest
 
 from actors.errors import HeterarchError
@@ -15,6 +16,7 @@ from runtime._models.routing import (
     ComplexityRouter,
     NoPoolFits,
     PoolStats,
+    PromptTooLong,
     RouteDecision,
     Router,
     RouteService,
@@ -23,6 +25,7 @@ from runtime._models.routing import (
     Task,
     estimate_complexity,
 )
+from runtime._models.windows import pool_window
 
 POOLS = {
     "wafer": PoolConfig(name="wafer", model="m/w", tier=1, input_price_per_mtok=0.1,
@@ -177,3 +180,33 @@ def test_route_service_passes_hints_and_tokens() -> None:
     assert service(prompt="x", tokens=100_000).pool == "h100"
     assert service(prompt="x", kind="rlm", depth=2).pool == "h100"
     assert isinstance(service.stats, PoolStats)
+
+
+def test_a_prompt_goes_only_to_pools_whose_window_it_fits() -> None:
+    pools = {
+        "wafer": msgspec.structs.replace(POOLS["wafer"], context_window=8_192),
+        "h100": msgspec.structs.replace(POOLS["h100"], context_window=32_768),
+        "frontier": msgspec.structs.replace(POOLS["frontier"], context_window=200_000),
+    }
+    service = RouteService(ComplexityRouter(pools), pools=pools)
+    assert service(prompt=EASY).pool == "wafer"
+    long_easy = EASY + "\n" + "1: Where is y?\n" * 3_000  # about 12,000 tokens
+    decision = service(prompt=long_easy)
+    assert decision.pool == "h100"  # the cheapest pool it fits, not wafer's 8k
+    assert service(prompt=long_easy, exclude=["h100"]).pool == "frontier"
+    with pytest.raises(PromptTooLong) as info:  # at once, before any router decides
+        service(prompt="x" * 1_000_000)
+    error = info.value
+    assert isinstance(error, NoPoolFits)
+    assert (error.largest_pool, error.largest_window) == ("frontier", 200_000)
+    assert error.prompt_tokens == 250_000 and "split the prompt" in str(error)
+    with pytest.raises(PromptTooLong) as info:  # the pools it may use, not all of them
+        service(prompt=long_easy, exclude=["h100", "frontier"])
+    assert info.value.largest_pool == "wafer"
+
+
+def test_a_window_comes_from_the_config_else_litellms_model_map() -> None:
+    assert pool_window(PoolConfig(name="a", model="openai/gpt-4o", context_window=1_000)) == 1_000
+    assert pool_window(PoolConfig(name="b", model="openai/gpt-4o")) == 128_000
+    assert pool_window(PoolConfig(name="c", model="openai/no-such-model-here")) == 0
+    assert pool_window(PoolConfig(name="d")) == 0

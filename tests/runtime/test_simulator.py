@@ -313,6 +313,7 @@ def test_the_sample_config_matches_the_shipped_profiles() -> None:
         assert (pool.input_price_per_mtok, pool.output_price_per_mtok) == (
             p.input_price_per_mtok, p.output_price_per_mtok)
         assert pool.api_base == "http://127.0.0.1:8700/v1"
+        assert pool.context_window == p.context_window > 0
 
 
 class Shouting:
