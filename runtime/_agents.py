@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from actors.agents._ports import AgentServices, PoolInfo
-from actors.agents._rlm import SANDBOX_IMPORTS
+from actors.agents._prompts import SANDBOX_IMPORTS
 from sandbox import Sandbox
 
 from ._config import PoolConfig, RuntimeConfig

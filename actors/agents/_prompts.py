@@ -1,0 +1,69 @@
+"""The texts of an RLM run: the model's instructions, the sandbox's prelude, and how a reply
+is read (code blocks, ``FINAL(...)``, ``FINAL_VAR(...)``)."""
+
+from __future__ import annotations
+
+import re
+
+CODE_BLOCK = re.compile(r"```repl[^\n]*\n(.*?)```", re.DOTALL)
+FINAL_VAR = re.compile(r"^\s*FINAL_VAR\((.*?)\)\s*$", re.MULTILINE)
+FINAL = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
+
+SYSTEM_PROMPT = """\
+You answer a question about a context that is far too large to read at once. The context is \
+loaded in a Python REPL as the string variable `context` ({context_chars:,} characters, \
+{context_lines:,} lines). Explore it with code, and delegate reading to sub-models:
+
+- `llm_query(prompt: str) -> str`: ask a language model one question (it sees only `prompt`; \
+it can read about 100,000 characters well).
+- `llm_query_batched(prompts: list[str]) -> list[str]`: many at once, run concurrently. Prefer \
+this for chunk-by-chunk work.
+- `rlm_query(prompt: str, context: str = "") -> str` and `rlm_query_batched(prompts, contexts)`: \
+delegate to a recursive agent like you, with its own REPL and `context`.
+- `print(...)` shows you values; output longer than {output_limit:,} characters is truncated.
+
+Write code in fenced blocks that start with ```repl. Variables persist between blocks. When you \
+know the answer, end with one of: a line `FINAL(your answer)`; a line `FINAL_VAR(name)` to \
+return a REPL variable; or in code `answer["content"] = ...; answer["ready"] = True`.
+Recursion depth: {depth} of at most {max_depth}."""
+
+IMAGE_CONTEXT_NOTE = """
+`context` is a list of {count} screenshots (Pillow images; sizes {sizes}). Their text is \
+small: models see a whole page scaled down and misread it. Helpers: `crop(img, box)`, \
+`zoom(img, box, factor)`, `grid(img, rows, cols)` (a list of (box, crop)), `annotate(img, \
+boxes, labels)`. `llm_query(prompt, images=[...])` and `llm_query_batched(prompts, \
+images=[[...], ...])` send images (Pillow images, PNG/JPEG bytes or paths): reading a crop goes \
+to a small vision model, a prompt about the layout of a whole page to a frontier one."""
+
+#: What the prelude imports, run ahead in a warm sandbox (the import is the slow part; the
+#: prelude itself must run once per fresh namespace: it wraps the callbacks).
+SANDBOX_IMPORTS = """\
+try:
+    import heterarch_vision
+    del heterarch_vision
+except ImportError:
+    pass
+"""
+
+SANDBOX_PRELUDE = """\
+try:
+    import heterarch_vision as _heterarch_vision
+    _heterarch_vision.install(globals())
+except ImportError:  # a sandbox image without Pillow: no image helpers
+    pass
+answer = {"content": "", "ready": False}
+def FINAL(value):
+    answer["content"] = str(value)
+    answer["ready"] = True
+def FINAL_VAR(name):
+    FINAL(globals()[name] if isinstance(name, str) else name)
+"""
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the head and the tail of ``text`` with a marker between when over ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    return f"{text[:head]}\n... [{len(text) - limit:,} characters truncated] ...\n{text[-tail:]}"

@@ -1,0 +1,212 @@
+"""The loop of an RLM run: the model's turns, the cells they write, and the final answer.
+
+``Run`` puts the parts of one query together: the shared ``RunState``, the ``Repl`` (sandbox and
+cells), the ``SubCalls`` (``llm_query``...) and the ``Recursion`` (``rlm_query``...), the last
+two being the sandbox's callbacks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from opentelemetry import trace
+
+from .._actor import Actor
+from .._context import Context
+from .._semconv import (
+    ATTR_GENAI_CONVERSATION_ID,
+    ATTR_GENAI_INPUT_MESSAGES,
+    ATTR_GENAI_OUTPUT_MESSAGES,
+    content_capture_enabled,
+    genai_messages,
+)
+from ..errors import BudgetExceeded
+from ._messages import Answer, PoolUsage, Query, total_cost, total_tokens
+from ._ports import ChatMessage, Completion
+from ._prompts import CODE_BLOCK, FINAL, FINAL_VAR, IMAGE_CONTEXT_NOTE, SYSTEM_PROMPT
+from ._recursion import Recursion
+from ._repl import Repl
+from ._spans import mark_outcome, note_route, usage_attributes
+from ._state import RunState
+from ._subcalls import SubCalls
+
+
+class Run:
+    """One query: the loop, with the sandbox, the sub-calls, the children, the budget and the
+    usage roll-up. ``child_class``: the agent class of ``rlm_query``'s children."""
+
+    def __init__(self, ctx: Context, query: Query, *, output_limit: int, lanes_per_pool: int,
+                 child_class: type[Actor]) -> None:
+        self.state = RunState(ctx, query, output_limit=output_limit,
+                            lanes_per_pool=lanes_per_pool)
+        self.sub_calls = SubCalls(self.state)
+        self.recursion = Recursion(self.state, self.sub_calls, child_class)
+        self.repl = Repl(self.state, {
+            "llm_query": self.sub_calls.llm_query,
+            "llm_query_batched": self.sub_calls.llm_query_batched,
+            "rlm_query": self.recursion.rlm_query,
+            "rlm_query_batched": self.recursion.rlm_query_batched,
+        })
+
+    async def execute(self) -> Answer:
+        run = self.state
+        q = run.query
+        self._describe_run()
+        stop_reason = "max_iterations"
+        final: str | None = None
+        wall = q.budget.wall_s
+        try:
+            context = await self.repl.load_context()
+            system = SYSTEM_PROMPT.format(
+                context_chars=len(context), context_lines=context.count("\n") + 1,
+                output_limit=run.output_limit, depth=q.depth, max_depth=q.max_depth,
+            )
+            if q.images:
+                system += IMAGE_CONTEXT_NOTE.format(count=len(q.images), sizes=", ".join(
+                    f"{i.width}x{i.height}" for i in q.images[:8]))
+            messages: list[ChatMessage] = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"Question: {q.question}"},
+            ]
+            failure: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                # The sandbox starts while the root model writes its first reply.
+                tg.start_soon(self.repl.start_soon, context)
+                with anyio.move_on_after(wall if wall > 0 else None) as wall_scope:
+                    try:
+                        final, stop_reason = await self._loop(messages)
+                    except Exception as exc:  # raised below, outside the task group
+                        failure = exc
+            if failure is not None:
+                raise failure
+            if wall_scope.cancelled_caught:
+                stop_reason = f"budget: wall time {wall:g}s exceeded"
+        except BudgetExceeded as exc:
+            stop_reason = run.ledger.stop_reason(exc)
+        except Exception as exc:
+            stop_reason = f"error: {type(exc).__name__}: {exc}"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+        text = final if final is not None else self.repl.best_partial
+        self._record_rollups(stop_reason if final is None else "final", text)
+        return Answer(
+            text=text,
+            ok=final is not None,
+            stop_reason="final" if final is not None else stop_reason,
+            iterations=run.iterations,
+            usage=run.usage,
+            cost_usd=total_cost(run.usage),
+            wall_s=time.monotonic() - run.started,
+            agents_by_depth=run.agents_by_depth,
+            trace_id=_trace_id(),
+        )
+
+    def _describe_run(self) -> None:
+        """What this agent was asked, on its span: the run's id, why it runs on this pool, the
+        question (content capture only)."""
+        run = self.state
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        q = run.query
+        if q.conversation_id:
+            span.set_attribute(ATTR_GENAI_CONVERSATION_ID, q.conversation_id)
+        note_route(q.route_reason)
+        if content_capture_enabled():
+            span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(
+                [{"role": "user", "content": q.question}]))
+
+    def _record_rollups(self, stop_reason: str, text: str) -> None:
+        """Totals of the whole subtree on this agent's span (the root's span: the whole run),
+        its status (ERROR with ``error.type`` when it did not answer), the answer (opt-in)."""
+        run = self.state
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        attributes: dict[str, Any] = {
+            **usage_attributes(run.usage),
+            "heterarch.usage.tokens": total_tokens(run.usage),
+            "heterarch.stop_reason": stop_reason,
+            "heterarch.iterations": run.iterations,
+        }
+        for depth, n in run.agents_by_depth.items():
+            attributes[f"heterarch.agents.depth_{depth}"] = n
+        if content_capture_enabled():
+            attributes[ATTR_GENAI_OUTPUT_MESSAGES] = genai_messages(
+                [{"role": "assistant", "content": text}], finish_reason=stop_reason)
+        span.set_attributes(attributes)
+        mark_outcome(span, stop_reason)
+
+    async def _loop(self, messages: list[ChatMessage]) -> tuple[str | None, str]:
+        run = self.state
+        for _ in range(run.query.max_iterations):
+            run.iterations += 1
+            run.check_budget()
+            await run.report("the model writes code")
+            reply = await self._own_completion(messages)
+            messages.append({"role": "assistant", "content": reply})
+            blocks = CODE_BLOCK.findall(reply)
+            outputs = [await self.repl.run_cell(i, code) for i, code in enumerate(blocks, 1)]
+            final = await self._final_answer(reply)
+            if final is not None:
+                return final, "final"
+            if outputs:
+                feedback = "\n\n".join(outputs)
+            else:
+                feedback = ("No ```repl block and no FINAL(...) in your reply. Write code, or "
+                            "finish with FINAL(answer).")
+            messages.append({"role": "user", "content": feedback})
+        return None, "max_iterations"
+
+    async def _own_completion(self, messages: list[ChatMessage]) -> str:
+        run = self.state
+        pool = run.ctx.pool
+        held = run.ledger.reserve(run.ledger.estimate(
+            pool, "\n".join(m["content"] for m in messages), None))
+        try:
+            completion = await run.services.require_llm().complete(messages)
+        except BaseException:
+            run.ledger.settle(held)
+            raise
+        self._account(pool, completion)
+        run.ledger.settle(held, pool=pool, output_tokens=completion.output_tokens)
+        return completion.text
+
+    def _account(self, pool: str, completion: Completion) -> None:
+        run = self.state
+        own = run.services.pool_info
+        u = run.usage.setdefault(pool, PoolUsage(hardware=own.hardware if own else ""))
+        u.calls += 1
+        u.input_tokens += completion.input_tokens
+        u.output_tokens += completion.output_tokens
+        u.cost_usd += completion.cost_usd
+
+    async def _final_answer(self, reply: str) -> str | None:
+        answer = await (await self.repl.ready()).get_var("answer")
+        if isinstance(answer, dict) and answer.get("ready"):
+            return str(answer.get("content", ""))
+        prose = CODE_BLOCK.sub("", reply)
+        match = FINAL_VAR.search(prose)
+        if match:
+            name = match.group(1).strip().strip("'\"")
+            try:
+                return str(await (await self.repl.ready()).get_var(name))
+            except Exception:
+                return None
+        match = FINAL.search(prose)
+        if match:
+            return match.group(1).strip()
+        return None
+
+    async def _close(self) -> None:
+        await self.repl.close()
+        await self.sub_calls.lanes.close()
+        await self.recursion.lanes.close()
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else ""

@@ -1,0 +1,129 @@
+"""What the parts of one RLM run share: the query, the engine's services, the usage, the budget,
+the agents it started, and the live view of the asker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from .._context import Context
+from .._ref import ActorRef
+from ._budget import Ledger, Reservation
+from ._messages import LLMReply, Query, RunProgress, Usage, add_lost, total_cost, total_tokens
+from ._ports import AgentServices, PoolInfo, RouteStats
+
+tracer = trace.get_tracer("heterarch")
+
+
+class RunState:
+    """One query's shared state. ``output_limit``: characters of a cell's output the model
+    sees; ``lanes_per_pool``: most lane agents one run keeps on a pool."""
+
+    def __init__(self, ctx: Context, query: Query, *, output_limit: int,
+                 lanes_per_pool: int) -> None:
+        self.ctx = ctx
+        self.query = query
+        self.output_limit = output_limit
+        self.lanes_per_pool = lanes_per_pool
+        self.services: AgentServices = ctx.agent_services
+        self.usage: Usage = {}
+        self.started = time.monotonic()
+        self.iterations = 0
+        self.agents_by_depth: dict[int, int] = {}
+        self.seen_lanes: set[str] = set()
+        self.phase = "starting"
+        self.sub_calls_started = 0
+        self.sub_calls_done = 0
+        #: The trace context of the cell running now: the parent of its callbacks' spans.
+        self.callback_context: otel_context.Context | None = None
+        self.ledger = Ledger(query.budget, spent=self._spent, prices=self._prices,
+                             started=self.started)
+
+    # -- what the engine says ---------------------------------------------------------------------
+    @property
+    def pools(self) -> Mapping[str, PoolInfo]:
+        return self.services.pools
+
+    def stats(self) -> RouteStats | None:
+        """The router's live per-pool statistics on this node (None without a router)."""
+        router = self.services.router
+        return router.stats if router is not None else None
+
+    # -- the budget -------------------------------------------------------------------------------
+    def _spent(self) -> tuple[int, float]:
+        return total_tokens(self.usage), total_cost(self.usage)
+
+    def _prices(self, pool: str) -> tuple[float, float]:
+        config = self.pools.get(pool)
+        if config is None:
+            return 0.0, 0.0
+        return config.input_price_per_mtok, config.output_price_per_mtok
+
+    def check_budget(self) -> None:
+        self.ledger.check()
+
+    def reserve(self, pool: str, prompt: str, max_tokens: int | None) -> Reservation:
+        """Hold this call's estimate against the budget (``BudgetExceeded`` if it won't fit)."""
+        stats = self.stats()
+        latency = stats.latency(pool) if stats is not None else None
+        return self.ledger.reserve(self.ledger.estimate(pool, prompt, max_tokens),
+                                   seconds=latency or 0.0)
+
+    def lost(self, pool: str, prompt: str, max_tokens: int | None, attempts: int) -> None:
+        """``attempts`` calls of ``prompt`` on ``pool`` whose replies were lost: counted in the
+        usage (and so the budget) at their estimate, as their reservation was."""
+        if attempts > 0:
+            held = self.ledger.estimate(pool, prompt, max_tokens)
+            add_lost(self.usage, pool, held.tokens, held.dollars, attempts)
+
+    def settle(self, held: Reservation, pool: str, reply: LLMReply) -> None:
+        usage = reply.usage.get(pool)
+        self.ledger.settle(held, pool=pool,
+                           output_tokens=usage.output_tokens if usage is not None else 0)
+
+    # -- the agents it started, and the live view -------------------------------------------------
+    def count_agent(self, lane: ActorRef[Any]) -> None:
+        if lane.actor_id not in self.seen_lanes:
+            self.seen_lanes.add(lane.actor_id)
+            depth = self.query.depth + 1
+            self.agents_by_depth[depth] = self.agents_by_depth.get(depth, 0) + 1
+
+    async def report(self, phase: str) -> None:
+        """Tell the asker's live view where the run stands (root agents asked with a
+        ``progress`` inbox only). Best effort: a lost report changes nothing."""
+        q = self.query
+        if q.progress is None:
+            return
+        self.phase = phase
+        errors = sum(u.errors for u in self.usage.values())
+        try:
+            await self.ctx.send_to_inbox(q.progress, RunProgress(
+                agent_id=self.ctx.self_ref.actor_id, iteration=self.iterations,
+                max_iterations=q.max_iterations, phase=phase, usage=dict(self.usage),
+                errors=errors, sub_calls_done=self.sub_calls_done,
+                sub_calls_started=self.sub_calls_started))
+        except Exception:  # the view misses one frame; the run is not its business
+            pass
+
+    def tool_span(self, name: str, **attributes: str | int) -> AbstractContextManager[trace.Span]:
+        """The span of one callback from the sandbox, a child of the cell that made it."""
+        return tracer.start_as_current_span(
+            f"execute_tool {name}",
+            context=self.callback_context,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "heterarch.depth": self.query.depth,
+                **{f"heterarch.{k}": v for k, v in attributes.items()},
+            },
+        )
+
+
+def item_error(exc: BaseException) -> str:
+    """What one failed item of a batch returns to the model's code, in place of its answer."""
+    return f"[error] {type(exc).__name__}: {exc}"

@@ -1,0 +1,293 @@
+"""The sub-calls of an RLM run: ``llm_query`` and ``llm_query_batched`` from the sandbox.
+
+Each prompt is routed (the code's pool, the run's override, or the router), reserved against
+the budget, and sent to a lane of its pool (``Lanes``); a batch goes to each pool in chunks.
+A call that fails goes to another pool (up to three), unless the code or the run named one; an
+answer that fails the code's ``escalate_if`` check goes to a stronger pool (the cascade).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from opentelemetry import trace
+
+from ..errors import ActorDead, AskTimeout, BudgetExceeded, InvalidImage
+from ._budget import Reservation
+from ._images import store_wire_images
+from ._lanes import Lanes
+from ._llm_agent import LLMAgent
+from ._messages import ImageRef, LLMReply, PoolUsage, Prompt, PromptOutcome, merge_usage
+from ._ports import BlobStore
+from ._state import RunState, item_error
+from ._timeouts import prompts_timeout
+
+
+class SubCalls:
+    """The plain sub-calls of one run, on lanes of ``LLMAgent`` per pool."""
+
+    def __init__(self, run: RunState) -> None:
+        self.run = run
+        pools = run.pools
+
+        def limit_of(pool: str) -> int:
+            config = pools.get(pool)
+            limit = config.max_concurrency if config is not None else 16
+            return min(limit, run.lanes_per_pool)
+
+        def timeout_of(pool: str, in_flight: int) -> float:
+            return prompts_timeout(pools.get(pool), in_flight)
+
+        self.lanes = Lanes(run.ctx, LLMAgent, limit_of=limit_of, timeout_of=timeout_of)
+
+    async def llm_query(self, prompt: str, images: Any = None, **options: Any) -> str:
+        """``images``: as the REPL helpers send them; checked and put in the blob store."""
+        with self.run.tool_span("llm_query", images=len(images or ())):
+            return await self.sub_llm(str(prompt), options, images)
+
+    async def llm_query_batched(
+        self, prompts: list[str], pools: list[str] | None = None, images: Any = None,
+        **options: Any
+    ) -> list[str]:
+        """``pools`` (optional) names a pool per prompt; else ``pool=`` or the router decides.
+        ``images`` (optional): one list of images per prompt."""
+        if pools is not None and len(pools) != len(prompts):
+            raise ValueError("llm_query_batched needs one pool per prompt in `pools`")
+        if images is not None and (not isinstance(images, list) or len(images) != len(prompts)):
+            raise InvalidImage("llm_query_batched needs one list of images per prompt")
+        per_prompt = [dict(options, pool=pools[i]) if pools else options
+                      for i in range(len(prompts))]
+        if images is None:
+            with self.run.tool_span("llm_query_batched", batch=len(prompts)):
+                return await self._reported_batch([str(p) for p in prompts], per_prompt)
+        blobs = self.run.services.blobs
+        stored: list[list[ImageRef]] = []
+        try:  # every image is checked and stored before any prompt goes out
+            for items in images:
+                stored.append(await store_wire_images(blobs, items))
+            with self.run.tool_span("llm_query_batched", batch=len(prompts),
+                                 images=sum(len(refs) for refs in stored)):
+                return await self._reported_batch([str(p) for p in prompts], per_prompt,
+                                                  stored)
+        finally:  # the images lived for this batch
+            with anyio.CancelScope(shield=True):
+                await _delete_images(blobs, [ref for refs in stored for ref in refs])
+
+    async def _reported_batch(self, prompts: list[str], options: list[dict[str, Any]],
+                              images: list[list[ImageRef]] | None = None) -> list[str]:
+        """``_batched``, with the live view told: sub-calls started, then done."""
+        self.run.sub_calls_started += len(prompts)
+        await self.run.report(f"{len(prompts)} sub-calls")
+        results = await self._batched(prompts, options, images)
+        self.run.sub_calls_done += len(prompts)
+        await self.run.report("sub-calls done")
+        return results
+
+    async def _batched(self, prompts: list[str], options: list[dict[str, Any]],
+                       images: list[list[ImageRef]] | None = None) -> list[str]:
+        """Route each prompt, then send each pool its share in chunks (``Lanes.run_batch``).
+        Prompts that no lane answered, or whose model call failed, go one by one
+        (``_sub_llm_refs``: another pool, unless the code or the run named one)."""
+        self.run.check_budget()
+        results = [""] * len(prompts)
+        by_pool: dict[str, list[int]] = {}
+        held: dict[int, Reservation] = {}
+        reasons: list[str] = []
+        pictures = images or [[] for _ in prompts]
+        for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            pool, reason = self.route(prompt, "llm", dict(opts), set(), pictures[i])
+            reasons.append(reason)
+            try:  # reserved before dispatch: past the budget, the prompt is not sent
+                held[i] = self.run.reserve(pool, prompt, opts.get("max_tokens"))
+            except BudgetExceeded as exc:
+                results[i] = item_error(exc)
+                continue
+            by_pool.setdefault(pool, []).append(i)
+        span = trace.get_current_span()
+        if span.is_recording():  # where the batch went; each sub-call's span says why
+            span.set_attribute("heterarch.route.pools",
+                               [f"{pool}={len(ix)}" for pool, ix in by_pool.items()])
+        stats = self.run.stats()
+
+        async def pool_share(pool: str, indices: list[int]) -> None:
+            sent = time.monotonic()
+            for _ in indices:
+                if stats is not None:
+                    stats.started(pool)
+
+            def finished(outcome: PromptOutcome) -> None:
+                if stats is not None:
+                    stats.finished(pool, time.monotonic() - sent, outcome.reply is not None)
+
+            outcomes = await self.lanes.run_batch(
+                pool, [prompts[i] for i in indices], on_lane=self.run.count_agent,
+                on_outcome=finished, max_tokens=options[indices[0]].get("max_tokens"),
+                reasons=[reasons[i] for i in indices],
+                images=[pictures[i] for i in indices] if images else (),
+                on_lost=lambda j, n: self.run.lost(pool, prompts[indices[j]],
+                                                options[indices[j]].get("max_tokens"), n))
+            if stats is not None:  # prompts no lane answered are no longer in flight here
+                for outcome in outcomes:
+                    if outcome is None:
+                        stats.finished(pool, time.monotonic() - sent, False)
+            again: list[tuple[int, set[str]]] = []
+            for i, outcome in zip(indices, outcomes, strict=True):
+                if outcome is not None and outcome.reply is not None:
+                    merge_usage(self.run.usage, outcome.reply.usage)
+                    self.run.settle(held.pop(i), pool, outcome.reply)
+                    results[i] = outcome.reply.text
+                    if self._fails_check(results[i], options[i]):  # cascade: a stronger pool
+                        escalated.add(i)
+                        again.append((i, {pool}))
+                    continue
+                self.run.ledger.settle(held.pop(i))
+                if outcome is None:  # no lane answered: try again, one by one
+                    again.append((i, set()))
+                    continue
+                self.run.usage.setdefault(pool, PoolUsage()).errors += 1
+                if self.run.query.pool_override or "pool" in options[i]:
+                    results[i] = f"[error] {outcome.error_type}: {outcome.error}"
+                    continue
+                again.append((i, {pool}))
+            async with anyio.create_task_group() as tg:
+                for i, failed in again:
+                    tg.start_soon(one_by_one, i, failed)
+
+        escalated: set[int] = set()
+
+        async def one_by_one(i: int, failed: set[str]) -> None:
+            opts = dict(options[i], hint="hard") if i in escalated else options[i]
+            if i in escalated:
+                trace.get_current_span().add_event("cascade.escalate", {
+                    "from": ",".join(sorted(failed)), "check": str(opts["escalate_if"])})
+            try:
+                results[i] = await self._sub_llm_refs(prompts[i], opts, pictures[i], failed)
+            except Exception as exc:  # this prompt's own error, as text; the batch goes on
+                results[i] = item_error(exc)
+
+        async with anyio.create_task_group() as tg:
+            for pool, indices in by_pool.items():
+                tg.start_soon(pool_share, pool, indices)
+        return results
+
+    def route(self, prompt: str, kind: str, options: dict[str, Any],
+               exclude: set[str], pictures: Sequence[ImageRef] = ()) -> tuple[str, str]:
+        images = len(pictures)
+        explicit = options.pop("pool", None)
+        if explicit:
+            return self._image_pool(str(explicit), images), "pool named by the code"
+        if self.run.query.pool_override:
+            pool = self._image_pool(self.run.query.pool_override, images)
+            return pool, "pool override of this run"
+        route = self.run.services.require_router()
+        extra: dict[str, Any] = {"images": images} if images else {}
+        if images and options.get("text_px"):  # how small the text is: pools that read it
+            extra.update(text_px=float(options.pop("text_px")),
+                         image_sizes=[(p.width, p.height) for p in pictures])
+        if self.run.query.pools:  # this run may use only these pools
+            exclude = exclude | (set(self.run.pools) - set(self.run.query.pools))
+        decision = route(
+            prompt=prompt, kind=kind, depth=self.run.query.depth + 1, tag=options.pop("tag", ""),
+            exclude=exclude, budget_left=self.run.ledger.fraction_left(),
+            hint=options.pop("hint", ""), **extra,
+        )
+        return decision.pool, decision.reason
+
+    def _image_pool(self, pool: str, images: int) -> str:
+        """``pool``, unless images would go to a pool whose model does not read them."""
+        config = self.run.pools.get(pool)
+        if images and config is not None and not config.reads_images:
+            raise InvalidImage(f"pool {pool!r} is text-only (modalities "
+                               f"{list(config.modalities)}); images need a vision pool")
+        return pool
+
+    async def sub_llm(self, prompt: str, options: dict[str, Any], images: Any = None) -> str:
+        self.run.check_budget()
+        if not images:
+            return await self._sub_llm_refs(prompt, options, [])
+        blobs = self.run.services.blobs
+        refs = await store_wire_images(blobs, images)
+        try:
+            return await self._sub_llm_refs(prompt, options, refs)
+        finally:  # the images lived for this one call
+            with anyio.CancelScope(shield=True):
+                await _delete_images(blobs, refs)
+
+    async def _sub_llm_refs(self, prompt: str, options: dict[str, Any],
+                            images: list[ImageRef], failed: set[str] | None = None) -> str:
+        options = dict(options)
+        max_tokens = options.pop("max_tokens", None)
+        failed = set(failed or ())
+        stats = self.run.stats()
+        answered: str | None = None  # a reply that failed the check, kept until a better one
+        while True:
+            try:
+                pool, reason = self.route(prompt, "llm", dict(options), failed, images)
+            except LookupError:  # NoPoolFits: no stronger pool left to escalate to
+                if answered is None:
+                    raise
+                return answered
+            span = trace.get_current_span()
+            held = self.run.reserve(pool, prompt, max_tokens)
+            sent = time.monotonic()
+            if stats is not None:
+                stats.started(pool)
+            message = Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
+                             route_reason=reason)
+            resent = 0
+
+            def again(message: Prompt = message) -> Prompt:
+                nonlocal resent
+                resent += 1  # the attempt before was lost with its lane
+                return message
+
+            try:
+                async with self.lanes.lane(pool) as lane:
+                    self.run.count_agent(lane)
+                    reply: LLMReply = await lane.ask(
+                        message, timeout=prompts_timeout(self.run.pools.get(pool)), resend=again)
+            except Exception as exc:
+                # an attempt that got no answer at all may have been made (and billed)
+                self.run.lost(pool, prompt, max_tokens,
+                           resent + isinstance(exc, AskTimeout | ActorDead))
+                self.run.ledger.settle(held)
+                if stats is not None:
+                    stats.finished(pool, time.monotonic() - sent, False)
+                failed.add(pool)
+                self.run.usage.setdefault(pool, PoolUsage()).errors += 1
+                if self.run.query.pool_override or len(failed) >= 3 or "pool" in options:
+                    raise
+                span.add_event("route.fallback", {"pool": pool, "error": str(exc)[:300]})
+                continue
+            if stats is not None:
+                stats.finished(pool, time.monotonic() - sent, True)
+            self.run.lost(pool, prompt, max_tokens, resent)
+            merge_usage(self.run.usage, reply.usage)
+            self.run.settle(held, pool, reply)
+            if (self._fails_check(reply.text, options) and "hint" not in options
+                    and "pool" not in options and not self.run.query.pool_override):
+                # the cascade: a cheap pool answered first; its answer failed the check
+                span.add_event("cascade.escalate", {"from": pool,
+                                                    "check": str(options["escalate_if"])})
+                answered, options = reply.text, dict(options, hint="hard")
+                failed.add(pool)
+                continue
+            return reply.text
+
+    @staticmethod
+    def _fails_check(text: str, options: dict[str, Any]) -> bool:
+        """``escalate_if`` (a regex the code passed): the answer needs a stronger pool."""
+        check = options.get("escalate_if")
+        return bool(check) and re.search(str(check), text, re.MULTILINE) is not None
+
+
+async def _delete_images(blobs: BlobStore, images: list[ImageRef]) -> None:
+    for image in images:
+        try:
+            await blobs.delete_blob(image.ref)
+        except Exception:  # already gone: nothing left to free
+            pass
