@@ -7,18 +7,27 @@ from ._config import load_config as load_config
 from ._config import parse_config as parse_config
 from ._core.node import Node as Node
 from ._models.llm import Completion as Completion
+from ._models.llm import ContextWindowExceeded as ContextWindowExceeded
 from ._models.llm import LLMCallFailed as LLMCallFailed
 from ._models.llm import LLMClient as LLMClient
+from ._models.llm import LLMTimeout as LLMTimeout
+from ._models.llm import MalformedResponse as MalformedResponse
+from ._models.llm import PoolOverloaded as PoolOverloaded
+from ._models.llm import RateLimited as RateLimited
 from ._models.routing import BudgetAwareRouter as BudgetAwareRouter
 from ._models.routing import ChainRouter as ChainRouter
+from ._models.routing import Complexity as Complexity
 from ._models.routing import ComplexityRouter as ComplexityRouter
+from ._models.routing import NoPoolFits as NoPoolFits
 from ._models.routing import PoolStats as PoolStats
+from ._models.routing import PromptTooLong as PromptTooLong
 from ._models.routing import RouteDecision as RouteDecision
 from ._models.routing import Router as Router
 from ._models.routing import RouteService as RouteService
 from ._models.routing import Rule as Rule
 from ._models.routing import StaticRouter as StaticRouter
 from ._models.routing import Task as Task
+from ._models.routing import estimate_complexity as estimate_complexity
 from ._nats_server import NatsCluster as NatsCluster
 from ._nats_server import NatsServer as NatsServer
 from ._observe.tracing import configure_tracing as configure_tracing
@@ -37,17 +46,25 @@ __all__ = (
     "ChainRouter",
     "ClassNotServed",
     "Completion",
+    "Complexity",
     "ComplexityRouter",
+    "ContextWindowExceeded",
     "LLMCallFailed",
     "LLMClient",
+    "LLMTimeout",
+    "MalformedResponse",
     "NatsCluster",
     "NatsServer",
     "NatsServerError",
+    "NoPoolFits",
     "NoWorkerForPool",
     "Node",
     "NodeFailed",
     "PoolConfig",
+    "PoolOverloaded",
     "PoolStats",
+    "PromptTooLong",
+    "RateLimited",
     "RouteDecision",
     "RouteService",
     "Router",
@@ -60,6 +77,7 @@ __all__ = (
     "Worker",
     "agent_services",
     "configure_tracing",
+    "estimate_complexity",
     "load_config",
     "parse_config",
 )

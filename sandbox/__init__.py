@@ -7,7 +7,10 @@ from ._build import image_tag as image_tag
 from ._contract import CellError as CellError
 from ._contract import ExecResult as ExecResult
 from ._contract import Sandbox as Sandbox
+from ._docker import LABEL as LABEL
+from ._docker import OWNER_LABEL as OWNER_LABEL
 from ._docker import DockerSandbox as DockerSandbox
+from ._docker import default_owner as default_owner
 from ._docker import reap_leftovers as reap_leftovers
 from ._pool import SandboxPool as SandboxPool
 from ._process import ProcessSandbox as ProcessSandbox
@@ -24,6 +27,8 @@ from .errors import SandboxUnavailable as SandboxUnavailable
 
 __all__ = (
     "DEFAULT_IMAGE",
+    "LABEL",
+    "OWNER_LABEL",
     "CellError",
     "DockerSandbox",
     "DockerUnavailable",
@@ -40,6 +45,7 @@ __all__ = (
     "SandboxTimeout",
     "SandboxUnavailable",
     "build_image",
+    "default_owner",
     "image_exists",
     "image_tag",
     "reap_leftovers",

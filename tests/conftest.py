@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from runtime._nats_server import NatsCluster, NatsServer
+from runtime import NatsCluster, NatsServer
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,10 @@ from ._messages import PoolUsage as PoolUsage
 from ._messages import Prompt as Prompt
 from ._messages import Query as Query
 from ._messages import RunProgress as RunProgress
+from ._messages import Usage as Usage
 from ._messages import merge_usage as merge_usage
+from ._messages import total_cost as total_cost
+from ._messages import total_tokens as total_tokens
 from ._ports import AgentSandbox as AgentSandbox
 from ._ports import AgentServices as AgentServices
 from ._ports import BlobStore as BlobStore
@@ -47,6 +50,9 @@ __all__ = (
     "SandboxSource",
     "ServiceMissing",
     "SubCallRouter",
+    "Usage",
     "merge_usage",
     "store_image",
+    "total_cost",
+    "total_tokens",
 )

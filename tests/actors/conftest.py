@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from runtime import ActorSystem, NatsServer, PoolConfig, Worker
-from transports import ConnectOptions, MemoryTransport, NatsTransport, Transport, new_id
-from transports._memory import MemoryBus
+from transports import ConnectOptions, MemoryBus, MemoryTransport, NatsTransport, Transport, new_id
 
 POOLS = {
     "cpu": PoolConfig(name="cpu", hardware="cpu", capacity=64, modules=["tests.actors.app"]),

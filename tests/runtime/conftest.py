@@ -16,14 +16,10 @@ import pytest
 from actors import Answer, Query, RLMAgent
 from heterarch.sim.profiles import RoutingResponder
 from heterarch.sim.simulator import Simulator, default_profiles, profiles_toml
-from runtime import ActorSystem, RuntimeConfig, Worker, parse_config
-from runtime._agents import agent_services
+from runtime import ActorSystem, NatsServer, RuntimeConfig, Worker, agent_services, parse_config
 from runtime._models.llm import litellm_module
-from runtime._nats_server import NatsServer
-from sandbox import build_image
-from sandbox._docker import OWNER_LABEL, default_owner
-from transports import MemoryTransport
-from transports._memory import MemoryBus
+from sandbox import OWNER_LABEL, build_image, default_owner
+from transports import MemoryBus, MemoryTransport
 
 HANG_TIMEOUT_S = 1.0
 

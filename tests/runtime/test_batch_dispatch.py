@@ -15,16 +15,10 @@ import anyio
 import pytest
 
 from actors import Actor, Ask, LLMAgent, SupervisorStrategy
+from actors.agents import Budget, Usage, merge_usage, total_tokens
 from actors.agents._budget import Ledger
 from actors.agents._lanes import Lanes
-from actors.agents._messages import (
-    Budget,
-    PromptOutcome,
-    Usage,
-    add_lost,
-    merge_usage,
-    total_tokens,
-)
+from actors.agents._messages import PromptOutcome, add_lost
 from heterarch.sim.profiles import Profile
 from heterarch.sim.simulator import Simulator
 from runtime import ActorSystem, NatsServer

@@ -15,12 +15,17 @@ from heterarch.cli.main import build_parser
 from heterarch.sim.oolong import Question, generate_task, label_items, label_prompts
 from heterarch.sim.profiles import POOL_NAMES, default_profiles
 from heterarch.sim.simulator import Simulator
-from runtime import PoolConfig, RuntimeConfig
-from runtime._agents import agent_services
+from runtime import (
+    ComplexityRouter,
+    LLMClient,
+    PoolConfig,
+    RouteService,
+    RuntimeConfig,
+    Task,
+    agent_services,
+    configure_tracing,
+)
 from runtime._models.learned import LearnedRouter
-from runtime._models.llm import LLMClient
-from runtime._models.routing import ComplexityRouter, RouteService, Task
-from runtime._observe.tracing import configure_tracing
 from runtime.errors import RuntimeConfigError
 
 pytestmark = pytest.mark.anyio

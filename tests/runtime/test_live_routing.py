@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime._observe.tracing import configure_tracing
+from runtime import configure_tracing
 
 from .conftest import Harness, Recording
 
@@ -77,11 +77,8 @@ async def test_the_router_sees_the_load_of_the_whole_cluster() -> None:
 
     from heterarch.sim.profiles import Profile
     from heterarch.sim.simulator import Simulator, profiles_toml
-    from runtime import Worker, parse_config
-    from runtime._agents import agent_services
-    from runtime._models.routing import ComplexityRouter, Task
-    from transports import MemoryTransport
-    from transports._memory import MemoryBus
+    from runtime import ComplexityRouter, Task, Worker, agent_services, parse_config
+    from transports import MemoryBus, MemoryTransport
 
     profiles = {
         "sim/wafer-small": Profile("sim/wafer-small", "wafer-scale", 0.0, 1e6, 8, 0.1, 0.1, 1,

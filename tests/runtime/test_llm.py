@@ -13,19 +13,19 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from actors.agents._messages import PoolUsage, merge_usage
+from actors.agents import PoolUsage, merge_usage
 from heterarch.sim.profiles import EchoResponder, Profile, ScriptedResponder
 from heterarch.sim.simulator import Simulator
-from runtime import PoolConfig
-from runtime._models.llm import (
+from runtime import (
     ContextWindowExceeded,
     LLMCallFailed,
     LLMClient,
     LLMTimeout,
+    PoolConfig,
     PoolOverloaded,
     RateLimited,
-    litellm_module,
 )
+from runtime._models.llm import litellm_module
 
 pytestmark = pytest.mark.anyio
 

@@ -18,12 +18,12 @@ import anyio
 import pytest
 from aiohttp import web
 
-from runtime import PoolConfig
-from runtime._models.llm import (
+from runtime import (
     ContextWindowExceeded,
     LLMClient,
     LLMTimeout,
     MalformedResponse,
+    PoolConfig,
     PoolOverloaded,
     RateLimited,
 )

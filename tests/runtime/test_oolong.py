@@ -30,9 +30,7 @@ from heterarch.sim.oolong import (
 )
 from heterarch.sim.profiles import RoutingResponder, default_profiles
 from heterarch.sim.simulator import Simulator
-from runtime import PoolConfig
-from runtime._models.llm import LLMClient
-from runtime._models.routing import ComplexityRouter, Task
+from runtime import ComplexityRouter, LLMClient, PoolConfig, Task
 
 FENCE = re.compile(r"```repl\n(.*?)```", re.S)
 

@@ -15,11 +15,11 @@ import anyio
 import pytest
 from aiohttp import web
 
-from runtime import PoolConfig
-from runtime._models.llm import (
+from runtime import (
     LLMCallFailed,
     LLMClient,
     MalformedResponse,
+    PoolConfig,
     PoolOverloaded,
     RateLimited,
 )

@@ -17,8 +17,7 @@ import pytest
 from heterarch.sim.oolong import generate_task
 from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import ActorSystem, NatsServer
-from sandbox import build_image
-from sandbox._docker import OWNER_LABEL
+from sandbox import OWNER_LABEL, build_image
 from transports import new_id
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.slow]

@@ -8,13 +8,13 @@ import msgspec
 import pytest
 
 from actors.errors import HeterarchError
-from runtime import PoolConfig
-from runtime._models.routing import (
+from runtime import (
     BudgetAwareRouter,
     ChainRouter,
     Complexity,
     ComplexityRouter,
     NoPoolFits,
+    PoolConfig,
     PoolStats,
     PromptTooLong,
     RouteDecision,

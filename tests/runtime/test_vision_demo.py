@@ -17,8 +17,8 @@ from heterarch.cli.vision_demo import run_vision_demo
 from heterarch.sim.simulator import Simulator, profiles_toml
 from heterarch.sim.vision import vision_profiles
 from heterarch.sim.vision_task import VisionRootResponder, make_task, score
+from runtime import NatsServer
 from runtime._models.llm import litellm_module
-from runtime._nats_server import NatsServer
 from sandbox import build_image
 
 pytestmark = pytest.mark.anyio

@@ -19,15 +19,14 @@ import pytest
 from PIL import Image
 
 from actors import Answer, Query, RLMAgent
-from actors.agents._images import decode_wire_image, inspect_image, store_image
+from actors.agents import store_image
+from actors.agents._images import decode_wire_image, inspect_image
 from actors.errors import HeterarchError, InvalidImage
 from heterarch.sim import webpages
 from heterarch.sim.simulator import Simulator, default_profiles, profiles_toml
 from heterarch.sim.vision import vision_profiles
-from runtime import ActorSystem, Worker, parse_config
-from runtime._agents import agent_services
+from runtime import ActorSystem, NatsServer, Worker, agent_services, parse_config
 from runtime._models.llm import litellm_module
-from runtime._nats_server import NatsServer
 from sandbox import build_image
 
 pytestmark = pytest.mark.anyio

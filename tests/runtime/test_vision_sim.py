@@ -19,11 +19,12 @@ from heterarch.sim import vision, webpages
 from heterarch.sim.profiles import default_profiles
 from heterarch.sim.simulator import Simulator
 from heterarch.sim.vision import GPT5_VISION, QWEN3_VL_VISION
-from runtime import PoolConfig
-from runtime._models.llm import LLMCallFailed, LLMClient
-from runtime._models.routing import (
+from runtime import (
     ComplexityRouter,
+    LLMCallFailed,
+    LLMClient,
     NoPoolFits,
+    PoolConfig,
     RouteService,
     Rule,
     StaticRouter,

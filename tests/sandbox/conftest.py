@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import docker
 import pytest
 
-from sandbox import DockerSandbox, ProcessSandbox, Sandbox, build_image
-from sandbox._docker import OWNER_LABEL, default_owner
+from sandbox import OWNER_LABEL, DockerSandbox, ProcessSandbox, Sandbox, build_image, default_owner
 
 
 @pytest.fixture(scope="session")

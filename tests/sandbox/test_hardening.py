@@ -13,6 +13,8 @@ import docker
 import pytest
 
 from sandbox import (
+    LABEL,
+    OWNER_LABEL,
     DockerSandbox,
     ImageMissing,
     SandboxClosed,
@@ -21,7 +23,6 @@ from sandbox import (
     SandboxPool,
     reap_leftovers,
 )
-from sandbox._docker import LABEL, OWNER_LABEL
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,7 @@ import docker
 import pytest
 
 from runtime import NatsServer, PoolConfig, Worker
-from sandbox import DockerSandbox
-from sandbox._docker import OWNER_LABEL
+from sandbox import OWNER_LABEL, DockerSandbox
 from sandbox._reap import owner_is_gone
 from transports import new_id
 

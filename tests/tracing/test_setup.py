@@ -33,6 +33,7 @@ from heterarch.cli.trace_show import (
     render_text,
     trace_show_command,
 )
+from runtime import configure_tracing
 from runtime._observe import tracing as _tracing
 from runtime._observe.tracing import (
     ATTR_COST_USD,
@@ -41,7 +42,6 @@ from runtime._observe.tracing import (
     ATTR_GENAI_OUTPUT_TOKENS,
     ATTR_HARDWARE,
     ATTR_POOL,
-    configure_tracing,
     content_capture_enabled,
     truncate_content,
 )

@@ -10,9 +10,7 @@ import sys
 
 import anyio
 
-from runtime import ActorSystem, PoolConfig
-from runtime._models.llm import LLMClient
-from runtime._observe.tracing import configure_tracing
+from runtime import ActorSystem, LLMClient, PoolConfig, configure_tracing
 from tests.actors.app import Add, Worker
 from transports import MemoryTransport
 

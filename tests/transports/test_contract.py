@@ -15,6 +15,7 @@ from transports import (
     ConnectOptions,
     Envelope,
     Kind,
+    MemoryBus,
     MemoryTransport,
     NatsTransport,
     Transport,
@@ -24,7 +25,6 @@ from transports import (
     decode_error,
     new_id,
 )
-from transports._memory import MemoryBus
 from transports.errors import (
     BlobNotFound,
     ConnectFailed,
