@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test sandbox-image lint bench compose-nats compose-worker compose-up \
+.PHONY: install demo test sandbox-image browser lint bench compose-nats compose-worker compose-up \
 	compose-down
 
 $(BIN)/heterarch: pyproject.toml
@@ -25,7 +25,12 @@ sandbox-image: install
 		(apt-get update -qq && apt-get install -y -qq mmdebstrap busybox-static) >/dev/null; fi
 	$(BIN)/heterarch sandbox build --if-missing
 
-test: install sandbox-image
+# The viewer's tests load its page in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		>/dev/null || echo "chromium not installed: the browser tests of heterarch view skip"
+
+test: install sandbox-image browser
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -38,7 +38,16 @@ ATTR_GENAI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 ATTR_GENAI_CONVERSATION_ID = "gen_ai.conversation.id"
 ATTR_GENAI_TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 ATTR_GENAI_TOOL_RESULT = "gen_ai.tool.call.result"
+ATTR_GENAI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+ATTR_GENAI_TOOL_TYPE = "gen_ai.tool.type"
+ATTR_GENAI_USAGE_COST = "gen_ai.usage.cost"
 ATTR_ERROR_TYPE = "error.type"
+
+# OpenInference (Arize Phoenix and the UIs that read it): the run's input, output and cost
+ATTR_OI_SPAN_KIND = "openinference.span.kind"
+ATTR_OI_INPUT = "input.value"
+ATTR_OI_OUTPUT = "output.value"
+ATTR_OI_COST = "llm.cost.total"
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONTENT_LIMIT = 2000
@@ -100,6 +109,19 @@ def mark_failed(span: trace.Span, error_type: str, description: str = "") -> Non
     if span.is_recording():
         span.set_attribute(ATTR_ERROR_TYPE, error_type)
         span.set_status(trace.StatusCode.ERROR, description[:500])
+
+
+def mark_ok(span: trace.Span) -> None:
+    """OK status, unless the span already says how it ended (an agent that gave up: ERROR)."""
+    status = getattr(span, "status", None)
+    if span.is_recording() and (status is None or status.status_code is trace.StatusCode.UNSET):
+        span.set_status(trace.StatusCode.OK)
+
+
+def cost_attributes(cost_usd: float) -> dict[str, float]:
+    """Dollars under heterarch's name and the names GenAI trace UIs read (Langfuse's
+    ``gen_ai.usage.cost``, OpenInference's ``llm.cost.total``); the conventions have none."""
+    return {ATTR_COST_USD: cost_usd, ATTR_GENAI_USAGE_COST: cost_usd, ATTR_OI_COST: cost_usd}
 
 
 def mark_exception(span: trace.Span, exc: BaseException) -> None:

@@ -7,7 +7,7 @@ Protocols the agents' package owns, satisfied here).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -130,8 +130,7 @@ def _build(node: Node, pool: str) -> AgentServices:
         found = node.pool_services.get(pool, {}).get(name)
         return node.services.get(name) if found is None else found
 
-    # every pool of the config where the node was given it, else the pools it serves
-    pools: Mapping[str, PoolConfig] = service("pools") or node.pools
+    pools: dict[str, PoolConfig] = service("pools") or {}
     route: RouteService | None = service("route")
     factory = service("sandbox_factory")
     sandboxes: WarmSandboxes | None = None

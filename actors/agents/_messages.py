@@ -188,7 +188,7 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):
     """Where a run stands, from its root agent to ``Query.progress``: the iteration, what it
     does now (``phase``), usage so far (this run only), failed sub-calls, sub-calls done of
-    those started."""
+    those started, and per pool: (sub-calls answered or failed there, sent there)."""
 
     agent_id: str
     iteration: int
@@ -198,3 +198,4 @@ class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunP
     errors: int = 0
     sub_calls_done: int = 0
     sub_calls_started: int = 0
+    pools: dict[str, tuple[int, int]] = {}

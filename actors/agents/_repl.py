@@ -23,7 +23,7 @@ from ..errors import BudgetExceeded, InvalidImage
 from ._images import wire_images
 from ._ports import AgentSandbox, CellResult, LosesState, SandboxCallback
 from ._prompts import SANDBOX_PRELUDE, truncate
-from ._spans import mark_exception, mark_failed
+from ._spans import mark_exception, mark_failed, mark_ok, tool_attributes
 from ._state import RunState
 
 tracer = trace.get_tracer("heterarch")
@@ -92,8 +92,7 @@ class Repl:
         with tracer.start_as_current_span(
             "execute_tool repl",
             attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": "repl",
+                **tool_attributes("repl", "extension"),
                 "heterarch.actor.id": self.run.ctx.self_ref.actor_id,
                 "heterarch.depth": self.run.query.depth,
                 "heterarch.cell.index": index,
@@ -115,12 +114,17 @@ class Repl:
                     await self._load_state(sandbox, self._context)
                 note = " The REPL was restarted: variables are gone, `context` is reloaded." \
                     if lost else ""
-                return f"[cell {index}] {type(exc).__name__}: {exc}.{note}"
+                said = f"[cell {index}] {type(exc).__name__}: {exc}.{note}"
+                if capture:  # what the model saw of a cell that took its sandbox down
+                    span.set_attribute(ATTR_GENAI_TOOL_RESULT, truncate_content(said))
+                return said
             output = self._describe(index, result)
             error = result.error
             if error:  # the model's code raised: the tool call failed, the agent goes on
                 mark_failed(span, error.type or type(error).__name__,
                             error.message or str(error))
+            else:
+                mark_ok(span)
             if capture:
                 span.set_attribute(ATTR_GENAI_TOOL_RESULT, truncate_content(output))
             return output

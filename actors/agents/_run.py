@@ -58,6 +58,7 @@ class Run:
         final: str | None = None
         wall = q.budget.wall_s
         try:
+            await run.report("loading the context")
             context = await self.repl.load_context()
             system = SYSTEM_PROMPT.format(
                 context_chars=len(context), context_lines=context.count("\n") + 1,
@@ -145,7 +146,7 @@ class Run:
         for _ in range(run.query.max_iterations):
             run.iterations += 1
             run.check_budget()
-            await run.report("the model writes code")
+            await run.report("waiting for the model")
             reply = await self._own_completion(messages)
             messages.append({"role": "assistant", "content": reply})
             blocks = CODE_BLOCK.findall(reply)

@@ -3,6 +3,7 @@ everything here is a no-op on a non-recording span, so it costs nothing with tra
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from opentelemetry import trace
@@ -15,6 +16,7 @@ from .._semconv import (
 )
 from .._semconv import mark_exception as mark_exception
 from .._semconv import mark_failed as mark_failed
+from .._semconv import mark_ok as mark_ok
 from ._messages import Usage
 
 
@@ -55,6 +57,16 @@ def usage_attributes(usage: Usage) -> dict[str, Any]:
             attributes[f"heterarch.usage.{pool}.lost_tokens"] = u.lost_tokens
             attributes[f"heterarch.usage.{pool}.lost_cost_usd"] = u.lost_cost_usd
     return attributes
+
+
+def tool_attributes(name: str, tool_type: str) -> dict[str, Any]:
+    """The conventions' attributes of an ``execute_tool`` span: a fresh call id per call;
+    ``tool_type``: ``function`` (a callback the agent's code calls), ``extension`` (the
+    sandbox the agent runs code in)."""
+    return {"gen_ai.operation.name": "execute_tool", "gen_ai.provider.name": "heterarch",
+            "gen_ai.tool.name": name, "gen_ai.tool.type": tool_type,
+            "gen_ai.tool.call.id": f"call_{uuid.uuid4().hex[:24]}",
+            "openinference.span.kind": "TOOL"}
 
 
 def note_route(reasons: list[str] | str) -> None:

@@ -4,10 +4,11 @@ the agents it started, and the live view of the asker."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -16,6 +17,7 @@ from .._ref import ActorRef
 from ._budget import Ledger, Reservation
 from ._messages import LLMReply, Query, RunProgress, Usage, add_lost, total_cost, total_tokens
 from ._ports import AgentServices, PoolInfo, RouteStats
+from ._spans import mark_exception, mark_ok, tool_attributes
 
 tracer = trace.get_tracer("heterarch")
 
@@ -39,6 +41,7 @@ class RunState:
         self.phase = "starting"
         self.sub_calls_started = 0
         self.sub_calls_done = 0
+        self.pool_progress: dict[str, list[int]] = {}  # pool -> [sub-calls done, sent]
         #: The trace context of the cell running now: the parent of its callbacks' spans.
         self.callback_context: otel_context.Context | None = None
         self.ledger = Ledger(query.budget, spent=self._spent, prices=self._prices,
@@ -106,22 +109,49 @@ class RunState:
                 agent_id=self.ctx.self_ref.actor_id, iteration=self.iterations,
                 max_iterations=q.max_iterations, phase=phase, usage=dict(self.usage),
                 errors=errors, sub_calls_done=self.sub_calls_done,
-                sub_calls_started=self.sub_calls_started))
+                sub_calls_started=self.sub_calls_started,
+                pools={pool: (n[0], n[1]) for pool, n in self.pool_progress.items()}))
         except Exception:  # the view misses one frame; the run is not its business
             pass
 
-    def tool_span(self, name: str, **attributes: str | int) -> AbstractContextManager[trace.Span]:
-        """The span of one callback from the sandbox, a child of the cell that made it."""
-        return tracer.start_as_current_span(
+    async def report_sub_calls(self) -> None:
+        """Tell the live view how a batch goes while it runs (every half second at most,
+        when something changed); cancelled when the batch ends."""
+        last: tuple[int, int] | None = None
+        while True:
+            now = (self.sub_calls_done, sum(n[0] for n in self.pool_progress.values()))
+            if now != last:
+                last = now
+                await self.report(
+                    f"sub-calls {self.sub_calls_done} of {self.sub_calls_started} done")
+            await anyio.sleep(0.5)
+
+    def sub_call_sent(self, pool: str, n: int = 1) -> None:
+        self.pool_progress.setdefault(pool, [0, 0])[1] += n
+
+    def sub_call_finished(self, pool: str) -> None:
+        self.pool_progress.setdefault(pool, [0, 0])[0] += 1
+
+    @contextmanager
+    def tool_span(self, name: str, **attributes: str | int) -> Iterator[trace.Span]:
+        """The span of one callback from the sandbox, a child of the cell that made it: OK,
+        or ERROR with ``error.type``."""
+        with tracer.start_as_current_span(
             f"execute_tool {name}",
             context=self.callback_context,
+            record_exception=False, set_status_on_exception=False,
             attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": name,
+                **tool_attributes(name, "function"),
                 "heterarch.depth": self.query.depth,
                 **{f"heterarch.{k}": v for k, v in attributes.items()},
             },
-        )
+        ) as span:
+            try:
+                yield span
+            except Exception as exc:
+                mark_exception(span, exc)
+                raise
+            mark_ok(span)
 
 
 def item_error(exc: BaseException) -> str:

@@ -79,12 +79,27 @@ class SubCalls:
 
     async def _reported_batch(self, prompts: list[str], options: list[dict[str, Any]],
                               images: list[list[ImageRef]] | None = None) -> list[str]:
-        """``_batched``, with the live view told: sub-calls started, then done."""
-        self.run.sub_calls_started += len(prompts)
-        await self.run.report(f"{len(prompts)} sub-calls")
-        results = await self._batched(prompts, options, images)
-        self.run.sub_calls_done += len(prompts)
-        await self.run.report("sub-calls done")
+        """``_batched``, with the live view told as sub-calls finish (every half second at
+        most, while the batch runs), then when all are done."""
+        run = self.run
+        base = run.sub_calls_done
+        run.sub_calls_started += len(prompts)
+        if run.query.progress is None:
+            results = await self._batched(prompts, options, images)
+        else:
+            failure: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.report_sub_calls)
+                try:
+                    results = await self._batched(prompts, options, images)
+                except Exception as exc:  # raised below, outside the task group
+                    failure = exc
+                finally:
+                    tg.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+        run.sub_calls_done = base + len(prompts)
+        await run.report(f"sub-calls {run.sub_calls_done} of {run.sub_calls_started} done")
         return results
 
     async def _batched(self, prompts: list[str], options: list[dict[str, Any]],
@@ -108,18 +123,24 @@ class SubCalls:
                 continue
             by_pool.setdefault(pool, []).append(i)
         span = trace.get_current_span()
-        if span.is_recording():  # where the batch went; each sub-call's span says why
-            span.set_attribute("heterarch.route.pools",
+        if span.is_recording():  # where the router sent the batch; each sub-call's span: why
+            span.set_attribute("heterarch.route.planned",
                                [f"{pool}={len(ix)}" for pool, ix in by_pool.items()])
         stats = self.run.stats()
+        served: dict[str, int] = {}     # where each prompt was answered in the end
+        failures: dict[tuple[str, str], int] = {}  # (pool, error type) -> prompts
 
         async def pool_share(pool: str, indices: list[int]) -> None:
             sent = time.monotonic()
+            self.run.sub_call_sent(pool, len(indices))
             for _ in indices:
                 if stats is not None:
                     stats.started(pool)
 
             def finished(outcome: PromptOutcome) -> None:
+                self.run.sub_call_finished(pool)
+                if outcome.reply is not None:
+                    self.run.sub_calls_done += 1
                 if stats is not None:
                     stats.finished(pool, time.monotonic() - sent, outcome.reply is not None)
 
@@ -143,8 +164,13 @@ class SubCalls:
                     if self._fails_check(results[i], options[i]):  # cascade: a stronger pool
                         escalated.add(i)
                         again.append((i, {pool}))
+                        self.run.sub_calls_done -= 1  # not done yet: it goes on elsewhere
+                    else:
+                        served[pool] = served.get(pool, 0) + 1
                     continue
                 self.run.ledger.settle(held.pop(i))
+                kind = "no lane answered" if outcome is None else outcome.error_type or "error"
+                failures[pool, kind] = failures.get((pool, kind), 0) + 1
                 if outcome is None:  # no lane answered: try again, one by one
                     again.append((i, set()))
                     continue
@@ -153,6 +179,10 @@ class SubCalls:
                     results[i] = f"[error] {outcome.error_type}: {outcome.error}"
                     continue
                 again.append((i, {pool}))
+            for (failed_pool, kind), n in failures.items():
+                if failed_pool == pool and span.is_recording():  # every pool that failed, why
+                    span.add_event("route.fallback", {"pool": pool, "error.type": kind,
+                                                      "prompts": n})
             async with anyio.create_task_group() as tg:
                 for i, failed in again:
                     tg.start_soon(one_by_one, i, failed)
@@ -165,13 +195,21 @@ class SubCalls:
                 trace.get_current_span().add_event("cascade.escalate", {
                     "from": ",".join(sorted(failed)), "check": str(opts["escalate_if"])})
             try:
-                results[i] = await self._sub_llm_refs(prompts[i], opts, pictures[i], failed)
+                results[i] = await self._sub_llm_refs(prompts[i], opts, pictures[i], failed,
+                                                      served=served)
             except Exception as exc:  # this prompt's own error, as text; the batch goes on
                 results[i] = item_error(exc)
+            self.run.sub_calls_done += 1
 
         async with anyio.create_task_group() as tg:
             for pool, indices in by_pool.items():
                 tg.start_soon(pool_share, pool, indices)
+        if span.is_recording():  # where the prompts were answered, after any fallback
+            span.set_attribute("heterarch.route.pools",
+                               [f"{pool}={n}" for pool, n in served.items()])
+            if failures:
+                span.set_attribute("heterarch.route.failed", sorted(
+                    f"{pool}={n} {kind}" for (pool, kind), n in failures.items()))
         return results
 
     def route(self, prompt: str, kind: str, options: dict[str, Any],
@@ -218,7 +256,10 @@ class SubCalls:
                 await _delete_images(blobs, refs)
 
     async def _sub_llm_refs(self, prompt: str, options: dict[str, Any],
-                            images: list[ImageRef], failed: set[str] | None = None) -> str:
+                            images: list[ImageRef], failed: set[str] | None = None, *,
+                            served: dict[str, int] | None = None) -> str:
+        """One prompt, on the pool the router picks, then another pool after a failure (up to
+        three). ``served``: counts where it was answered."""
         options = dict(options)
         max_tokens = options.pop("max_tokens", None)
         failed = set(failed or ())
@@ -234,6 +275,7 @@ class SubCalls:
             span = trace.get_current_span()
             held = self.run.reserve(pool, prompt, max_tokens)
             sent = time.monotonic()
+            self.run.sub_call_sent(pool)
             if stats is not None:
                 stats.started(pool)
             message = Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
@@ -255,14 +297,18 @@ class SubCalls:
                 self.run.lost(pool, prompt, max_tokens,
                            resent + isinstance(exc, AskTimeout | ActorDead))
                 self.run.ledger.settle(held)
+                self.run.sub_call_finished(pool)
                 if stats is not None:
                     stats.finished(pool, time.monotonic() - sent, False)
                 failed.add(pool)
                 self.run.usage.setdefault(pool, PoolUsage()).errors += 1
+                span.add_event("route.fallback", {  # every pool tried, and why it failed
+                    "pool": pool, "error.type": getattr(exc, "remote_type", "")
+                    or type(exc).__name__, "error": str(exc)[:300]})
                 if self.run.query.pool_override or len(failed) >= 3 or "pool" in options:
                     raise
-                span.add_event("route.fallback", {"pool": pool, "error": str(exc)[:300]})
                 continue
+            self.run.sub_call_finished(pool)
             if stats is not None:
                 stats.finished(pool, time.monotonic() - sent, True)
             self.run.lost(pool, prompt, max_tokens, resent)
@@ -276,6 +322,8 @@ class SubCalls:
                 answered, options = reply.text, dict(options, hint="hard")
                 failed.add(pool)
                 continue
+            if served is not None:
+                served[pool] = served.get(pool, 0) + 1
             return reply.text
 
     @staticmethod

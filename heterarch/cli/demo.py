@@ -118,12 +118,14 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
     with tracer.start_as_current_span(
         "invoke_agent rlm", record_exception=False, set_status_on_exception=False,
         attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "rlm",
+                    "gen_ai.provider.name": "heterarch", "openinference.span.kind": "AGENT",
                     ATTR_GENAI_CONVERSATION_ID: conversation, "heterarch.pool": root_pool,
                     "heterarch.route.reason": reason},
     ) as span:
         if content_capture_enabled() and span.is_recording():
             span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(
                 [{"role": "user", "content": question}]))
+            span.set_attribute("input.value", question)  # OpenInference: the UIs' input column
         try:
             # Transient: if its worker dies, the root restarts on another worker of the pool
             # and the ask below is sent again (the context is a blob, so nothing is lost).
@@ -149,6 +151,7 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
                 span.set_attribute(ATTR_GENAI_OUTPUT_MESSAGES, genai_messages(
                     [{"role": "assistant", "content": answer.text}],
                     finish_reason=answer.stop_reason))
+                span.set_attribute("output.value", answer.text)
             mark_outcome(span, answer.stop_reason)
         return answer
 
@@ -199,7 +202,7 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
             path.write_text('namespace = "demo"\n\n'
                             + profiles_toml(profiles, sim.base_url, modules=["actors"]))
             config = load_config(path)
-            from runtime import agent_services
+            from runtime._agents import agent_services
 
             services, _ = agent_services(config)
             route: RouteService = services["route"]

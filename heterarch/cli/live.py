@@ -60,7 +60,7 @@ class RunView:
                      f"${answer.cost_usd:.4f}")
         elif p is not None:
             state = f"iteration {p.iteration}/{p.max_iterations}: {p.phase}"
-            if p.sub_calls_started:
+            if p.sub_calls_started and "sub-calls" not in p.phase:
                 state += f" ({p.sub_calls_done}/{p.sub_calls_started} sub-calls done)"
         else:
             state = "starting"
@@ -78,12 +78,15 @@ class RunView:
             for pool, m in s.models.items():
                 in_flight[pool] = in_flight.get(pool, 0) + m.in_flight
         table = Table(title="this run, per pool", expand=False)
-        for column in ("pool", "agents", "calls", "tokens", "$", "errors",
-                       "in flight (all runs)"):
+        sub_calls = dict(p.pools) if p is not None and answer is None else {}
+        for column in ("pool", "agents", "sub-calls done/sent", "calls", "tokens", "$",
+                       "errors", "in flight (all runs)"):
             table.add_column(column, justify="left" if column == "pool" else "right")
-        for pool in sorted(set(usage) | set(agents_per_pool) - {""}):
+        for pool in sorted(set(usage) | set(agents_per_pool) | set(sub_calls) - {""}):
             u = usage.get(pool, PoolUsage())
-            table.add_row(pool, str(agents_per_pool.get(pool, 0)), str(u.calls),
+            done, sent = sub_calls.get(pool, (0, 0))
+            table.add_row(pool, str(agents_per_pool.get(pool, 0)),
+                          f"{done}/{sent}" if sent else "-", str(u.calls),
                           f"{u.tokens:,}", f"{u.cost_usd:.4f}", str(u.errors),
                           str(in_flight.get(pool, 0)))
         return Group(tree, table)

@@ -161,6 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--all", action="store_true",
                    help="one line per span: do not fold similar siblings")
     t.set_defaults(func=cmd_trace_show)
+    t = command("list", "list the traces in a span file or in Jaeger", trace_sub)
+    t.add_argument("--file", default=None,
+                   help="span file, or a trace saved from Jaeger as JSON (unset: "
+                   "$HETERARCH_TRACE_FILE, else heterarch-spans.jsonl)")
+    t.add_argument("--jaeger", default=None,
+                   help="ask Jaeger's query API instead, e.g. http://localhost:16686")
+    t.add_argument("--service", default="heterarch-cli",
+                   help="with --jaeger: the service whose traces to list")
+    t.set_defaults(func=cmd_trace_list)
+
+    p = command("view", "a web page of one run: iterations, spawning tree, timeline per pool, "
+                        "tokens and dollars, errors")
+    p.add_argument("file", nargs="?", default=None,
+                   help="span file (unset: $HETERARCH_TRACE_FILE, else heterarch-spans.jsonl); "
+                        "a run still writing it is followed live")
+    p.add_argument("--trace", default=None,
+                   help="trace id, or a unique prefix (unset: the latest run in the file)")
+    p.add_argument("--jaeger", default=None,
+                   help="read from Jaeger's query API instead, e.g. http://localhost:16686")
+    p.add_argument("--html", default=None, metavar="OUT",
+                   help="write a static page (for sharing) and exit, instead of serving it")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on")
+    p.add_argument("--port", type=int, default=8765, help="port to serve the page on")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
+    p.set_defaults(func=cmd_view)
 
     p = command("rlm", "answer a question over a large context with an RLM")
     p.add_argument("question", help="the question")
@@ -272,7 +297,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(args.app_dir).resolve()))
     tracing = _start_tracing(args, role="worker", pools=args.pool)
 
-    from runtime import agent_services
+    from runtime._agents import agent_services
 
     services, pool_services = agent_services(config, args.pool, learned=args.router)
     if pool_services:  # import the model client now, not on the first call (it takes seconds)
@@ -372,7 +397,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_rlm(args: argparse.Namespace) -> int:
     from actors import Budget, store_image
-    from runtime import agent_services
+    from runtime._agents import agent_services
     from runtime._config import load_config
     from runtime._system import ActorSystem
     from runtime.errors import RuntimeConfigError
@@ -466,6 +491,51 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
     jsonl = args.file or os.environ.get("HETERARCH_TRACE_FILE")
     return trace_show_command(args.trace_id, jsonl=jsonl, jaeger=args.jaeger, depth=args.depth,
                               fold=not args.all)
+
+
+def _span_file(path: str | None) -> str:
+    return path or os.environ.get("HETERARCH_TRACE_FILE") or "heterarch-spans.jsonl"
+
+
+def cmd_trace_list(args: argparse.Namespace) -> int:
+    from .view import list_traces, read_spans
+    from .view._sources import jaeger_query
+
+    if args.jaeger:
+        spans = jaeger_query(args.jaeger, service=args.service)
+        where = args.jaeger
+    else:
+        where = _span_file(args.file)
+        spans = read_spans(where)
+    traces = list_traces(spans)
+    if not traces:
+        print(f"no traces in {where}")
+        return 1
+    for t in traces:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.start_ns / 1e9))
+        question = f"  {t.question[:60]!r}" if t.question else ""
+        print(f"{t.trace_id}  {when}  {t.wall_s:8.2f}s  {t.spans:5} spans  "
+              f"${t.cost_usd:.4f}  {t.status:10} {t.root}{question}")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .view import RunSource, serve, write_html
+
+    path = None if args.jaeger else _span_file(args.file)
+    source = RunSource(path=path, trace_id=args.trace, jaeger=args.jaeger)
+    run = source.run()  # a missing file or trace is said now, in one line
+    if not run.spans and (args.html or args.trace):
+        print(f"no spans of {'trace ' + repr(args.trace) if args.trace else 'any run'} in "
+              f"{path or args.jaeger}", file=sys.stderr)
+        return 1
+    if args.html:
+        write_html(source, args.html)
+        print(f"wrote {args.html}: trace {run.trace_id}, {len(run.spans)} spans")
+        return 0
+    serve(source, host=args.host, port=args.port, open_browser=args.open,
+          print_url=lambda url: print(f"the run's page: {url} (Ctrl-C to stop)", flush=True))
+    return 0
 
 
 # -- sandbox -------------------------------------------------------------------------------------

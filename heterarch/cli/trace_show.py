@@ -19,6 +19,7 @@ from rich.tree import Tree
 
 from actors._semconv import (
     ATTR_COST_USD,
+    ATTR_ERROR_TYPE,
     ATTR_GENAI_INPUT_TOKENS,
     ATTR_GENAI_OPERATION,
     ATTR_GENAI_OUTPUT_TOKENS,
@@ -35,6 +36,10 @@ def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:
     JSON lines, or a trace saved from Jaeger (its query API's JSON, the UI's "Download")."""
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RuntimeConfigError(
+            f"no span file {str(path)!r}: record one with HETERARCH_TRACE_FILE={path} "
+            "(docs/tracing.md), or give --file FILE or --jaeger URL") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RuntimeConfigError(f"cannot read span file {str(path)!r}: {exc}") from None
     candidates: list[Any] = []
@@ -145,7 +150,7 @@ def node_label(span: dict[str, Any]) -> str:
     if cost:
         parts.append(f"${cost:.5f}")
     if span.get("status") == "ERROR":
-        parts.append("ERROR")
+        parts.append(f"ERROR {a[ATTR_ERROR_TYPE]}" if a.get(ATTR_ERROR_TYPE) else "ERROR")
     return "  ".join(parts)
 
 
@@ -174,6 +179,14 @@ def fold_label(nodes: list[SpanNode]) -> str:
     errors = sum(1 for s in spans if s.get("status") == "ERROR")
     plural = "" if errors == 1 else "s"
     line += f", p50 {statistics.median(durations):.2f} s, {errors} error{plural}"
+    types = Counter(str(a[ATTR_ERROR_TYPE]) for s, a in zip(spans, attrs, strict=True)
+                    if s.get("status") == "ERROR" and a.get(ATTR_ERROR_TYPE))
+    if types:  # what failed, by type, and where
+        line += " (" + ", ".join(f"{t} {n}" for t, n in types.most_common()) + ")"
+        failed_pools = Counter(str(a.get(ATTR_POOL)) for s, a in zip(spans, attrs, strict=True)
+                               if s.get("status") == "ERROR" and a.get(ATTR_POOL))
+        if len(pools) > 1 and failed_pools:
+            line += " on " + " / ".join(f"{p} {n}" for p, n in failed_pools.most_common())
     tokens = sum(_int(a.get(ATTR_GENAI_INPUT_TOKENS)) + _int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
                  for a in attrs)
     cost = sum(_float(a.get(ATTR_COST_USD)) for a in attrs)
@@ -193,7 +206,8 @@ def _span_markup(node: SpanNode) -> str:
     name = escape(str(node.span.get("name", "?")))
     label = label.replace(name, f"[bold]{name}[/]", 1)
     if node.span.get("status") == "ERROR":
-        label = label[: -len("ERROR")] + "[red]ERROR[/]"
+        head, _, tail = label.rpartition("ERROR")
+        label = f"{head}[red]ERROR{tail}[/]"
     if node.orphan:
         label = (f"[yellow]ORPHAN (parent {node.span.get('parent_span_id')} not in trace)"
                  f"[/] {label}")
@@ -259,7 +273,7 @@ def trace_show_command(trace_id: str, *, jsonl: str | Path | None = None,
             spans = load_spans_jsonl(jsonl or os.environ.get("HETERARCH_TRACE_FILE")
                                      or "heterarch-spans.jsonl", trace_id)
     except RuntimeConfigError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)  # one line
         return 2
     if not spans:
         console.print(f"no spans of trace {trace_id!r} found")
@@ -289,7 +303,8 @@ def trace_note(handle: TracingHandle, trace_id: str) -> str:
     except RuntimeConfigError:
         return line
     others = {s.get("instance") for s in spans} - {handle.instance_id}
-    show = f"`heterarch trace show {trace_id[:12]} --file {handle.jsonl}`"
+    show = (f"`heterarch trace show {trace_id[:12]} --file {handle.jsonl}` or "
+            f"`heterarch view {handle.jsonl} --trace {trace_id[:12]}`")
     if spans and not others:
         return (f"{line}: {len(spans)} spans, all from this process; the workers record theirs "
                 f"when they trace too: start them with HETERARCH_TRACE_FILE={handle.jsonl} (or "

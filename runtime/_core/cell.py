@@ -19,7 +19,7 @@ from actors import (
     RestartIntensity,
     Terminated,
 )
-from actors._semconv import mark_exception
+from actors._semconv import mark_exception, mark_ok
 from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind, Subscription
 
 from .._observe.agent_spans import invoke_agent_span
@@ -255,6 +255,8 @@ class ActorCell(Supervisor):
                     result = await self._call(handler, msg)
                     if isinstance(result, _Failure):
                         mark_exception(span, result.error)
+                    else:
+                        mark_ok(span)
             else:
                 result = await self._call(handler, msg)
         finally:

@@ -27,7 +27,7 @@ from transports import (
 )
 from transports.errors import TransportError
 
-from .._observe.agent_spans import create_agent_span
+from .._observe.agent_spans import CreatedUnder, create_agent_span
 from .cell import ActorCell
 from .classes import class_path, instantiate
 from .codec import encode, encode_message
@@ -129,12 +129,18 @@ class Placement(NodeState):
                 actor_class, name=name, actor_id=actor_id, parent=parent.address,
                 depth=parent.depth + 1, pool=pool, hardware=self.hardware_of(pool),
                 restart=restart_error is not None,
+                restart_of=self._restart_of(actor_id, generation),
             ) as created:
                 address = await self._spawn_remote(request, inject_headers())
                 if generation == 0:
                     self._created_under[actor_id] = created
                 return address
         return await self._spawn_remote(request, {})
+
+    def _restart_of(self, actor_id: str, generation: int) -> CreatedUnder | None:
+        """The first incarnation's creation, for a restart's span (None: a first spawn)."""
+        record = self._records.get(actor_id) if generation else None
+        return record.created_under if record is not None else None
 
     async def _spawn_remote(self, request: SpawnRequest, headers: dict[str, str]) -> Address:
         await self.wait_pool(request.pool)

@@ -85,6 +85,9 @@ class LiteLLMPath:
             usage = getattr(response, "usage", None)
             return RawReply(text=response.choices[0].message.content or "",
                             model=str(getattr(response, "model", "") or ""),
+                            finish_reason=str(getattr(response.choices[0], "finish_reason",
+                                                      "") or ""),
+                            response_id=str(getattr(response, "id", "") or ""),
                             input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                             output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                             cached_tokens=_cached_tokens(usage))

@@ -21,6 +21,7 @@ import random
 import time
 from functools import cached_property
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -30,6 +31,7 @@ from actors._semconv import (
     ATTR_GENAI_INPUT_MESSAGES,
     ATTR_GENAI_OUTPUT_MESSAGES,
     content_capture_enabled,
+    cost_attributes,
     genai_messages,
 )
 from actors.agents._messages import PoolUsage, Usage
@@ -43,6 +45,7 @@ from .llm_errors import (
     LLMTimeout,
     MalformedResponse,
     PoolOverloaded,
+    PoolUnreachable,
     RateLimited,
 )
 from .openai_http import OpenAIHTTPPath
@@ -50,8 +53,8 @@ from .path import Attempt, ClientPath, RawReply
 from .windows import estimate_tokens, model_info, pool_window
 
 __all__ = ("Completion", "ContextWindowExceeded", "LLMCallFailed", "LLMClient", "LLMTimeout",
-           "MalformedResponse", "PoolOverloaded", "RateLimited", "litellm_module",
-           "uses_lean_path")
+           "MalformedResponse", "PoolOverloaded", "PoolUnreachable", "RateLimited",
+           "litellm_module", "uses_lean_path")
 
 #: The longest wait a provider's Retry-After may ask for and still get a retry; a longer one
 #: ends the call at once as ``RateLimited`` (the router can try another pool meanwhile).
@@ -96,6 +99,18 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     cached_tokens: int = 0
     cached: bool = False
     saved_usd: float = 0.0
+
+
+def _server_attributes(api_base: str) -> dict[str, Any]:
+    """``server.address`` / ``server.port`` of the endpoint (the provider's, when no base)."""
+    if not api_base:
+        return {}
+    parts = urlsplit(api_base)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return {}
+    return {"server.address": parts.hostname, "server.port": port} if parts.hostname else {}
 
 
 def uses_lean_path(pool: PoolConfig) -> bool:
@@ -156,6 +171,8 @@ class LLMClient:
             "heterarch.pool": pool.name,
             "heterarch.hardware": pool.hardware,
             "heterarch.client": self.path,
+            "openinference.span.kind": "LLM",
+            **_server_attributes(pool.api_base),
         }
 
     async def __aenter__(self) -> Self:
@@ -268,17 +285,23 @@ class LLMClient:
             key = prefix_key(messages)
             if key is not None:
                 params["prompt_cache_key"] = key
-        span = self._start_span()
+        span = self._start_span(max_tokens, temperature)
         started = time.monotonic()
         self.in_flight += 1
         try:
             async with self._limit:
+                if span is not None:  # how long the call waited for the pool's limit
+                    span.set_attribute("heterarch.queue_ms",
+                                       round((time.monotonic() - started) * 1000, 3))
                 reply, attempts = await self._call_with_retries(messages, params, span)
         except LLMCallFailed as failure:  # a failed call counts; a cancelled one does not
             self.usage.errors += 1
             if span is not None:
+                if content_capture_enabled():  # what was asked, also when it failed
+                    span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(messages))
                 span.record_exception(failure)
                 span.set_attribute("error.type", type(failure).__name__)
+                span.set_attribute("heterarch.attempts", failure.attempts)
                 span.set_status(trace.StatusCode.ERROR, str(failure))
                 span.end()
             raise
@@ -307,7 +330,8 @@ class LLMClient:
             cached_tokens=reply.cached_tokens,
         )
 
-    def _start_span(self) -> trace.Span | None:
+    def _start_span(self, max_tokens: int | None,
+                    temperature: float | None) -> trace.Span | None:
         """The call's ``chat`` span, or None when tracing is off or the span is not sampled
         (then no attribute is built at all)."""
         chosen = self._tracer
@@ -321,22 +345,34 @@ class LLMClient:
         if not span.is_recording():
             span.end()
             return None
+        if max_tokens is not None:
+            span.set_attribute("gen_ai.request.max_tokens", max_tokens)
+        if temperature is not None:
+            span.set_attribute("gen_ai.request.temperature", temperature)
         return span
 
     def _end_span(self, span: trace.Span, messages: list[dict[str, Any]], reply: RawReply,
                   cost: float, attempts: int) -> None:
+        finish = reply.finish_reason or "stop"  # a provider that does not say: it stopped
         if content_capture_enabled():
             span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(messages))
             span.set_attribute(ATTR_GENAI_OUTPUT_MESSAGES, genai_messages(
-                [{"role": "assistant", "content": reply.text}], finish_reason="stop"))
-        span.set_attributes({
+                [{"role": "assistant", "content": reply.text}], finish_reason=finish))
+        attributes: dict[str, Any] = {
             "gen_ai.response.model": reply.model,
+            "gen_ai.response.finish_reasons": [finish],
             "gen_ai.usage.input_tokens": reply.input_tokens,
             "gen_ai.usage.output_tokens": reply.output_tokens,
             "gen_ai.usage.cache_read.input_tokens": reply.cached_tokens,
-            "heterarch.cost_usd": cost,
+            "llm.token_count.prompt": reply.input_tokens,  # OpenInference
+            "llm.token_count.completion": reply.output_tokens,
+            **cost_attributes(cost),
             "heterarch.attempts": attempts,
-        })
+        }
+        if reply.response_id:
+            attributes["gen_ai.response.id"] = reply.response_id
+        span.set_attributes(attributes)
+        span.set_status(trace.StatusCode.OK)
         span.end()
 
     async def _call_with_retries(self, messages: list[dict[str, Any]], params: dict[str, Any],

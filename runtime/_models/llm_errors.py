@@ -34,7 +34,13 @@ class RateLimited(LLMCallFailed):
 
 
 class PoolOverloaded(LLMCallFailed):
-    """The provider answered 5xx (or could not be reached) on the last attempt."""
+    """The provider answered 5xx (or ``PoolUnreachable``: could not be reached) on the last
+    attempt."""
+
+
+class PoolUnreachable(PoolOverloaded):
+    """The pool's endpoint could not be reached on the last attempt (connection refused or
+    reset, no route, name not found): the pool is down, not busy."""
 
 
 class LLMTimeout(LLMCallFailed, TimeoutError):

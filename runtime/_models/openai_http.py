@@ -22,6 +22,7 @@ from .llm_errors import (
     LLMTimeout,
     MalformedResponse,
     PoolOverloaded,
+    PoolUnreachable,
     RateLimited,
 )
 from .path import Attempt, MalformedBody, RawReply, is_context_overflow, retry_after_s, short_reason
@@ -53,6 +54,7 @@ class _Delta(msgspec.Struct):
 class _Choice(msgspec.Struct):
     message: _Delta | None = None
     delta: _Delta | None = None
+    finish_reason: str | None = None
 
 
 class _PromptDetails(msgspec.Struct):
@@ -73,6 +75,7 @@ class _Usage(msgspec.Struct):
 class _ChatResponse(msgspec.Struct):
     """A chat completion or one chunk of a streamed one (the fields both share)."""
 
+    id: str = ""
     model: str = ""
     choices: list[_Choice] | None = None
     usage: _Usage | None = None
@@ -105,7 +108,8 @@ def decode_completion(body: bytes) -> RawReply:
     usage = reply.usage or _Usage()
     return RawReply(text=(message.content if message else None) or "", model=reply.model,
                     input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
-                    cached_tokens=usage.cached)
+                    cached_tokens=usage.cached,
+                    finish_reason=reply.choices[0].finish_reason or "", response_id=reply.id)
 
 
 def _error_message(body: bytes) -> str:
@@ -178,6 +182,8 @@ class OpenAIHTTPPath:
             if exc.status == 429:
                 return RateLimited
             return PoolOverloaded if exc.status >= 500 else None
+        if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
+            return PoolUnreachable  # nothing answered: the pool is down, not busy
         if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
                       | ConnectionError):
             return PoolOverloaded
@@ -211,7 +217,7 @@ async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply
     chunk at all is ``MalformedBody`` (retried like a malformed 200)."""
     parts: list[str] = []
     model, input_tokens, output_tokens, cached_tokens = "", 0, 0, 0
-    chunks = 0
+    chunks, finish, reply_id = 0, "", ""
     async for line in resp.content:
         if not line.startswith(b"data:"):
             continue
@@ -225,7 +231,9 @@ async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply
         chunks += 1
         state.chunk()
         model = model or chunk.model
+        reply_id = reply_id or chunk.id
         if chunk.choices:
+            finish = chunk.choices[0].finish_reason or finish
             delta = chunk.choices[0].delta
             if delta is not None and delta.content:
                 parts.append(delta.content)
@@ -236,5 +244,6 @@ async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply
     if not chunks:
         raise MalformedBody("a stream without a single chunk")
     return RawReply(text="".join(parts), model=model, input_tokens=input_tokens,
-                    output_tokens=output_tokens, cached_tokens=cached_tokens)
+                    output_tokens=output_tokens, cached_tokens=cached_tokens,
+                    finish_reason=finish, response_id=reply_id)
 

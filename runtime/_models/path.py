@@ -22,13 +22,17 @@ from .llm_errors import LLMCallFailed
 
 class RawReply(msgspec.Struct, frozen=True):
     """What one successful attempt returned: the text, the model that answered, the tokens
-    (``cached_tokens``: the part of ``input_tokens`` the provider read from its prompt cache)."""
+    (``cached_tokens``: the part of ``input_tokens`` the provider read from its prompt cache),
+    why the model stopped (``stop``, ``length``, ...; "" when the provider did not say) and the
+    provider's id of the completion."""
 
     text: str
     model: str
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
+    finish_reason: str = ""
+    response_id: str = ""
 
 
 class MalformedBody(Exception):

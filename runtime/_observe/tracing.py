@@ -72,6 +72,9 @@ LOCAL_JAEGER = "http://localhost:4318"
 JAEGER_UI = "http://localhost:16686"
 PROTOCOLS = ("http/protobuf", "grpc")
 TRACE_FILE_ENV = "HETERARCH_TRACE_FILE"
+TRACE_UI_ENV = "HETERARCH_TRACE_UI"
+"""The trace UI that receives this process's spans, as a link with ``{trace_id}`` (e.g.
+Phoenix's); unset: the local Jaeger's, only when it answers."""
 EXPORT_TIMEOUT_S = 2.0
 """Per export request; the OTLP exporters retry within it, so a dead collector costs ~this."""
 FLUSH_TIMEOUT_MS = 3000
@@ -301,14 +304,19 @@ class TracingHandle:
                 f"jsonl={str(self.jsonl) if self.jsonl else None!r})")
 
     def trace_url(self, trace_id: str) -> str | None:
-        """The Jaeger link for a trace: only when exporting to a collector on this machine and
-        every batch so far was delivered (call after ``force_flush()``); else None."""
-        host = urlsplit(self.endpoint).hostname if self.endpoint else None
+        """The link to a trace, only when every batch so far reached the collector (call
+        after ``force_flush()``): ``$HETERARCH_TRACE_UI`` with the id in it, else the local
+        Jaeger's, when the collector is on this machine and Jaeger's UI answers; else None."""
         otlp = self._otlp
-        if host not in ("localhost", "127.0.0.1", "::1") or otlp is None:
+        if otlp is None or otlp.delivered == 0 or otlp.failed:
             return None
-        if otlp.delivered == 0 or otlp.failed:
-            return None
+        template = os.environ.get(TRACE_UI_ENV, "").strip()
+        if template:
+            return (template.replace("{trace_id}", trace_id) if "{trace_id}" in template
+                    else f"{template.rstrip('/')}/{trace_id}")
+        host = urlsplit(self.endpoint).hostname if self.endpoint else None
+        if host not in ("localhost", "127.0.0.1", "::1") or not _jaeger_answers():
+            return None  # spans went to another receiver: no link that leads nowhere
         return f"{JAEGER_UI}/trace/{trace_id}"
 
     def delivery_note(self) -> str:
@@ -337,6 +345,17 @@ class TracingHandle:
                 _switch.processors = ()
         for p in processors:
             _shutdown_quietly(p)
+
+
+def _jaeger_answers(timeout: float = 1.0) -> bool:
+    """Whether the local Jaeger's query API answers (its UI is where the link would lead)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{JAEGER_UI}/api/services", timeout=timeout) as response:
+            return int(response.status) == 200
+    except (OSError, ValueError):
+        return False
 
 
 def _env_flag(name: str) -> bool:
@@ -461,6 +480,7 @@ __all__ = (
     "ATTR_GENAI_PROVIDER", "ATTR_GENAI_REQUEST_MODEL", "ATTR_GENAI_TOOL_NAME", "ATTR_HARDWARE",
     "ATTR_PARENT_ID", "ATTR_POOL", "ATTR_POOLS", "ATTR_ROLE", "ATTR_ROUTE_REASON",
     "CAPTURE_CONTENT_ENV",
-    "JAEGER_UI", "LOCAL_JAEGER", "PROTOCOLS", "JsonLinesExporter", "TracingHandle",
+    "JAEGER_UI", "LOCAL_JAEGER", "PROTOCOLS", "TRACE_UI_ENV", "JsonLinesExporter",
+    "TracingHandle",
     "configure_tracing", "content_capture_enabled", "span_to_dict", "truncate_content",
 )

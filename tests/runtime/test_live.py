@@ -43,18 +43,18 @@ def _stats() -> list[NodeStats]:
 def test_a_frame_shows_one_run_its_iteration_phase_and_errors() -> None:
     view = RunView("rlm on frontier: how many?")
     view.on_progress(RunProgress(
-        agent_id="root1", iteration=2, max_iterations=12, phase="40 sub-calls",
+        agent_id="root1", iteration=2, max_iterations=12, phase="sub-calls 38 of 40 done",
         usage={"wafer": PoolUsage(calls=38, input_tokens=900, output_tokens=100,
                                   cost_usd=0.0123, errors=2)},
-        errors=2, sub_calls_done=38, sub_calls_started=40))
+        errors=2, sub_calls_done=38, sub_calls_started=40, pools={"wafer": (39, 40)}))
     text = _text(view.render(_stats(), 3.25))
-    assert "rlm on frontier: how many?  3.2s  iteration 2/12: 40 sub-calls (38/40 sub-calls " \
-        "done)  2 failed sub-calls" in text
+    assert "rlm on frontier: how many?  3.2s  iteration 2/12: sub-calls 38 of 40 done  " \
+        "2 failed sub-calls" in text
     assert "rlm-root root1" in text and "wafer-lane x10 pool=wafer" in text
     assert "root2" not in text and "h100" not in text  # another run's agents stay out
     row = next(line for line in text.splitlines() if line.strip().startswith("│ wafer"))
-    assert re.split(r"\s*│\s*", row.strip(" │")) == ["wafer", "10", "38", "1,000", "0.0123",
-                                                     "2", "3"]
+    assert re.split(r"\s*│\s*", row.strip(" │")) == ["wafer", "10", "39/40", "38", "1,000",
+                                                     "0.0123", "2", "3"]
 
 
 @pytest.mark.anyio
@@ -68,6 +68,9 @@ async def test_the_last_frame_is_the_summary(heterarch_system: ActorSystem,
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=160, color_system=None)
     view = RunView("live test")
+    seen: list[RunProgress] = []
+    keep = view.on_progress
+    view.on_progress = lambda p: (seen.append(p), keep(p))[-1]  # type: ignore[method-assign]
     answer, wall = await run_with_live_view(
         heterarch_system.node, lambda progress: ask_rlm(
             heterarch_system, task.questions[1].text, context_ref=ref, root_pool="frontier",
@@ -82,7 +85,17 @@ async def test_the_last_frame_is_the_summary(heterarch_system: ActorSystem,
     assert header == f"[final] {answer.iterations} iterations, {wall:.1f}s, " \
         f"${answer.cost_usd:.4f}"
     rows = {cells[0]: cells for line in last.splitlines()
-            if len(cells := re.split(r"\s*│\s*", line.strip(" │"))) == 7}
+            if len(cells := re.split(r"\s*│\s*", line.strip(" │"))) == 8}
     assert len(summary_pools) == len(answer.usage) == 2  # frontier, wafer
     for pool, u in answer.usage.items():
-        assert rows[pool][2:5] == [str(u.calls), f"{u.tokens:,}", f"{u.cost_usd:.4f}"]
+        assert rows[pool][3:6] == [str(u.calls), f"{u.tokens:,}", f"{u.cost_usd:.4f}"]
+    # progress per sub-call and per pool, with the phase: the context first, then the model,
+    # a batch reported when it starts (0 of n) and when all of it is done
+    phases = [p.phase for p in seen]
+    assert phases[0] == "loading the context" and "waiting for the model" in phases
+    started = next(p for p in seen if p.phase.startswith("sub-calls 0 of"))
+    assert started.sub_calls_started > 0
+    last_batch = [p for p in seen if p.phase.startswith("sub-calls")][-1]
+    assert last_batch.sub_calls_done == last_batch.sub_calls_started
+    assert sum(sent for _, sent in last_batch.pools.values()) >= last_batch.sub_calls_started
+    assert all(done == sent for done, sent in last_batch.pools.values())

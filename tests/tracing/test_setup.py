@@ -210,13 +210,19 @@ def test_unreachable_collector_warns_once_and_shutdown_is_bounded(
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_jaeger_link_only_when_spans_reached_a_local_collector(tmp_path: Path) -> None:
+def test_jaeger_link_only_when_spans_reached_a_local_collector(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Receiver() as receiver:  # a real OTLP/HTTP receiver on loopback
         handle = configure_tracing(endpoint=receiver.url)
         trace_id = _make_spans()
         assert handle.trace_url(trace_id) is None  # nothing delivered yet
         assert handle.force_flush()
-        assert handle.trace_url(trace_id) == f"http://localhost:16686/trace/{trace_id}"
+        # delivered, but no Jaeger UI answers on this machine: no link that leads nowhere
+        assert handle.trace_url(trace_id) is None
+        # the UI that receives the spans, as the user named it
+        monkeypatch.setenv("HETERARCH_TRACE_UI", "http://localhost:6006/traces/{trace_id}")
+        assert handle.trace_url(trace_id) == f"http://localhost:6006/traces/{trace_id}"
+        monkeypatch.delenv("HETERARCH_TRACE_UI")
         assert handle.delivery_note() == f"{receiver.url}: delivered"
         handle.shutdown()
     _reset()
