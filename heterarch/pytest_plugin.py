@@ -31,7 +31,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runtime._agents import agent_services
+from runtime import agent_services
 from runtime._config import RuntimeConfig, load_config, parse_config
 from runtime._nats_server import NatsServer
 from runtime._system import ActorSystem, Worker

@@ -7,7 +7,7 @@ Protocols the agents' package owns, satisfied here).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -130,7 +130,8 @@ def _build(node: Node, pool: str) -> AgentServices:
         found = node.pool_services.get(pool, {}).get(name)
         return node.services.get(name) if found is None else found
 
-    pools: dict[str, PoolConfig] = service("pools") or {}
+    # every pool of the config where the node was given it, else the pools it serves
+    pools: Mapping[str, PoolConfig] = service("pools") or node.pools
     route: RouteService | None = service("route")
     factory = service("sandbox_factory")
     sandboxes: WarmSandboxes | None = None

@@ -202,7 +202,7 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
             path.write_text('namespace = "demo"\n\n'
                             + profiles_toml(profiles, sim.base_url, modules=["actors"]))
             config = load_config(path)
-            from runtime._agents import agent_services
+            from runtime import agent_services
 
             services, _ = agent_services(config)
             route: RouteService = services["route"]

@@ -297,7 +297,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(args.app_dir).resolve()))
     tracing = _start_tracing(args, role="worker", pools=args.pool)
 
-    from runtime._agents import agent_services
+    from runtime import agent_services
 
     services, pool_services = agent_services(config, args.pool, learned=args.router)
     if pool_services:  # import the model client now, not on the first call (it takes seconds)
@@ -397,7 +397,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_rlm(args: argparse.Namespace) -> int:
     from actors import Budget, store_image
-    from runtime._agents import agent_services
+    from runtime import agent_services
     from runtime._config import load_config
     from runtime._system import ActorSystem
     from runtime.errors import RuntimeConfigError

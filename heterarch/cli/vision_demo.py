@@ -68,7 +68,7 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
             config = Path(tmp) / "pools.toml"
             config.write_text('namespace = "vision"\n\n'
                               + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            from runtime._agents import agent_services
+            from runtime import agent_services
 
             services, _ = agent_services(load_config(config))
             route: RouteService = services["route"]
