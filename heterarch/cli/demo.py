@@ -131,6 +131,7 @@ async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
             # and the ask below is sent again (the context is a blob, so nothing is lost).
             root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
                                       supervision="transient")
+            span.set_attribute("gen_ai.agent.id", root.actor_id)  # the agent this run invokes
             try:
                 query = Query(question=question, context=context, context_ref=context_ref,
                               max_depth=max_depth, max_iterations=max_iterations,

@@ -102,6 +102,9 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         "attributes": dict(span.attributes or {}),
         "events": [{"name": e.name, "time_ns": e.timestamp,
                     "attributes": dict(e.attributes or {})} for e in span.events],
+        "links": [{"trace_id": f"{link.context.trace_id:032x}",
+                   "span_id": f"{link.context.span_id:016x}",
+                   "attributes": dict(link.attributes or {})} for link in span.links],
         "service": res.get("service.name", ""),
         "instance": res.get("service.instance.id", ""),
     }

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import grpc
 import pytest
 from opentelemetry import trace
@@ -440,3 +441,39 @@ def test_cli_trace_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["trace", "show", "abab", "--file", str(spans_file)]) == 0
     out = capsys.readouterr().out
     assert "invoke_agent LLMAgent" in out and "ORPHAN" in out and "tokens=300+5" in out
+
+
+@pytest.mark.anyio
+async def test_a_restarted_agent_stays_in_its_runs_trace(tmp_path: Path) -> None:
+    """A supervisor restarts a crashed child outside any span: the new incarnation's
+    create_agent goes under the first one's (same trace), with a link to it."""
+    from runtime import ActorSystem, PoolConfig, Worker
+    from tests.actors.app import AskChild, CrashChild, Parent, SpawnChildren
+    from transports import MemoryBus, MemoryTransport
+
+    spans_file = tmp_path / "spans.jsonl"
+    handle = configure_tracing(jsonl_path=spans_file)
+    pools = {"cpu": PoolConfig(name="cpu", hardware="cpu", capacity=8,
+                               modules=["tests.actors.app"])}
+    bus = MemoryBus()
+    tracer = trace.get_tracer("tests")
+    async with Worker(pools, ["cpu"], transport=MemoryTransport(bus=bus)), \
+            ActorSystem(MemoryTransport(bus=bus)) as system:
+        with tracer.start_as_current_span("invoke_agent test-run") as run:
+            parent = await system.spawn(Parent, pool="cpu")
+            await parent.ask(SpawnChildren(1, pool="cpu"), timeout=30)
+            assert await parent.ask(CrashChild(0), timeout=30) == "RemoteError"
+            incarnation = 1
+            with anyio.fail_after(30):
+                while incarnation < 2:  # the restart happens after the crash's reply
+                    incarnation = await parent.ask(AskChild(0), timeout=10)
+        trace_id = f"{run.get_span_context().trace_id:032x}"
+    handle.shutdown()
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    assert {s["trace_id"] for s in spans} == {trace_id}  # no trace of its own for a restart
+    created = [s for s in spans if s["name"] == "create_agent child-0"]
+    first, again = sorted(created, key=lambda s: s["attributes"]["heterarch.restart"])
+    assert again["attributes"]["heterarch.restart"] is True
+    assert again["parent_span_id"] == first["span_id"]
+    assert again["links"] == [{"trace_id": trace_id, "span_id": first["span_id"],
+                               "attributes": {"heterarch.link": "restart of"}}]
