@@ -81,7 +81,8 @@ class Node(Messaging, Relocation, Placement, PoolConsumer, Membership, Fencing):
         #: Every pool of this worker's config (served or not): a spawn onto any other pool name
         #: fails at once with ``UnknownPool`` instead of waiting for a worker.
         self.declared = sorted({*declared_pools, *self.pools})
-        self.services: dict[str, Any] = {"blobs": transport, **(services or {})}
+        # What hosted agents need (``runtime._agents``: typed as ``ctx.agent_services``).
+        self.services: dict[str, Any] = dict(services or {})
         self.pool_services: dict[str, dict[str, Any]] = {
             k: dict(v) for k, v in (pool_services or {}).items()
         }
@@ -220,19 +221,6 @@ class Node(Messaging, Relocation, Placement, PoolConsumer, Membership, Fencing):
     def guardian(self) -> ActorCell:
         assert self._guardian is not None, "node not started: use `async with` or `await start()`"
         return self._guardian
-
-    def service(self, name: str, pool: str = "") -> Any:
-        found = self.pool_services.get(pool, {}).get(name)
-        if found is None:
-            found = self.services.get(name)
-        if found is None:
-            where = f"pool {pool!r}" if pool else "this node"
-            raise LookupError(
-                f"no service {name!r} on {where}: configure it on the Worker/ActorSystem "
-                f"(services=... or pool_services=...); available: "
-                f"{sorted(set(self.services) | set(self.pool_services.get(pool, {})))}"
-            )
-        return found
 
     def hardware_of(self, pool: str) -> str:
         config = self.pools.get(pool)
