@@ -28,6 +28,8 @@ from .agents import Prompt as Prompt
 from .agents import Query as Query
 from .agents import RLMAgent as RLMAgent
 from .agents import RunProgress as RunProgress
+from .agents import Step as Step
+from .agents import SubCall as SubCall
 from .agents import merge_usage as merge_usage
 from .agents import store_image as store_image
 from .errors import ActorDead as ActorDead
@@ -78,7 +80,9 @@ __all__ = (
     "RestartIntensity",
     "RunProgress",
     "SpawnFailed",
+    "Step",
     "Strategy",
+    "SubCall",
     "SupervisorStrategy",
     "Terminated",
     "Undeliverable",

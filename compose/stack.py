@@ -44,6 +44,9 @@ DEFAULT_PASSWORDS = {"NATS_CLIENT_PASSWORD": "client-secret",
                      "NATS_WORKER_PASSWORD": "worker-secret"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HEALTH_TIMEOUT_S = 90.0
+NATS_CONF = COMPOSE_DIR / "nats" / "nats.conf"
+NAMESPACES_LINE = "# Namespaces its users may use: "
+AUTH_START = "authorization {"
 OFFLINE_TRACES_HINT = ("offline traces: HETERARCH_TRACE_FILE=spans.jsonl heterarch rlm ..., "
                        "then `heterarch trace show TRACE_ID` (docs/tracing.md)")
 
@@ -223,10 +226,38 @@ def _last_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
+def conf_namespaces(conf: str | None = None) -> list[str]:
+    """The namespaces the NATS users of ``compose/nats/nats.conf`` may use."""
+    text = NATS_CONF.read_text() if conf is None else conf
+    for line in text.splitlines():
+        if line.startswith(NAMESPACES_LINE):
+            return [n.strip() for n in line[len(NAMESPACES_LINE):].split(",") if n.strip()]
+    return ["heterarch"]
+
+
+def write_namespaces(namespaces: Sequence[str]) -> None:
+    """Regenerate the users' permissions of ``compose/nats/nats.conf`` for ``namespaces``
+    (the next ``up`` rebuilds the NATS image with it)."""
+    sys.path.insert(0, str(COMPOSE_DIR.parent))
+    from runtime._permissions import NatsUser, authorization_block
+
+    text = NATS_CONF.read_text()
+    head = text[:text.index(AUTH_START)]
+    head = "\n".join(line for line in head.splitlines() if not line.startswith(NAMESPACES_LINE))
+    block = authorization_block(list(namespaces), [
+        NatsUser(user="client", role="client", password="$NATS_CLIENT_PASSWORD"),
+        NatsUser(user="worker", role="worker", password="$NATS_WORKER_PASSWORD"),
+    ])
+    NATS_CONF.write_text(f"{head}\n{NAMESPACES_LINE}{', '.join(namespaces)}\n{block}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("action", choices=["up", "down", "which"])
+    parser.add_argument("action", choices=["up", "down", "which", "namespaces"])
+    parser.add_argument("names", nargs="*",
+                        help="with `namespaces`: the namespaces NATS users may use (the "
+                             "configs' `namespace`); none: print them")
     parser.add_argument("--project", default=os.environ.get("COMPOSE_PROJECT_NAME")
                         or DEFAULT_PROJECT, help="compose project name")
     parser.add_argument("--workers", action="store_true",
@@ -235,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "which":
             print(" ".join(find_compose()))
+            return 0
+        if args.action == "namespaces":
+            if args.names:
+                write_namespaces(args.names)
+                print(f"compose/nats/nats.conf: users may use namespaces "
+                      f"{', '.join(args.names)}; `make compose-up` rebuilds the NATS image")
+            else:
+                print(" ".join(conf_namespaces()))
             return 0
         stack = Stack(args.project)
         if args.action == "down":
@@ -247,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack {args.project} up: {', '.join(started)}; "
               f"NATS at nats://client:...@{host}:{port}"
               + (f", Jaeger UI http://{host}:16686" if "jaeger" in started else ""))
+        print(f"NATS users may use the namespaces {', '.join(conf_namespaces())} (a config's "
+              "`namespace`); for others: python compose/stack.py namespaces NAME... , then "
+              "make compose-up")
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

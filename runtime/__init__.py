@@ -1,4 +1,5 @@
-"""The engine: nodes, workers, the actor system entry point, pools, models, routing, tracing."""
+"""The engine: nodes, workers, the actor system entry point, pools, models, routing, tracing,
+and ``RLM``, one call to a Recursive Language Model run."""
 
 from ._agents import agent_services as agent_services
 from ._config import PoolConfig as PoolConfig
@@ -31,9 +32,12 @@ from ._models.routing import estimate_complexity as estimate_complexity
 from ._nats_server import NatsCluster as NatsCluster
 from ._nats_server import NatsServer as NatsServer
 from ._observe.tracing import configure_tracing as configure_tracing
+from ._rlm import RLM as RLM
+from ._rlm import read_log as read_log
 from ._system import ActorSystem as ActorSystem
 from ._system import Worker as Worker
 from .errors import ClassNotServed as ClassNotServed
+from .errors import ContextNotText as ContextNotText
 from .errors import NatsServerError as NatsServerError
 from .errors import NodeFailed as NodeFailed
 from .errors import NoWorkerForPool as NoWorkerForPool
@@ -41,6 +45,7 @@ from .errors import RuntimeConfigError as RuntimeConfigError
 from .errors import UnknownPool as UnknownPool
 
 __all__ = (
+    "RLM",
     "ActorSystem",
     "BudgetAwareRouter",
     "ChainRouter",
@@ -48,6 +53,7 @@ __all__ = (
     "Completion",
     "Complexity",
     "ComplexityRouter",
+    "ContextNotText",
     "ContextWindowExceeded",
     "LLMCallFailed",
     "LLMClient",
@@ -80,4 +86,5 @@ __all__ = (
     "estimate_complexity",
     "load_config",
     "parse_config",
+    "read_log",
 )

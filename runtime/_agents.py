@@ -8,15 +8,18 @@ Protocols the agents' package owns, satisfied here).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
+
+import msgspec
 
 from actors.agents._ports import AgentServices, PoolInfo
 from actors.agents._prompts import SANDBOX_IMPORTS
 from sandbox import Sandbox
 
-from ._config import PoolConfig, RuntimeConfig
+from ._config import PoolConfig, RuleConfig, RuntimeConfig, SandboxConfig
 from ._models.learned import LearnedRouter
 from ._models.llm import LLMClient
 from ._models.routing import (
@@ -25,6 +28,8 @@ from ._models.routing import (
     ComplexityRouter,
     Router,
     RouteService,
+    Rule,
+    StaticRouter,
 )
 from ._warm import WarmSandboxes
 from .errors import RuntimeConfigError
@@ -35,12 +40,21 @@ if TYPE_CHECKING:
     from ._core.node import Node
 
 
-def sandbox_factory(kind: str) -> Callable[[], Sandbox]:
-    """``docker`` (isolated, the default) or ``process`` (trusted code only: NOT isolated)."""
+def sandbox_factory(kind: str | SandboxConfig) -> Callable[[], Sandbox]:
+    """``docker`` (isolated, the default) or ``process`` (trusted code only: NOT isolated);
+    a ``SandboxConfig`` also sets the Docker limits and runtime (``[sandbox]``)."""
+    settings = kind if isinstance(kind, SandboxConfig) else None
+    kind = settings.kind if settings is not None else kind
     if kind == "docker":
         from sandbox import DockerSandbox
 
-        return DockerSandbox
+        if settings is None or settings == SandboxConfig():
+            return DockerSandbox
+        options: dict[str, Any] = {"memory": settings.memory, "cpus": settings.cpus,
+                                   "pids": settings.pids, "runtime": settings.runtime or None}
+        if settings.image:
+            options["image"] = settings.image
+        return partial(DockerSandbox, **options)
     if kind == "process":
         from sandbox import ProcessSandbox
 
@@ -65,9 +79,12 @@ def agent_services(
     chosen: Router = router or BudgetAwareRouter(complexity)
     if learned is not None:
         chosen = ChainRouter([LearnedRouter.load(learned, config.pools), chosen])
+    if config.rules:  # the config's static rules first (a pool per depth, say)
+        chosen = ChainRouter([StaticRouter([_rule(r) for r in config.rules]), chosen])
     route = RouteService(chosen, getattr(router, "stats", None) or complexity.stats,
                          pools=config.pools)
-    factory = sandbox_factory(config.sandbox)
+    factory = sandbox_factory(
+        msgspec.structs.replace(config.sandbox_settings, kind=config.sandbox))
     services: dict[str, Any] = {
         "pools": dict(config.pools),
         "route": route,
@@ -81,6 +98,10 @@ def agent_services(
             warm = warm or WarmSandboxes(factory, warmup=SANDBOX_IMPORTS)
             pool_services[name] = {"llm": LLMClient(pool), "sandbox_factory": warm}
     return services, pool_services
+
+
+def _rule(rule: RuleConfig) -> Rule:
+    return Rule(rule.pool, tag=rule.tag, pattern=rule.pattern, depth=rule.depth, kind=rule.kind)
 
 
 def pool_info(pool: PoolConfig, window: int | None = None) -> PoolInfo:

@@ -21,18 +21,39 @@ client = "auto"                    # "auto": the lean HTTP client for an openai/
                                    # api_base, litellm otherwise; "litellm" forces litellm
 tier = 3                           # capability tier the router may rely on (higher is stronger)
 modalities = ["text", "image"]     # what its model reads (default: text only)
+
+[connect]                          # optional: how to authenticate with NATS
+user = "alice"                     # or in the URL
+password_env = "NATS_PASSWORD"     # the NAME of the variable that holds it (never the secret)
+creds_file = "alice.creds"         # or token_env, nkeys_seed, tls_ca_file/tls_cert_file/...
+
+[sandbox]                          # optional (or `sandbox = "process"`: trusted code only)
+kind = "docker"
+memory = "2g"                      # per REPL container (default "512m")
+cpus = 2.0
+pids = 128
+runtime = "runsc"                  # a Docker runtime (gVisor where installed; default: Docker's)
+
+[[rules]]                          # optional static placement, tried before the router
+depth = 0                          # the root agent ...
+kind = "rlm"                       # ... (a recursive agent; "llm": a plain completion)
+pool = "frontier"                  # ... runs on frontier
 ```
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .errors import RuntimeConfigError
+
+if TYPE_CHECKING:
+    from transports import ConnectOptions
 
 MODALITIES = {"text", "image"}
 _POOL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
@@ -127,11 +148,84 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
                 raise RuntimeConfigError(f"pool {self.name!r}: prices must be >= 0")
 
 
+class ConnectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How to authenticate with NATS (``[connect]``). Secrets are named by environment
+    variable (``password_env``, ``token_env``), never written in the file."""
+
+    user: str = ""
+    password_env: str = ""
+    token_env: str = ""
+    creds_file: str = ""
+    nkeys_seed: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+
+class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The REPL sandboxes of RLM agents (``[sandbox]``): backend and Docker limits."""
+
+    kind: str = "docker"  # or "process" (trusted code only: no isolation)
+    memory: str = "512m"
+    cpus: float = 1.0
+    pids: int = 64
+    runtime: str = ""  # a Docker runtime, e.g. "runsc" (gVisor); "": Docker's default
+    image: str = ""  # "": the locally built heterarch sandbox image
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("docker", "process"):
+            raise RuntimeConfigError(
+                f"[sandbox] kind must be 'docker' or 'process', not {self.kind!r}")
+        if self.cpus <= 0 or self.pids < 1:
+            raise RuntimeConfigError("[sandbox] cpus must be > 0 and pids >= 1")
+
+
+class RuleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A static placement rule (``[[rules]]``): calls that match go to ``pool``. Empty or
+    negative fields match anything; ``depth`` 0 is the root agent, 1 its sub-calls..."""
+
+    pool: str
+    depth: int = -1
+    kind: str = ""  # "llm" (a plain completion) or "rlm" (a recursive agent)
+    tag: str = ""
+    pattern: str = ""
+
+
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = "heterarch"
     nats: list[str] = []
     pools: dict[str, PoolConfig] = {}
     sandbox: str = "docker"  # or "process" (trusted code only: no isolation)
+    connect: ConnectConfig = ConnectConfig()
+    sandbox_settings: SandboxConfig = SandboxConfig()  # ``[sandbox]``; its kind is ``sandbox``
+    rules: list[RuleConfig] = []
+
+    def connect_options(self, servers: list[str] | None = None) -> ConnectOptions:
+        """``ConnectOptions`` for ``servers`` (default: the config's URLs) with the
+        ``[connect]`` credentials (secrets read from the variables it names)."""
+        from transports import ConnectOptions
+
+        c = self.connect
+
+        def secret(name: str) -> str | None:
+            if not name:
+                return None
+            value = os.environ.get(name)
+            if value is None:
+                raise RuntimeConfigError(
+                    f"[connect] names the variable {name!r}, which is not set")
+            return value
+
+        fields: dict[str, Any] = {
+            "user": c.user or None, "password": secret(c.password_env),
+            "token": secret(c.token_env), "creds_file": c.creds_file or None,
+            "nkeys_seed": c.nkeys_seed or None, "tls_ca_file": c.tls_ca_file or None,
+            "tls_cert_file": c.tls_cert_file or None, "tls_key_file": c.tls_key_file or None,
+        }
+        urls = servers if servers is not None else self.nats
+        if urls:
+            fields["servers"] = list(urls)
+        return ConnectOptions(**{k: v for k, v in fields.items() if v is not None})
 
     def pool(self, name: str) -> PoolConfig:
         try:
@@ -159,19 +253,33 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> RuntimeCo
         except msgspec.ValidationError as exc:
             raise RuntimeConfigError(f"{source}: [pools.{name}]: {exc}") from None
     rest = {k: v for k, v in data.items() if k != "pools"}
-    unknown = set(rest) - {"namespace", "nats", "sandbox"}
+    unknown = set(rest) - {"namespace", "nats", "sandbox", "connect", "rules"}
     if unknown:
         raise RuntimeConfigError(
             f"{source}: unknown top-level keys {sorted(unknown)} "
-            "(known: namespace, nats, sandbox, pools)"
+            "(known: namespace, nats, sandbox, connect, rules, pools)"
         )
     nats = rest.get("nats", [])
     if isinstance(nats, str):
-        rest["nats"] = [nats]
+        rest["nats"] = [u for u in nats.split(",") if u.strip()]
+    sandbox = rest.get("sandbox")
+    if isinstance(sandbox, dict):  # [sandbox] table: its kind is the `sandbox` string
+        rest["sandbox_settings"] = sandbox
+        rest["sandbox"] = sandbox.get("kind", "docker")
+    elif sandbox is not None:
+        rest["sandbox_settings"] = {"kind": sandbox}
     try:
-        return msgspec.convert({**rest, "pools": {}}, RuntimeConfig).__replace__(pools=pools)
+        config = msgspec.convert({**rest, "pools": {}}, RuntimeConfig).__replace__(pools=pools)
     except msgspec.ValidationError as exc:
         raise RuntimeConfigError(f"{source}: {exc}") from None
+    except RuntimeConfigError as exc:
+        raise RuntimeConfigError(f"{source}: {exc}") from None
+    for rule in config.rules:
+        if rule.pool not in pools:
+            raise RuntimeConfigError(
+                f"{source}: [[rules]] names pool {rule.pool!r}, which is not in [pools] "
+                f"({', '.join(sorted(pools)) or 'none'})")
+    return config
 
 
 def load_config(path: str | Path) -> RuntimeConfig:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -43,10 +44,26 @@ def inbox_prefix_of(user: str) -> str:
     return f"_INBOX_{user}"
 
 
-def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
-    """The ``publish``/``subscribe`` allow lists of one user."""
+def permissions(namespace: str | Sequence[str], role: str, user: str) -> dict[str, Any]:
+    """The ``publish``/``subscribe`` allow lists of one user, in ``namespace`` (or each of
+    several namespaces: one server for the deployments of several configs)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    names = [namespace] if isinstance(namespace, str) else list(namespace)
+    if not names:
+        raise ValueError("permissions need at least one namespace")
+    merged = [_permissions(ns, role, user) for ns in names]
+    first = merged[0]
+    for other in merged[1:]:
+        for kind in ("publish", "subscribe"):
+            allow = first[kind]["allow"]
+            allow += [s for s in other[kind]["allow"] if s not in allow]
+    return first
+
+
+def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
+    if not _USER.fullmatch(namespace):
+        raise ValueError(f"namespaces are letters, digits, '_' and '-', not {namespace!r}")
     ns = namespace
     spawn, blobs = f"{ns}_spawn", f"OBJ_{ns}_blobs"
     buckets = [f"KV_{ns}_{b}" for b in BUCKETS]
@@ -92,8 +109,9 @@ def permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
             "allow_responses": {"max": 1, "expires": "10m"}}
 
 
-def authorization_block(namespace: str, users: list[NatsUser]) -> str:
-    """The nats-server ``authorization`` block for ``users`` (JSON is valid nats.conf syntax)."""
+def authorization_block(namespace: str | Sequence[str], users: list[NatsUser]) -> str:
+    """The nats-server ``authorization`` block for ``users`` (JSON is valid nats.conf syntax),
+    in ``namespace`` or each of several."""
     entries = []
     for u in users:
         if not _USER.fullmatch(u.user):

@@ -272,6 +272,8 @@ class Worker(_Host):
             namespace = namespace or config.namespace
             if nats is None and config.nats:
                 nats = config.nats
+            if options is None and transport is None:  # the config's [connect] credentials
+                options = config.connect_options()
         else:
             all_pools = dict(config)
         names = list(pools) if pools is not None else list(all_pools)
@@ -285,7 +287,8 @@ class Worker(_Host):
         self.served = {p: all_pools[p] for p in names}
         self.declared = sorted(all_pools)
         # With Docker sandboxes, it removes the ones whose owner died (at start, periodically).
-        self._reaps_sandboxes = (services or {}).get("sandbox_factory") is DockerSandbox
+        factory = (services or {}).get("sandbox_factory")
+        self._reaps_sandboxes = getattr(factory, "func", factory) is DockerSandbox
         self._reap_interval = sandbox_reap_interval
         super().__init__(
             transport=transport, nats=nats, options=options,

@@ -79,3 +79,16 @@ class NodeFailed(HeterarchError, RuntimeError):
             f"node {node_id} failed and closed: {type(cause).__name__}: {cause} "
             "(a bug in heterarch: please report it with the log above)"
         )
+
+
+class ContextNotText(HeterarchError, ValueError):
+    """A context given as bytes or a file is neither UTF-8 text nor a PNG/JPEG image: the
+    agent would read it as mojibake. Decode it yourself (and pass a ``str``), or convert it."""
+
+    def __init__(self, source: str, offset: int, reason: str) -> None:
+        self.source = source
+        self.offset = offset
+        super().__init__(
+            f"the context {source} is not UTF-8 text (byte {offset:,}: {reason}) nor a PNG/JPEG "
+            "image; an RLM reads text: decode or convert it first (e.g. pdftotext), or pass a "
+            "str you decoded yourself")

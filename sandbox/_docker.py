@@ -130,6 +130,7 @@ class DockerSandbox(Sandbox):
         max_batch: int = 10_000,
         docker_url: str | None = None,
         owner: str | None = None,
+        runtime: str | None = None,
     ) -> None:
         super().__init__(output_limit=output_limit, max_frame=max_frame,
                          max_callbacks=max_callbacks, max_batch=max_batch)
@@ -139,6 +140,7 @@ class DockerSandbox(Sandbox):
         self.pids = pids
         self.shm_size = shm_size
         self.docker_url = docker_url
+        self.runtime = runtime or None  # a Docker runtime, e.g. "runsc" (gVisor)
         self.owner = owner or default_owner()
         self._client: Any = None
         self.container: Any = None
@@ -184,6 +186,7 @@ class DockerSandbox(Sandbox):
                 "HOME": "/workspace",
             },
             labels={LABEL: "1", OWNER_LABEL: self.owner},
+            **({"runtime": self.runtime} if self.runtime else {}),
         )
         try:
             sock = client.api.attach_socket(

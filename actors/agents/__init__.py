@@ -15,6 +15,8 @@ from ._messages import PoolUsage as PoolUsage
 from ._messages import Prompt as Prompt
 from ._messages import Query as Query
 from ._messages import RunProgress as RunProgress
+from ._messages import Step as Step
+from ._messages import SubCall as SubCall
 from ._messages import Usage as Usage
 from ._messages import merge_usage as merge_usage
 from ._messages import total_cost as total_cost
@@ -49,6 +51,8 @@ __all__ = (
     "RunProgress",
     "SandboxSource",
     "ServiceMissing",
+    "Step",
+    "SubCall",
     "SubCallRouter",
     "Usage",
     "merge_usage",

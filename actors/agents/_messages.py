@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from .._messages import Ask, Inbox
@@ -147,6 +149,42 @@ class PromptChunk(Ask[PromptResults], frozen=True, kw_only=True, tag="heterarch.
     images: list[list[ImageRef]] = []  # per prompt (empty: no images), in the blob store
 
 
+class SubCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One call the model's code made from the REPL: a plain completion (``kind="llm"``), a
+    child agent (``"rlm"``) or a user tool (``"tool"``, ``name`` says which), with its pool,
+    texts, tokens, dollars and latency; ``error`` when it failed."""
+
+    kind: str
+    name: str = ""
+    pool: str = ""
+    prompt: str = ""
+    reply: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    error: str = ""
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.Step"):
+    """One iteration of an RLM agent: its model's ``reply`` (on ``pool``, with tokens, dollars
+    and latency), the ``code`` blocks it ran, the ``output`` the model saw next (truncated as
+    the model saw it) and the ``sub_calls`` that code made. Full texts."""
+
+    agent_id: str
+    depth: int
+    iteration: int
+    pool: str = ""
+    reply: str = ""
+    code: list[str] = []
+    output: str = ""
+    sub_calls: list[SubCall] = []
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
 class Answer(msgspec.Struct, frozen=True, kw_only=True):
     """The result of an ``RLMAgent`` run, with usage rolled up over the whole tree."""
 
@@ -159,6 +197,8 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     wall_s: float
     agents_by_depth: dict[int, int] = {}
     trace_id: str = ""
+    trajectory: list[Step] = []  # this agent's iterations (children keep their own)
+    value: Any = None  # the final answer as data, when a type was asked for
 
 
 class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
@@ -183,6 +223,7 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     route_reason: str = ""  # why the router placed this agent on its pool
     conversation_id: str = ""  # the run's id, on every agent span (gen_ai.conversation.id)
     progress: Inbox | None = None  # where the root agent reports ``RunProgress`` (live view)
+    steps: Inbox | None = None  # where the root agent sends each ``Step`` as it ends (run log)
 
 
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):

@@ -7,6 +7,7 @@ level (``max_depth``) it is a plain sub-call instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -68,6 +69,7 @@ class Recursion:
             pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s, pools=q.pools,
             route_reason=reason, conversation_id=q.conversation_id,
         )
+        sent = time.monotonic()
         try:
             async with self.lanes.lane(pool) as lane:
                 run.count_agent(lane)
@@ -75,8 +77,13 @@ class Recursion:
                     run.pools.get(pool), max_iterations=q.max_iterations,
                     cell_timeout_s=q.cell_timeout_s, wall_s=share.wall_s))
             merge_usage(run.usage, answer.usage)
+        except Exception as exc:
+            run.record_call("rlm", prompt, sent, pool=pool, error=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             run.ledger.settle(held)
+        run.record_call("rlm", prompt, sent, pool=pool, text=answer.text, usage=answer.usage,
+                        error="" if answer.ok else answer.stop_reason)
         for depth, n in answer.agents_by_depth.items():
             run.agents_by_depth[depth] = run.agents_by_depth.get(depth, 0) + n
         return answer.text if answer.ok else f"[{answer.stop_reason}] {answer.text}"

@@ -8,6 +8,7 @@ two being the sandbox's callbacks.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -23,7 +24,7 @@ from .._semconv import (
     genai_messages,
 )
 from ..errors import BudgetExceeded
-from ._messages import Answer, PoolUsage, Query, total_cost, total_tokens
+from ._messages import Answer, PoolUsage, Query, Step, total_cost, total_tokens
 from ._ports import ChatMessage, Completion
 from ._prompts import CODE_BLOCK, FINAL, FINAL_VAR, IMAGE_CONTEXT_NOTE, SYSTEM_PROMPT
 from ._recursion import Recursion
@@ -103,6 +104,9 @@ class Run:
             wall_s=time.monotonic() - run.started,
             agents_by_depth=run.agents_by_depth,
             trace_id=_trace_id(),
+            # The root's own iterations (a child's would travel to its parent for nothing:
+            # each of its sub-calls is in the parent's step already).
+            trajectory=run.trajectory if q.depth == 0 else [],
         )
 
     def _describe_run(self) -> None:
@@ -147,20 +151,46 @@ class Run:
             run.iterations += 1
             run.check_budget()
             await run.report("waiting for the model")
+            run.calls = []
+            before = _own_usage(run.usage.get(run.ctx.pool))
+            sent = time.monotonic()
             reply = await self._own_completion(messages)
+            latency = time.monotonic() - sent
+            own = {k: v - before[k] for k, v in _own_usage(run.usage.get(run.ctx.pool)).items()}
             messages.append({"role": "assistant", "content": reply})
             blocks = CODE_BLOCK.findall(reply)
-            outputs = [await self.repl.run_cell(i, code) for i, code in enumerate(blocks, 1)]
-            final = await self._final_answer(reply)
+            outputs: list[str] = []
+            step = partial(self._step, reply, blocks, outputs, own, latency)
+            try:
+                outputs += [await self.repl.run_cell(i, code) for i, code in enumerate(blocks, 1)]
+                final = await self._final_answer(reply)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await run.end_step(step(""))
+                raise
             if final is not None:
+                await run.end_step(step(""))
                 return final, "final"
             if outputs:
                 feedback = "\n\n".join(outputs)
             else:
                 feedback = ("No ```repl block and no FINAL(...) in your reply. Write code, or "
                             "finish with FINAL(answer).")
+            await run.end_step(step(feedback))
             messages.append({"role": "user", "content": feedback})
         return None, "max_iterations"
+
+    def _step(self, reply: str, code: list[str], outputs: list[str], own: dict[str, float],
+              latency: float, feedback: str) -> Step:
+        """This iteration's record: the model's reply (with its own call's usage and latency),
+        the code, what the model saw next, and the sub-calls the code made."""
+        run = self.state
+        return Step(
+            agent_id=run.ctx.self_ref.actor_id, depth=run.query.depth,
+            iteration=run.iterations, pool=run.ctx.pool, reply=reply, code=list(code),
+            output=feedback or "\n\n".join(outputs), sub_calls=list(run.calls),
+            input_tokens=int(own["input_tokens"]), output_tokens=int(own["output_tokens"]),
+            cost_usd=own["cost_usd"], latency_s=latency)
 
     async def _own_completion(self, messages: list[ChatMessage]) -> str:
         run = self.state
@@ -206,6 +236,13 @@ class Run:
         await self.repl.close()
         await self.sub_calls.lanes.close()
         await self.recursion.lanes.close()
+
+
+def _own_usage(usage: PoolUsage | None) -> dict[str, float]:
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cost_usd": usage.cost_usd}
 
 
 def _trace_id() -> str:

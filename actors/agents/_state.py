@@ -15,7 +15,18 @@ from opentelemetry import trace
 from .._context import Context
 from .._ref import ActorRef
 from ._budget import Ledger, Reservation
-from ._messages import LLMReply, Query, RunProgress, Usage, add_lost, total_cost, total_tokens
+from ._messages import (
+    LLMReply,
+    PoolUsage,
+    Query,
+    RunProgress,
+    Step,
+    SubCall,
+    Usage,
+    add_lost,
+    total_cost,
+    total_tokens,
+)
 from ._ports import AgentServices, PoolInfo, RouteStats
 from ._spans import mark_exception, mark_ok, tool_attributes
 
@@ -46,6 +57,8 @@ class RunState:
         self.callback_context: otel_context.Context | None = None
         self.ledger = Ledger(query.budget, spent=self._spent, prices=self._prices,
                              started=self.started)
+        self.trajectory: list[Step] = []  # the iterations so far (``Answer.trajectory``)
+        self.calls: list[SubCall] = []  # the sub-calls of the current iteration's code
 
     # -- what the engine says ---------------------------------------------------------------------
     @property
@@ -88,6 +101,35 @@ class RunState:
         usage = reply.usage.get(pool)
         self.ledger.settle(held, pool=pool,
                            output_tokens=usage.output_tokens if usage is not None else 0)
+
+    # -- the record of the run --------------------------------------------------------------------
+    def record_call(self, kind: str, prompt: str, sent: float, *, pool: str = "",
+                    reply: LLMReply | None = None, text: str = "", error: str = "",
+                    name: str = "", usage: Usage | None = None) -> None:
+        """One sub-call of this iteration's code, for its ``Step``: a model call (``reply``:
+        its usage on ``pool``), a child agent (``usage``: its whole tree's) or a tool."""
+        used = PoolUsage()
+        if reply is not None:
+            used = reply.usage.get(pool, used)
+        for u in (usage or {}).values():
+            used.input_tokens += u.input_tokens
+            used.output_tokens += u.output_tokens
+            used.cost_usd += u.cost_usd
+        self.calls.append(SubCall(
+            kind=kind, name=name, pool=pool, prompt=prompt,
+            reply=reply.text if reply is not None else text,
+            input_tokens=used.input_tokens, output_tokens=used.output_tokens,
+            cost_usd=used.cost_usd, latency_s=time.monotonic() - sent, error=error))
+
+    async def end_step(self, step: Step) -> None:
+        """Keep ``step`` and send it to the asker's run log, if any (best effort: the answer
+        carries every step anyway)."""
+        self.trajectory.append(step)
+        if self.query.steps is not None:
+            try:
+                await self.ctx.send_to_inbox(self.query.steps, step)
+            except Exception:  # the log misses a line; the answer still has it
+                pass
 
     # -- the agents it started, and the live view -------------------------------------------------
     def count_agent(self, lane: ActorRef[Any]) -> None:

@@ -157,6 +157,11 @@ class SubCalls:
                         stats.finished(pool, time.monotonic() - sent, False)
             again: list[tuple[int, set[str]]] = []
             for i, outcome in zip(indices, outcomes, strict=True):
+                if outcome is not None:
+                    self.run.record_call("llm", prompts[i], sent, pool=pool,
+                                         reply=outcome.reply,
+                                         error=f"{outcome.error_type}: {outcome.error}"
+                                         if outcome.reply is None else "")
                 if outcome is not None and outcome.reply is not None:
                     merge_usage(self.run.usage, outcome.reply.usage)
                     self.run.settle(held.pop(i), pool, outcome.reply)
@@ -293,6 +298,8 @@ class SubCalls:
                     reply: LLMReply = await lane.ask(
                         message, timeout=prompts_timeout(self.run.pools.get(pool)), resend=again)
             except Exception as exc:
+                self.run.record_call("llm", prompt, sent, pool=pool,
+                                     error=f"{type(exc).__name__}: {exc}")
                 # an attempt that got no answer at all may have been made (and billed)
                 self.run.lost(pool, prompt, max_tokens,
                            resent + isinstance(exc, AskTimeout | ActorDead))
@@ -311,6 +318,7 @@ class SubCalls:
             self.run.sub_call_finished(pool)
             if stats is not None:
                 stats.finished(pool, time.monotonic() - sent, True)
+            self.run.record_call("llm", prompt, sent, pool=pool, reply=reply)
             self.run.lost(pool, prompt, max_tokens, resent)
             merge_usage(self.run.usage, reply.usage)
             self.run.settle(held, pool, reply)

@@ -17,35 +17,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-from opentelemetry import trace
 from rich.console import Console
 from rich.table import Table
 
-from actors import Answer, Budget, ImageRef, Inbox, Query, RLMAgent
-from actors._semconv import (
-    ATTR_GENAI_CONVERSATION_ID,
-    ATTR_GENAI_INPUT_MESSAGES,
-    ATTR_GENAI_OUTPUT_MESSAGES,
-    content_capture_enabled,
-    genai_messages,
-)
-from actors.agents._spans import mark_exception, mark_outcome, usage_attributes
-from runtime._config import RuntimeConfig, load_config
-from runtime._models.routing import RouteService
-from runtime._nats_server import NatsServer
-from runtime._system import ActorSystem
+from actors import Answer
+from runtime import RLM, NatsServer
 
 from ..sim.oolong import QUESTION_KINDS, Task, generate_task, score
 from ..sim.simulator import Simulator, default_profiles, profiles_toml
-
-tracer = trace.get_tracer("heterarch")
 
 
 @dataclass(frozen=True)
@@ -85,78 +70,6 @@ class Summary:
     cost_usd: float
 
 
-def place_root(route: RouteService, question: str, *, config: RuntimeConfig,
-               pools: Sequence[str] = ()) -> tuple[str, str]:
-    """The root agent's pool, chosen like any recursive sub-task (``kind="rlm"``, depth 0),
-    among ``pools`` (empty: all pools of ``config``). Returns ``(pool, reason)``."""
-    exclude = set(config.pools) - set(pools) if pools else set()
-    decision = route(prompt=question, kind="rlm", depth=0, exclude=exclude)
-    return decision.pool, f"root: {decision.reason}"
-
-
-async def ask_rlm(system: ActorSystem, question: str, *, context_ref: str = "",
-                  context: str = "", root_pool: str = "", route: RouteService | None = None,
-                  config: RuntimeConfig | None = None, pools: Sequence[str] = (),
-                  pool_override: str = "", max_depth: int = 2, max_iterations: int = 8,
-                  budget: Budget | None = None, timeout: float = 900.0,
-                  images: list[ImageRef] | None = None,
-                  progress: Inbox | None = None, root_pools: Sequence[str] = ()) -> Answer:
-    """Spawn a root RLM agent, ask it, stop it.
-
-    The root runs on ``root_pool``, or where ``route`` (with ``config``) places it among
-    ``root_pools`` (default: ``pools``); the run's sub-calls may use only ``pools`` (empty:
-    any). ``images``: an image
-    context (screenshots in the blob store). ``progress``: where the root reports ``RunProgress``
-    (the live view)."""
-    reason = "root pool named by the caller"
-    if not root_pool:
-        if route is None or config is None:
-            raise ValueError("ask_rlm needs root_pool, or route and config to place the root")
-        root_pool, reason = place_root(route, question, config=config,
-                                       pools=root_pools or pools)
-    conversation = uuid.uuid4().hex
-    with tracer.start_as_current_span(
-        "invoke_agent rlm", record_exception=False, set_status_on_exception=False,
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "rlm",
-                    "gen_ai.provider.name": "heterarch", "openinference.span.kind": "AGENT",
-                    ATTR_GENAI_CONVERSATION_ID: conversation, "heterarch.pool": root_pool,
-                    "heterarch.route.reason": reason},
-    ) as span:
-        if content_capture_enabled() and span.is_recording():
-            span.set_attribute(ATTR_GENAI_INPUT_MESSAGES, genai_messages(
-                [{"role": "user", "content": question}]))
-            span.set_attribute("input.value", question)  # OpenInference: the UIs' input column
-        try:
-            # Transient: if its worker dies, the root restarts on another worker of the pool
-            # and the ask below is sent again (the context is a blob, so nothing is lost).
-            root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
-                                      supervision="transient")
-            span.set_attribute("gen_ai.agent.id", root.actor_id)  # the agent this run invokes
-            try:
-                query = Query(question=question, context=context, context_ref=context_ref,
-                              max_depth=max_depth, max_iterations=max_iterations,
-                              budget=budget or Budget(), pool_override=pool_override,
-                              images=images or [], pools=list(pools), route_reason=reason,
-                              conversation_id=conversation, progress=progress)
-                answer: Answer = await root.ask(query, timeout=timeout)
-            finally:
-                await system.stop(root)
-        except Exception as exc:
-            mark_exception(span, exc)
-            raise
-        if span.is_recording():
-            span.set_attributes({**usage_attributes(answer.usage),
-                                 "heterarch.stop_reason": answer.stop_reason,
-                                 "heterarch.iterations": answer.iterations})
-            if content_capture_enabled():
-                span.set_attribute(ATTR_GENAI_OUTPUT_MESSAGES, genai_messages(
-                    [{"role": "assistant", "content": answer.text}],
-                    finish_reason=answer.stop_reason))
-                span.set_attribute("output.value", answer.text)
-            mark_outcome(span, answer.stop_reason)
-        return answer
-
-
 def start_workers(config: Path, nats_url: str, groups: Sequence[str | Sequence[str]]) -> list[
     subprocess.Popen[bytes]
 ]:
@@ -172,9 +85,10 @@ def start_workers(config: Path, nats_url: str, groups: Sequence[str | Sequence[s
     return workers
 
 
-async def _wait_for_pools(system: ActorSystem, pools: Sequence[str]) -> None:
+async def wait_for_pools(rlm: RLM, pools: Sequence[str]) -> None:
+    """Until a worker serves each of ``pools`` (``NoWorkerForPool`` after its timeout)."""
     for pool in pools:
-        await system.node.wait_pool(pool)
+        await rlm.system.node.wait_pool(pool)
 
 
 def questions_per_kind(task: Task, n: int = 1) -> list[int]:
@@ -202,26 +116,20 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
             path = Path(tmp) / "pools.toml"
             path.write_text('namespace = "demo"\n\n'
                             + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            config = load_config(path)
-            from runtime import agent_services
-
-            services, _ = agent_services(config)
-            route: RouteService = services["route"]
             workers = start_workers(path, nats.url, [p.pools for p in PLACEMENTS])
             try:
                 with console.status("starting one worker process per configuration..."):
-                    async with ActorSystem(nats=nats.url, namespace="demo",
-                                           placement_timeout=120) as system:
+                    async with RLM(path, nats=nats.url, max_iterations=8,
+                                   placement_timeout=120) as rlm:
                         for placement in PLACEMENTS:
-                            await _wait_for_pools(system, placement.pools)
-                        ref = await system.node.transport.put_blob(task.context.encode())
+                            await wait_for_pools(rlm, placement.pools)
                         for index in chosen:
                             question = task.questions[index]
                             console.print(f"[bold]{question.kind}:[/] {question.text[:110]} "
                                           f"(truth: {question.answer})")
                             for placement in PLACEMENTS:
-                                results.append(await _one_run(
-                                    system, route, config, task, index, ref, placement, console))
+                                results.append(await _one_run(rlm, task, index, placement,
+                                                              console))
             finally:
                 for w in workers:
                     w.terminate()
@@ -231,12 +139,11 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
     return results
 
 
-async def _one_run(system: ActorSystem, route: RouteService, config: RuntimeConfig, task: Task,
-                   index: int, ref: str, placement: Placement, console: Console) -> RunResult:
+async def _one_run(rlm: RLM, task: Task, index: int, placement: Placement,
+                   console: Console) -> RunResult:
     question = task.questions[index]
     started = time.monotonic()
-    answer = await ask_rlm(system, question.text, context_ref=ref, route=route, config=config,
-                           pools=placement.pools)
+    answer = await rlm.ask(question.text, context=task.context, pools=placement.pools)
     result = RunResult(placement.label, answer, question.answer, time.monotonic() - started,
                        question.kind)
     pools = ", ".join(f"{p} {u.calls}" for p, u in sorted(answer.usage.items()))

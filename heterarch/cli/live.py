@@ -1,9 +1,9 @@
 """The live view of ``heterarch rlm``: this run's tree of agents, where it stands, its spend.
 
-The run's root agent reports ``RunProgress`` (iteration, phase, usage, failed sub-calls) to an
-inbox of the CLI; the agents come from the cluster's stats, narrowed to the run's subtree, so
-concurrent runs on the same workers do not mix. The last frame is drawn from the ``Answer``
-itself: it shows the same numbers as the summary the CLI prints after it.
+The run's root agent reports ``RunProgress`` (iteration, phase, usage, failed sub-calls) to the
+CLI (``RLM.ask(progress=...)``); the agents come from the cluster's stats, narrowed to the
+run's subtree, so concurrent runs on the same workers do not mix. The last frame is drawn
+from the ``Answer`` itself: it shows the same numbers as the summary the CLI prints after it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from actors import Answer, Inbox, PoolUsage, RunProgress
+from actors import Answer, PoolUsage, RunProgress
 from runtime._core.node import Node
 from runtime._core.protocol import ActorInfo, NodeStats
 
@@ -107,12 +107,15 @@ def _add(node: Tree, parent_id: str, children: dict[str, list[ActorInfo]]) -> No
             _add(branch, actor.actor_id, children)
 
 
-async def run_with_live_view(node: Node, work: Callable[[Inbox | None], Awaitable[Answer]], *,
+async def run_with_live_view(node: Node,
+                             work: Callable[[Callable[[RunProgress], None] | None],
+                                            Awaitable[Answer]], *,
                              title: str, console: Console | None = None,
                              interval: float = 0.5,
                              view: RunView | None = None) -> tuple[Answer, float]:
-    """Run ``work(progress_inbox)`` while showing the run (terminal only: elsewhere
-    ``work(None)``). Returns the answer and the wall time the last frame showed."""
+    """Run ``work(on_progress)`` while showing the run (terminal only: elsewhere
+    ``work(None)``); ``on_progress`` takes the root's ``RunProgress`` reports (``RLM.ask``'s
+    ``progress=``). Returns the answer and the wall time the last frame showed."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     if not console.is_terminal:
@@ -120,8 +123,7 @@ async def run_with_live_view(node: Node, work: Callable[[Inbox | None], Awaitabl
         return answer, time.monotonic() - started
     view = view or RunView(title)
     stats: list[NodeStats] = []
-    with node.open_inbox(RunProgress, view.on_progress) as inbox, \
-            Live(console=console, refresh_per_second=4, transient=False) as live:
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
         async with anyio.create_task_group() as tg:
             async def refresh() -> None:
                 nonlocal stats
@@ -132,7 +134,7 @@ async def run_with_live_view(node: Node, work: Callable[[Inbox | None], Awaitabl
 
             tg.start_soon(refresh)
             try:
-                answer = await work(inbox)
+                answer = await work(view.on_progress)
             finally:
                 tg.cancel_scope.cancel()
         wall = time.monotonic() - started

@@ -190,13 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rlm", "answer a question over a large context with an RLM")
     p.add_argument("question", help="the question")
     p.add_argument("--context", required=True, action="append",
-                   help="a text file (any size), or a PNG/JPEG screenshot; repeat for several "
-                        "screenshots (then `context` is a list of images)")
+                   help="a text file (any size, UTF-8), or a PNG/JPEG screenshot; repeat for "
+                        "several (screenshots: `context` is then a list of images)")
+    p.add_argument("--config", default=None,
+                   help="the pools config (TOML): pools, namespace, NATS URLs and credentials, "
+                        "sandbox (unset: $HETERARCH_CONFIG, else ./pools.toml if present)")
     p.add_argument("--root-pool", default="",
                    help="pool whose model writes the code (unset: the router places the "
-                        "root like any recursive sub-task; needs --config)")
-    p.add_argument("--config", default=None,
-                   help="the pools config (TOML), for the router to place the root")
+                        "root like any recursive sub-task)")
     p.add_argument("--pools", default="",
                    help="comma-separated pools this run may use (unset: all)")
     p.add_argument("--router", default=None,
@@ -209,9 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, default=0, help="stop at these tokens (0: none)")
     p.add_argument("--budget-seconds", type=float, default=0.0,
                    help="stop after this wall time (0: none)")
-    p.add_argument("--namespace", default="heterarch", help="subject and bucket prefix")
+    p.add_argument("--namespace", default=None,
+                   help="subject and bucket prefix (unset: the config's, else heterarch)")
     p.add_argument("--trace", action="store_true", help=TRACE_HELP)
-    p.add_argument("--nats", metavar="URL", help=NATS_HELP)
+    p.add_argument("--nats", metavar="URL",
+                   help="NATS server URL(s) of a cluster to join, comma-separated (unset: "
+                        "$HETERARCH_NATS_URL, else the config's `nats`, else everything runs "
+                        "embedded in this process: nats-server, workers, sandboxes)")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="append the run to this JSONL file as it goes (each iteration's "
+                        "reply, code, output and sub-calls, full texts)")
+    p.add_argument("--json", action="store_true",
+                   help="print the answer as one JSON object (text, usage, trajectory...) "
+                        "instead of text")
     p.set_defaults(func=cmd_rlm)
     return parser
 
@@ -396,44 +407,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_rlm(args: argparse.Namespace) -> int:
-    from actors import Budget, store_image
-    from runtime import agent_services
-    from runtime._config import load_config
-    from runtime._system import ActorSystem
+    from actors import Budget
+    from runtime import RLM, RuntimeConfig, load_config
     from runtime.errors import RuntimeConfigError
 
-    from .demo import ask_rlm
-    from .live import run_summary
+    from .live import run_summary, run_with_live_view
     from .trace_show import trace_note
 
-    if not args.root_pool and not args.config:
-        raise RuntimeConfigError("give --root-pool, or --config for the router to place the "
-                                 "root agent")
-    config = load_config(args.config) if args.config else None
-    route = (agent_services(config, learned=args.router)[0]["route"] if config is not None
-             else None)
-    pools = [p for p in args.pools.split(",") if p]
     text, screenshots = _read_contexts(args.context)
+    config_path = args.config or os.environ.get("HETERARCH_CONFIG") or (
+        "pools.toml" if Path("pools.toml").is_file() else None)
+    nats = _split(args.nats or os.environ.get("HETERARCH_NATS_URL")
+                  or os.environ.get("NATS_URL"))
+    if config_path is not None:
+        config = load_config(config_path)
+    elif args.root_pool and nats:  # a cluster whose workers know the pools
+        config = RuntimeConfig()
+    else:
+        raise RuntimeConfigError("give --config (the pools), or --root-pool and --nats to use "
+                                 "a cluster's workers")
+    pools = [p for p in args.pools.split(",") if p]
     tracing = _start_tracing(args, role="cli")
 
     async def run() -> int:
-        async with ActorSystem(nats=_split(args.nats), namespace=args.namespace,
-                               embedded=False, placement_timeout=60.0) as system:
-            from .live import run_with_live_view
-
-            blobs = system.node.transport
-            ref = await blobs.put_blob(text.encode())
-            images = [await store_image(blobs, data) for data in screenshots]
-            answer, wall = await run_with_live_view(system.node, lambda progress: ask_rlm(
-                system, args.question, context_ref=ref, root_pool=args.root_pool, route=route,
-                config=config, pools=pools, max_depth=args.max_depth,
-                max_iterations=args.max_iterations,
-                budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
-                              wall_s=args.budget_seconds), images=images, progress=progress,
-            ), title=f"rlm on {args.root_pool or 'a routed pool'}: {args.question[:60]}")
-            for blob in [ref, *(image.ref for image in images)]:
-                await blobs.delete_blob(blob)
-        print(answer.text)
+        async with RLM(config, nats=nats, namespace=args.namespace, root_pool=args.root_pool,
+                       pools=pools, learned=args.router, max_depth=args.max_depth,
+                       max_iterations=args.max_iterations, log=args.log,
+                       budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
+                                     wall_s=args.budget_seconds)) as rlm:
+            answer, wall = await run_with_live_view(
+                rlm.system.node,
+                lambda progress: rlm.ask(args.question, context=text, images=screenshots,
+                                         progress=progress),
+                title=f"rlm on {args.root_pool or 'a routed pool'}: {args.question[:60]}")
+        if args.json:
+            print(json.dumps(msgspec.to_builtins(answer), ensure_ascii=False))
+        else:
+            print(answer.text)
         for line in run_summary(answer, wall):  # the numbers of the live view's last frame
             print(line, file=sys.stderr)
         print(trace_note(tracing, answer.trace_id), file=sys.stderr)
@@ -446,16 +456,23 @@ def cmd_rlm(args: argparse.Namespace) -> int:
             tracing.shutdown()
 
 
-def _read_contexts(paths: list[str]) -> tuple[str, list[bytes]]:
-    """The text of the text files (joined) and the bytes of the PNG/JPEG files among ``paths``."""
+def _read_contexts(paths: list[str]) -> tuple[bytes, list[bytes]]:
+    """The text files' bytes (joined; the RLM refuses what is not UTF-8 text, naming the
+    file) and the PNG/JPEG files' bytes among ``paths``."""
+    from runtime.errors import ContextNotText
+
     texts, screenshots = [], []
     for path in paths:
         data = Path(path).read_bytes()
         if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
             screenshots.append(data)
-        else:
-            texts.append(data.decode("utf-8", errors="replace"))
-    return "\n".join(texts), screenshots
+            continue
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContextNotText(f"file {path!r}", exc.start, exc.reason) from None
+        texts.append(data)
+    return b"\n".join(texts), screenshots
 
 
 def cmd_route_fit(args: argparse.Namespace) -> int:

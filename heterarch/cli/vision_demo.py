@@ -21,17 +21,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from actors import Answer, store_image
-from runtime._config import RuntimeConfig, load_config
-from runtime._models.routing import RouteService
-from runtime._nats_server import NatsServer
-from runtime._system import ActorSystem
+from actors import Answer
+from runtime import RLM, NatsServer
 
 from ..sim.profiles import default_profiles
 from ..sim.simulator import Simulator, profiles_toml
 from ..sim.vision import vision_profiles
 from ..sim.vision_task import VisionRootResponder, VisionTask, make_task, score
-from .demo import _wait_for_pools, ask_rlm, start_workers
+from .demo import start_workers, wait_for_pools
 
 POOLS = ("vision-small", "vision-frontier")
 ROOT_POOL = "vision-frontier"
@@ -68,18 +65,12 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
             config = Path(tmp) / "pools.toml"
             config.write_text('namespace = "vision"\n\n'
                               + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            from runtime import agent_services
-
-            services, _ = agent_services(load_config(config))
-            route: RouteService = services["route"]
             workers = start_workers(config, nats.url, [*POOLS, ROOT_POOLS])
             try:
                 with console.status("starting 3 worker processes..."):
-                    async with ActorSystem(nats=nats.url, namespace="vision",
-                                           placement_timeout=60) as system:
-                        await _wait_for_pools(system, [*POOLS, *ROOT_POOLS])
-                        runs = [await _one_run(system, task, label, console, route,
-                                               load_config(config), routed)
+                    async with RLM(config, nats=nats.url, max_iterations=6) as rlm:
+                        await wait_for_pools(rlm, [*POOLS, *ROOT_POOLS])
+                        runs = [await _one_run(rlm, task, label, console, routed)
                                 for label, routed in (("all on frontier VLM", False),
                                                       ("routed (automation layer)", True))]
             finally:
@@ -91,24 +82,18 @@ async def run_vision_demo(*, pages: int = 8, seed: int = 11, time_scale: float =
     return runs
 
 
-async def _one_run(system: ActorSystem, task: VisionTask, label: str, console: Console,
-                   route: RouteService, config: RuntimeConfig, routed: bool) -> VisionRun:
+async def _one_run(rlm: RLM, task: VisionTask, label: str, console: Console,
+                   routed: bool) -> VisionRun:
     """``routed``: the router places the root (among ``ROOT_POOLS``) and every sub-call
     (among the vision pools); else all on the frontier vision pool."""
-    blobs = system.node.transport
-    refs = [await store_image(blobs, png) for png in task.screenshots]
-    try:
-        started = time.monotonic()
-        if routed:
-            answer = await ask_rlm(system, task.prompt, route=route, config=config, pools=POOLS,
-                                   root_pools=ROOT_POOLS, images=refs, max_iterations=6)
-        else:
-            answer = await ask_rlm(system, task.prompt, root_pool=ROOT_POOL,
-                                   pool_override=ROOT_POOL, images=refs, max_iterations=6)
-        run = VisionRun(label, answer, score(answer.text, task), time.monotonic() - started)
-    finally:
-        for ref in refs:
-            await blobs.delete_blob(ref.ref)
+    started = time.monotonic()
+    if routed:
+        answer = await rlm.ask(task.prompt, images=task.screenshots, pools=POOLS,
+                               root_pools=ROOT_POOLS)
+    else:
+        answer = await rlm.ask(task.prompt, images=task.screenshots, root_pool=ROOT_POOL,
+                               pool_override=ROOT_POOL)
+    run = VisionRun(label, answer, score(answer.text, task), time.monotonic() - started)
     console.print(f"  {label:28} score={run.score:.3f} wall={run.wall_s:.1f}s "
                   f"cost=${answer.cost_usd:.4f} ({answer.stop_reason})")
     return run

@@ -125,14 +125,31 @@ class Router(ABC):
 
 @dataclass
 class Rule:
+    """Send what matches to ``pool``: a ``tag`` the code gave, a ``pattern`` in the prompt, a
+    recursion ``depth`` (0: the root agent, 1: its sub-calls; negative: any) and a ``kind``
+    (``"llm"`` or ``"rlm"``; empty: any). ``Rule("frontier", depth=0)`` puts the root there."""
+
     pool: str
     tag: str = ""
     pattern: str = ""
+    depth: int = -1
+    kind: str = ""
 
     def matches(self, task: Task) -> bool:
         if self.tag and task.tag != self.tag:
             return False
+        if self.depth >= 0 and task.depth != self.depth:
+            return False
+        if self.kind and task.kind != self.kind:
+            return False
         return not (self.pattern and re.search(self.pattern, task.prompt, re.I) is None)
+
+    def describe(self) -> str:
+        parts = [f"tag {self.tag!r}" if self.tag else "",
+                 f"pattern {self.pattern!r}" if self.pattern else "",
+                 f"depth {self.depth}" if self.depth >= 0 else "",
+                 f"kind {self.kind}" if self.kind else ""]
+        return ", ".join(p for p in parts if p) or "any call"
 
 
 class StaticRouter(Router):
@@ -144,8 +161,8 @@ class StaticRouter(Router):
         excluded = set(exclude)
         for rule in self.rules:
             if rule.matches(task) and rule.pool not in excluded:
-                what = f"tag {rule.tag!r}" if rule.tag else f"pattern {rule.pattern!r}"
-                return RouteDecision(rule.pool, f"static rule: {what} -> {rule.pool}")
+                return RouteDecision(rule.pool,
+                                     f"static rule: {rule.describe()} -> {rule.pool}")
         if self.default and self.default not in excluded:
             return RouteDecision(self.default, f"static default -> {self.default}")
         return None

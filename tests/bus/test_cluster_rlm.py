@@ -8,10 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from heterarch.cli.demo import ask_rlm
 from heterarch.sim.oolong import generate_task
 from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import ActorSystem, NatsCluster
+from runtime._rlm import ask_root
 from transports import NatsTransport, new_id
 
 from .workers import start_worker
@@ -41,7 +41,7 @@ async def test_rlm_run_survives_killing_the_clients_nats_node(nats_cluster: Nats
                                    placement_timeout=60, node_lost_after=10) as system:
                 await system.node.wait_pool("frontier")
                 await system.node.wait_pool("wafer")
-                undisturbed = await ask_rlm(system, question.text, context=task.context,
+                undisturbed = await ask_root(system, question.text, context=task.context,
                                             root_pool="frontier", pool_override="wafer")
                 assert undisturbed.ok, undisturbed.stop_reason
                 killed: list[int] = []
@@ -60,7 +60,7 @@ async def test_rlm_run_survives_killing_the_clients_nats_node(nats_cluster: Nats
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill_the_clients_server_mid_batch)
-                    disturbed = await ask_rlm(system, question.text, context=task.context,
+                    disturbed = await ask_root(system, question.text, context=task.context,
                                               root_pool="frontier", pool_override="wafer",
                                               timeout=300)
         finally:

@@ -108,9 +108,30 @@ async def test_a_worker_with_client_credentials_gets_no_spawn(secured_server: Na
                     if c.address.actor_id != f"guardian-{impostor.node.node_id}"]
 
 
+async def test_users_of_several_namespaces_work_in_each(tmp_path: Path) -> None:
+    """One server for several configs: the generated users work in every namespace named
+    (the shipped compose users: ``heterarch`` and ``examples``), and in no other."""
+    config = tmp_path / "nats.conf"
+    config.write_text(authorization_block(["heterarch", "examples"], USERS))
+    with NatsServer(config_file=config) as server:
+        alice, _, w1 = USERS
+        for namespace in ("heterarch", "examples"):
+            async with Worker(POOLS, ["cpu"], **connect(server, w1), namespace=namespace,
+                              **FAST), \
+                    ActorSystem(**connect(server, alice), namespace=namespace,
+                                **FAST) as system:
+                tally = await system.spawn(Tally, pool="cpu")
+                assert await tally.ask(Job(namespace), timeout=10) == namespace
+        with pytest.raises(Exception):  # noqa: B017 (the refusal's type is nats-py's business)
+            async with Worker(POOLS, ["cpu"], **connect(server, w1), namespace="other",
+                              **FAST):
+                pass
+
+
 def test_the_compose_config_is_the_generated_one() -> None:
     conf = (Path(__file__).resolve().parents[2] / "compose" / "nats" / "nats.conf").read_text()
-    expected = authorization_block("heterarch", [
+    assert "# Namespaces its users may use: heterarch, examples" in conf
+    expected = authorization_block(["heterarch", "examples"], [
         NatsUser(user="client", role="client", password="$NATS_CLIENT_PASSWORD"),
         NatsUser(user="worker", role="worker", password="$NATS_WORKER_PASSWORD"),
     ])

@@ -10,11 +10,10 @@ import pytest
 from rich.console import Console
 
 from actors import Answer, PoolUsage, RunProgress
-from heterarch.cli.demo import ask_rlm
 from heterarch.cli.live import RunView, run_summary, run_with_live_view
 from heterarch.pytest_plugin import StartSimulator, StartWorkers
 from heterarch.sim.oolong import generate_task
-from runtime import ActorSystem
+from runtime import RLM, NatsServer
 from runtime._core.protocol import ActorInfo, ModelLoad, NodeInfo, NodeStats
 
 
@@ -58,24 +57,25 @@ def test_a_frame_shows_one_run_its_iteration_phase_and_errors() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_last_frame_is_the_summary(heterarch_system: ActorSystem,
+async def test_the_last_frame_is_the_summary(heterarch_nats: NatsServer, heterarch_namespace: str,
                                              heterarch_workers: StartWorkers,
                                              heterarch_simulator: StartSimulator) -> None:
     simulated = heterarch_simulator(time_scale=0.05)
     await heterarch_workers(simulated.config(), ["frontier", "wafer"])
     task = generate_task(n_records=120, seed=2)
-    ref = await heterarch_system.node.transport.put_blob(task.context.encode())
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=160, color_system=None)
     view = RunView("live test")
     seen: list[RunProgress] = []
     keep = view.on_progress
     view.on_progress = lambda p: (seen.append(p), keep(p))[-1]  # type: ignore[method-assign]
-    answer, wall = await run_with_live_view(
-        heterarch_system.node, lambda progress: ask_rlm(
-            heterarch_system, task.questions[1].text, context_ref=ref, root_pool="frontier",
-            max_depth=1, pools=["frontier", "wafer"], progress=progress),
-        title="live test", console=console, interval=0.05, view=view)
+    async with RLM(simulated.config(), nats=heterarch_nats.url,
+                   namespace=heterarch_namespace) as rlm:
+        answer, wall = await run_with_live_view(
+            rlm.system.node, lambda progress: rlm.ask(
+                task.questions[1].text, context=task.context, root_pool="frontier",
+                max_depth=1, pools=["frontier", "wafer"], progress=progress),
+            title="live test", console=console, interval=0.05, view=view)
     assert isinstance(answer, Answer) and answer.ok
     assert view.progress is not None and view.progress.iteration == answer.iterations
     last = out.getvalue().rsplit("live test  ", 1)[1]  # the final frame, as printed

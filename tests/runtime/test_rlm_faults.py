@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from heterarch.cli.demo import ask_rlm
 from heterarch.sim.oolong import generate_task
 from heterarch.sim.simulator import default_profiles, profiles_toml, serve_in_thread
 from runtime import ActorSystem, NatsServer
+from runtime._rlm import ask_root
 from transports import new_id
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +49,7 @@ async def test_worker_killed_mid_batch_answer_unchanged(nats_server: NatsServer,
                     while len([s for s in await system.node.cluster_stats()
                                if "wafer" in s.info.pools]) < 2:
                         await anyio.sleep(0.1)
-                undisturbed = await ask_rlm(system, question.text, context=task.context,
+                undisturbed = await ask_root(system, question.text, context=task.context,
                                             root_pool="frontier", pool_override="wafer")
                 assert undisturbed.ok, undisturbed.stop_reason
 
@@ -68,7 +68,7 @@ async def test_worker_killed_mid_batch_answer_unchanged(nats_server: NatsServer,
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill_a_busy_wafer_worker)
-                    disturbed = await ask_rlm(system, question.text, context=task.context,
+                    disturbed = await ask_root(system, question.text, context=task.context,
                                               root_pool="frontier", pool_override="wafer")
         finally:
             for w in workers:
