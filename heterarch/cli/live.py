@@ -148,5 +148,7 @@ def run_summary(answer: Answer, wall: float) -> list[str]:
              f"${answer.cost_usd:.4f}"]
     for pool, u in sorted(answer.usage.items()):
         lines.append(f"  {pool:12} calls={u.calls} tokens={u.tokens:,} ${u.cost_usd:.4f}"
-                     + (f" errors={u.errors}" if u.errors else ""))
+                     + (f" errors={u.errors}" if u.errors else "")
+                     + (f" lost={u.lost_calls} (${u.lost_cost_usd:.4f} estimated)"
+                        if u.lost_calls else ""))
     return lines

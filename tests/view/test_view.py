@@ -215,3 +215,57 @@ def test_trace_list_and_show_say_what_is_there(good_run: RecordedRun, tmp_path: 
     assert "no span file" in missing.stdout and "HETERARCH_TRACE_FILE" in missing.stdout
     shown = heterarch("trace", "show", trace_id[:8], "--file", str(good_run.spans))
     assert shown.returncode == 0 and "x chat on" in shown.stdout
+
+
+def _run_log(path: Path) -> None:
+    """A run log as ``heterarch rlm --log`` writes it: the run, each iteration as it ended
+    (reply, code, output, sub-calls with pool, tokens, dollars, latency), the answer."""
+    t = 1_800_000_000.0
+    calls = [{"kind": "llm", "name": "", "pool": "h100" if i % 3 == 0 else "wafer",
+              "prompt": f"label chunk {i}", "reply": "3", "input_tokens": 50,
+              "output_tokens": 5, "cost_usd": 0.0001, "latency_s": 0.2 + 0.01 * i,
+              "error": "" if i != 4 else "PoolUnreachable: connection refused"}
+             for i in range(12)]
+    events = [
+        {"event": "run", "question": "How many records are about a location?", "chars": 9000},
+        {"event": "iteration", "agent_id": "a1", "depth": 0, "iteration": 1,
+         "pool": "frontier", "reply": "```repl\nprint(context[:100])\n```",
+         "code": ["print(context[:100])"], "output": "[cell 1 output]\nDate: ...",
+         "sub_calls": [], "input_tokens": 100, "output_tokens": 20, "cost_usd": 0.001,
+         "latency_s": 0.8},
+        {"event": "iteration", "agent_id": "a1", "depth": 0, "iteration": 2,
+         "pool": "frontier", "reply": "```repl\nr = llm_query_batched(chunks)\n```",
+         "code": ["r = llm_query_batched(chunks)"], "output": "[cell 1 output]\n36",
+         "sub_calls": calls, "input_tokens": 200, "output_tokens": 30, "cost_usd": 0.002,
+         "latency_s": 0.9},
+        {"event": "iteration", "agent_id": "a1", "depth": 0, "iteration": 3,
+         "pool": "frontier", "reply": "FINAL(36)", "code": [], "output": "", "sub_calls": [],
+         "input_tokens": 300, "output_tokens": 5, "cost_usd": 0.003, "latency_s": 0.6},
+        {"event": "answer", "text": "36", "ok": True, "stop_reason": "final", "iterations": 3,
+         "usage": {}, "cost_usd": 0.0072, "wall_s": 3.3, "trace_id": ""},
+    ]
+    times = [0.0, 1.0, 2.5, 3.2, 3.3]
+    path.write_text("".join(json.dumps({"run": "4f1c9a", "time": t + dt, **e}) + "\n"
+                            for dt, e in zip(times, events, strict=True)))
+
+
+@needs_chromium
+def test_the_page_of_a_run_log(tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    _run_log(log)
+    out = tmp_path / "log.html"
+    done = heterarch("view", str(log), "--html", str(out))
+    assert done.returncode == 0, done.stderr
+    dom = chromium(out.as_uri(), "--dump-dom")
+    summary = text(section(dom, "summary"))
+    assert "How many records are about a location?" in summary and "answered" in summary
+    assert "3 iterations" in summary and "12 sub-calls" in summary
+    assert "$0.0072 cost" in summary  # the root's three calls and the twelve sub-calls
+    assert 'id="from-log"' in dom  # the timeline says its start times are not exact
+    bars = re.findall(r'<g class="bar([^"]*)" data-pool="([^"]+)"', dom[
+        dom.index('id="timeline-svg"'): dom.index("</svg>", dom.index('id="timeline-svg"'))])
+    assert Counter(pool for _, pool in bars) == {"frontier": 3, "wafer": 8, "h100": 4}
+    assert sum("failed" in cls for cls, _ in bars) == 1
+    iterations = section(dom, "iterations")
+    assert iterations.count('class="iter"') == 3 and "llm_query_batched(chunks)" in iterations
+    assert "PoolUnreachable" in text(section(dom, "errors"))

@@ -27,6 +27,7 @@ from ._run import (
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
            "#ff9da7", "#bab0ac", "#e15759")
+MODEL, CELL, WAIT = "#334155", "#14b8a6", "#a855f7"  # the root agent's phases (not pools')
 PLOT_W = 960
 LABEL_W = 250
 
@@ -66,7 +67,7 @@ summary{cursor:pointer}
 .tree .leaf{margin-left:28px}
 .sub{color:#6b7280}
 .etype{color:#b91c1c;font-weight:600}
-.iter{border-left:3px solid #4e79a7;padding-left:10px;margin:10px 0}
+.iter{border-left:3px solid #334155;padding-left:10px;margin:10px 0}
 .iter h3{font-size:14px;margin:0 0 4px}
 .cell{margin:6px 0 6px 10px}
 svg text{font:11px system-ui,sans-serif}
@@ -180,7 +181,7 @@ def _summary(run: Run, colors: dict[str, str]) -> str:
         qa += ("<p class='muted'>The question and the answer are on spans only with content "
                "capture on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).</p>")
     split = run.time_split()
-    time_colors = ("#9ca3af", "#4e79a7", "#59a14f", "#f28e2b")
+    time_colors = ("#d1d5db", MODEL, CELL, WAIT)
     bars = _stack([(f"{label} {duration(s)}", s, c) for (label, s), c in
                    zip(split, time_colors, strict=True)], "where the root agent's time went")
     money_bar = _stack([(f"{pool} {money(p.cost_usd)}", p.cost_usd, colors[pool])
@@ -249,6 +250,10 @@ def _timeline(run: Run, colors: dict[str, str]) -> str:
                     f"{e(what)} {e(duration(s))}" for what, s in before) + ".</p>")
     else:
         first = run.start_ns
+    if run.root is not None and attrs(run.root).get("heterarch.from_log"):
+        note += ("<p class='muted' id='from-log'>From a run log: durations are exact, start "
+                 "times are not (a log has none): sub-calls are drawn from their cell's start."
+                 "</p>")
     whole = _timeline_svg(run, colors, first, run.end_ns, lambda bar: True, "timeline-svg",
                           batches)
     zooms = []
@@ -264,9 +269,9 @@ def _timeline(run: Run, colors: dict[str, str]) -> str:
             + _timeline_svg(run, colors, start(b), end(b),
                             lambda bar, ids=ids: bar.span["span_id"] in ids,  # type: ignore[misc]
                             f"batch-{i}-svg", [b]) + "</details>")
-    legend = ("<div class='legend'><span><i style='background:#4e79a7'></i>root model writes "
-              "code</span><span><i style='background:#59a14f'></i>cell runs</span><span>"
-              "<i style='background:#f28e2b'></i>waiting on sub-calls (dashed: a batch)</span>"
+    legend = (f"<div class='legend'><span><i style='background:{MODEL}'></i>root model writes "
+              f"code</span><span><i style='background:{CELL}'></i>cell runs</span><span>"
+              f"<i style='background:{WAIT}'></i>waiting on sub-calls (dashed: a batch)</span>"
               "<span><i style='background:#9ca3af'></i>calls waiting for the pool's limit"
               "</span><span><i style='background:#fff;border:1.5px solid #111'></i>straggler"
               " (2x its pool's median or more)</span><span><i style='background:#dc2626'></i>"
@@ -292,7 +297,7 @@ def _timeline_svg(run: Run, colors: dict[str, str], t0: int, t1: int,
         for kind, s in run.phases:
             if end(s) < t0 or start(s) > t1:
                 continue
-            fill = {"model": "#4e79a7", "cell": "#59a14f", "sub-calls": "#f28e2b"}[kind]
+            fill = {"model": MODEL, "cell": CELL, "sub-calls": WAIT}[kind]
             h, dy = (14, 0) if kind != "sub-calls" else (6, 14)
             label = {"model": "model writes code", "cell": "cell runs",
                      "sub-calls": str(s.get("name", ""))}[kind]
@@ -308,12 +313,12 @@ def _timeline_svg(run: Run, colors: dict[str, str], t0: int, t1: int,
             continue
         slots = max(bar.slot for bar in bars) + 1
         color = colors.get(lane.pool, "#888")
-        instance = lane.instance.split("@")[0] if lane.instance else "?"
+        where = " · ".join(w for w in (lane.hardware, lane.instance.split("@")[0]) if w)
         stragglers = sum(bar.straggler for bar in bars)
         rows.append(f"<line x1='0' x2='{LABEL_W + PLOT_W}' y1='{y}' y2='{y}' stroke='#e5e7eb'/>"
                     f"<text x='4' y='{y + 14}' font-weight='600' fill='{color}'>"
                     f"{e(lane.pool)}</text><text x='4' y='{y + 28}' fill='#6b7280'>"
-                    f"{e(lane.hardware or '-')} · {e(instance)}</text>"
+                    f"{e(where)}</text>"
                     f"<text x='4' y='{y + 42}' fill='#6b7280'>{len(bars)} calls, "
                     f"{slots} at once" + (f", {stragglers} slow" if stragglers else "")
                     + "</text>")
@@ -349,8 +354,8 @@ def _timeline_svg(run: Run, colors: dict[str, str], t0: int, t1: int,
         if end(b) < t0 or start(b) > t1:
             continue
         rows.append(f"<line x1='{x(start(b)):.1f}' x2='{x(start(b)):.1f}' y1='18' y2='{y}' "
-                    f"stroke='#f28e2b' stroke-dasharray='3,3'/><line x1='{x(end(b)):.1f}' "
-                    f"x2='{x(end(b)):.1f}' y1='18' y2='{y}' stroke='#f28e2b' "
+                    f"stroke='{WAIT}' stroke-dasharray='3,3'/><line x1='{x(end(b)):.1f}' "
+                    f"x2='{x(end(b)):.1f}' y1='18' y2='{y}' stroke='{WAIT}' "
                     f"stroke-dasharray='3,3'/>")
     axis = []
     ticks = _ticks(total / 1e9)
@@ -393,7 +398,9 @@ def _pools(run: Run, colors: dict[str, str]) -> str:
             f"<td>{e(p.hardware or '-')}</td><td>{len(p.instances)}</td><td>{p.calls}</td>"
             f"<td>{failures}</td><td>{p.input_tokens:,}</td><td>{p.output_tokens:,}</td>"
             f"<td class='cost'>{money(p.cost_usd)}</td><td>{100 * p.cost_usd / total:.0f}%</td>"
-            f"<td>{duration(p.busy_s)}</td><td>{duration(p.p50)}</td><td>{duration(p.p95)}</td>"
+            f"<td>{duration(p.busy_s)}</td>"
+            f"<td>{duration(p.p50) if p.latencies else '-'}</td>"
+            f"<td>{duration(p.p95) if p.latencies else '-'}</td>"
             f"<td>{p.peak_concurrency}</td></tr>")
     return (f"<section id='pools'><h2>Pools: tokens and dollars</h2><table>{head}"
             f"{''.join(rows)}</table></section>")

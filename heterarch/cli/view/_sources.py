@@ -15,10 +15,12 @@ from runtime._observe.span_files import jaeger_to_spans
 from runtime.errors import RuntimeConfigError
 
 from ._run import Span, attrs, end, failed, message_text, start
+from ._runlog import is_run_log, read_records, spans_from_run_log
 
 
 def read_spans(path: str | Path) -> list[Span]:
-    """Every span in a span file (JSON lines; torn lines skipped) or a Jaeger JSON export."""
+    """Every span in a span file (JSON lines; torn lines skipped), a Jaeger JSON export, or
+    the spans a run log stands for (``heterarch rlm --log``)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -32,6 +34,9 @@ def read_spans(path: str | Path) -> list[Span]:
             return jaeger_to_spans(json.loads(text))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             pass  # not Jaeger's JSON after all: read as lines
+    records = read_records(text)
+    if is_run_log(records):  # a run log (`heterarch rlm --log`): its spans, from its events
+        return spans_from_run_log(records)
     spans: list[Span] = []
     for line in text.splitlines():
         try:
