@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @dataclass
 class RecordedRun:
     spans: Path
+    log: Path  # the run log of the same run (`heterarch rlm --log`)
     result: subprocess.CompletedProcess[str]
     question: str
 
@@ -54,6 +55,7 @@ def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1
     context = out / "context.txt"
     context.write_text(task.context)
     spans = out / "spans.jsonl"
+    log = out / "run.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(HETERARCH_TRACE_FILE=str(spans),
                OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
@@ -68,7 +70,7 @@ def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1
         result = subprocess.run(
             [sys.executable, "-m", "heterarch.cli", "rlm", question,
              "--context", str(context), "--root-pool", "frontier", "--nats", nats_url,
-             "--namespace", namespace, "--max-depth", "1"],
+             "--namespace", namespace, "--max-depth", "1", "--log", str(log)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )
     finally:
@@ -76,7 +78,7 @@ def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1
             w.terminate()
         for w in workers:
             w.wait(30)  # a clean stop flushes the workers' spans
-    return RecordedRun(spans, result, question)
+    return RecordedRun(spans, log, result, question)
 
 
 if __name__ == "__main__":

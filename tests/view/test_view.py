@@ -269,3 +269,20 @@ def test_the_page_of_a_run_log(tmp_path: Path) -> None:
     iterations = section(dom, "iterations")
     assert iterations.count('class="iter"') == 3 and "llm_query_batched(chunks)" in iterations
     assert "PoolUnreachable" in text(section(dom, "errors"))
+
+
+@pytest.mark.parametrize("which", ["good_run", "down_run"])
+def test_a_run_log_and_the_spans_of_the_same_run_say_the_same(
+        which: str, request: pytest.FixtureRequest) -> None:
+    from heterarch.cli.view import build_run, read_spans
+
+    recorded: RecordedRun = request.getfixturevalue(which)
+    from_spans = build_run(read_spans(recorded.spans))
+    from_log = build_run(read_spans(recorded.log))  # `heterarch rlm --log` of the same run
+    assert from_log.question == from_spans.question == recorded.question
+    assert from_log.answer == from_spans.answer == recorded.result.stdout.strip()
+    assert [it.reply for it in from_log.iterations] == [it.reply for it in from_spans.iterations]
+    assert from_log.cost_usd == pytest.approx(from_spans.cost_usd)
+    assert from_log.tokens == from_spans.tokens
+    assert {p: (s.calls, s.errors) for p, s in from_log.pools.items()} \
+        == {p: (s.calls, s.errors) for p, s in from_spans.pools.items()}

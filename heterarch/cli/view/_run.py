@@ -233,8 +233,8 @@ class Run:
             out.append((f"spawning the root agent ({created.get('name')})",
                         (start(self.agent) - start(created)) / 1e9))
         first = min(start(s) for _, s in self.phases)
-        out.append(("loading the context before the first model call",
-                    (first - start(self.agent)) / 1e9))
+        out.append(("the root agent getting ready (context, sandbox) before its first model "
+                    "call", (first - start(self.agent)) / 1e9))
         return out
 
     def time_split(self) -> list[tuple[str, float]]:

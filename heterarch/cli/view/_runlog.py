@@ -98,8 +98,11 @@ def spans_from_run_log(events: list[dict[str, Any]]) -> list[Span]:
         end = _ns(step.get("time")) or previous_end
         pool = str(step.get("pool") or "")
         model_ns = int(float(step.get("latency_s") or 0.0) * 1e9)
-        chat_start = max(previous_end, end - model_ns) if not step.get("code") else previous_end
-        chat_end = min(end, chat_start + model_ns)
+        # the cell lasts at least as long as its longest sub-call; the model call before it
+        cell_ns = max((int(float(c.get("latency_s") or 0.0) * 1e9)
+                       for c in step.get("sub_calls") or []), default=0)
+        chat_end = max(previous_end, end - cell_ns)
+        chat_start = max(previous_end, chat_end - model_ns)
         out.append(span(f"chat {pool}", agent["span_id"], chat_start, chat_end, {
             "gen_ai.operation.name": "chat", "heterarch.pool": pool,
             "gen_ai.usage.input_tokens": int(step.get("input_tokens") or 0),
@@ -138,7 +141,7 @@ def _sub_calls(calls: list[dict[str, Any]], cell: Span, span: Any) -> list[Span]
                 served[str(c.get("pool"))] = served.get(str(c.get("pool")), 0) + 1
         tool = span(f"execute_tool {name}", cell["span_id"], begin, begin + longest, {
             "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
-            "heterarch.batch": len(members),
+            "heterarch.batch": len({str(c.get("prompt")) for c in members}),  # retries: once
             "heterarch.route.pools": [f"{p}={n}" for p, n in served.items()]})
         out.append(tool)
         for c in members:
