@@ -34,6 +34,9 @@ class HostedTaskGroup:
         self._done = anyio.Event()
 
     async def open(self) -> None:
+        """Start hosting (again, after it ended: a failed node still needs tasks to close)."""
+        if self._done.is_set():
+            self._ready, self._done = anyio.Event(), anyio.Event()
         self._host = asyncio.get_running_loop().create_task(self._run(), name=self.name)
         await self._ready.wait()
 

@@ -1,13 +1,18 @@
-"""Membership: heartbeats, the node registry, lost-node detection, which pools are served."""
+"""Membership: heartbeats, the node registry, which pools are served, and the one node-lost event.
+
+A peer is lost when it stops heart-beating for ``node_lost_after``, when it says goodbye (it
+closed, cleanly or because its machinery failed), or when we are told so (``declare_lost``).
+Whatever the cause, ``node_lost`` runs once per peer and calls every listener that subscribed
+(``on_node_lost``): messaging fails over the asks waiting on it, supervision restarts the
+children that ran there, fencing writes it down. A node that cannot hear itself judges nobody.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
-import socket
 import time
+from collections.abc import Callable
 
 import anyio
 import msgspec
@@ -15,28 +20,125 @@ import msgspec
 from transports import (
     DECODE_ERRORS,
     Envelope,
+    KeyValue,
     Kind,
+    Subscription,
+    Transport,
     new_id,
 )
+from transports._tasks import HostedTaskGroup
 from transports.errors import TransportError
 
 from ..errors import NoWorkerForPool, UnknownPool
 from .codec import encode
-from .protocol import (
-    Exited,
-    NodeInfo,
-    NodeStats,
-    is_node_id,
-)
-from .state import NodeState
+from .fencing import Fencing
+from .protocol import NodeInfo, Subjects, is_node_id
 
 log = logging.getLogger("heterarch.node")
 
 _node_info_decoder = msgspec.msgpack.Decoder(NodeInfo)
-_stats_decoder = msgspec.msgpack.Decoder(NodeStats)
+
+GOODBYE = "it said goodbye"
+
+#: A listener of the node-lost event: ``(node_id, why)``.
+NodeLostListener = Callable[[str, str], None]
 
 
-class Membership(NodeState):
+class Membership:
+    """Which nodes are alive, as heard on the heartbeat subject; see the module docstring."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        node_id: str,
+        tasks: HostedTaskGroup,
+        fencing: Fencing,
+        info: Callable[[], NodeInfo],
+        *,
+        heartbeat_interval: float,
+        node_lost_after: float,
+        placement_timeout: float,
+    ) -> None:
+        self._transport = transport
+        self._subjects = Subjects(transport.namespace)
+        self.node_id = node_id
+        self._tasks = tasks
+        self._fencing = fencing
+        self._info = info
+        self.heartbeat_interval = heartbeat_interval
+        self.node_lost_after = node_lost_after
+        self.placement_timeout = placement_timeout
+        self._known: dict[str, tuple[NodeInfo, float]] = {}  # node id -> (info, heard at)
+        self._lost: set[str] = set()
+        self._suspect_self = False  # we cannot hear ourselves: we judge no peer meanwhile
+        self._listeners: list[NodeLostListener] = []
+        #: Called with a peer's id when its transport reconnected (what we sent may be lost).
+        self.on_peer_reconnected: Callable[[str], None] = lambda node_id: None
+        self._kv: KeyValue | None = None
+        self._subscription: Subscription | None = None
+        fencing.on_settled = self._hearing_again
+
+    # -- the event ------------------------------------------------------------------------------
+    def on_node_lost(self, listener: NodeLostListener) -> None:
+        """Subscribe to the node-lost event (called once per lost peer, never for ourselves)."""
+        self._listeners.append(listener)
+
+    def node_lost(self, node_id: str, why: str = "") -> None:
+        """Declare ``node_id`` lost: every listener hears of it, once."""
+        if node_id in self._lost or node_id == self.node_id:
+            return
+        self._lost.add(node_id)
+        self._known.pop(node_id, None)
+        why = why or f"no heartbeat for {self.node_lost_after:.1f}s"
+        log.log(logging.INFO if why == GOODBYE else logging.WARNING, "node %s lost (%s)",
+                node_id, why)
+        for listener in self._listeners:
+            listener(node_id, why)
+
+    def is_lost(self, node_id: str) -> bool:
+        return node_id in self._lost
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen to heartbeats and open the registry (the loops start with ``run``)."""
+        self._subscription = await self._transport.subscribe(
+            self._subjects.heartbeats, self._on_heartbeat
+        )
+        self._kv = await self._transport.key_value(
+            Subjects.NODES_BUCKET, ttl=max(10.0, self.heartbeat_interval * 12)
+        )
+
+    async def run(self) -> None:
+        """Say we are here, then keep saying it (heartbeats, registry) in the node's tasks."""
+        self._fencing.restart_clock()
+        await self._publish_heartbeat()
+        self._tasks.start_soon(self._heartbeat_loop)
+        self._tasks.start_soon(self._registry_loop)
+
+    async def stop_listening(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await subscription.unsubscribe()
+
+    async def leave(self) -> None:
+        """Say goodbye: every peer handles it as this node's loss."""
+        env = Envelope(id=new_id(), kind=Kind.SYSTEM, sender=self.node_id, type="goodbye")
+        await self._transport.publish(self._subjects.heartbeat(self.node_id), env)
+        await self.kv.delete(self.node_id)
+
+    @property
+    def kv(self) -> KeyValue:
+        assert self._kv is not None, "membership not started"
+        return self._kv
+
+    # -- what we know of the cluster ------------------------------------------------------------
+    def peers(self) -> list[NodeInfo]:
+        """The last heartbeat of every node we believe alive (this one included)."""
+        return [info for info, _ in self._known.values()]
+
+    def node_ids(self) -> list[str]:
+        return list(self._known)
+
     async def wait_pool(self, pool: str) -> None:
         """Return once some live worker serves ``pool``; ``NoWorkerForPool`` after the timeout."""
         deadline = time.monotonic() + self.placement_timeout
@@ -46,7 +148,7 @@ class Membership(NodeState):
                 return
             if not refreshed:
                 refreshed = True
-                await self._refresh_nodes()
+                await self.refresh()
                 declared = self.declared_pools()
                 if declared and pool not in declared:  # a typo: no config names it
                     raise UnknownPool(pool, sorted(declared))
@@ -59,64 +161,60 @@ class Membership(NodeState):
         now = time.monotonic()
         return any(
             pool in info.pools and now - seen < self.node_lost_after
-            for info, seen in self._known_nodes.values()
+            for info, seen in self._known.values()
         )
 
     def declared_pools(self) -> set[str]:
         """Every pool the config files of the live workers name (served or not)."""
-        return {p for info, _ in self._known_nodes.values() for p in (*info.declared, *info.pools)}
+        return {p for info, _ in self._known.values() for p in (*info.declared, *info.pools)}
 
     def served_pools(self) -> list[str]:
-        return sorted({p for info, _ in self._known_nodes.values() for p in info.pools})
+        return sorted({p for info, _ in self._known.values() for p in info.pools})
 
-    async def _refresh_nodes(self) -> None:
+    def hardware_of(self, pool: str) -> str:
+        for info, _ in self._known.values():
+            if pool in info.pools:
+                return info.pools[pool]
+        return ""
+
+    def pool_load(self) -> dict[str, list[int]]:
+        """Model calls in flight per pool, one entry per live node that serves it (from their
+        heartbeats: no request to anyone)."""
+        loads: dict[str, list[int]] = {}
+        for info, _ in self._known.values():
+            for pool, in_flight in info.in_flight.items():
+                loads.setdefault(pool, []).append(in_flight)
+        return loads
+
+    async def refresh(self) -> None:
+        """Learn of live nodes from the registry (before their next heartbeat reaches us)."""
         with contextlib.suppress(TransportError):
-            for key, value in (await self._nodes_kv.items()).items():
+            for key, value in (await self.kv.items()).items():
                 with contextlib.suppress(*DECODE_ERRORS):
                     info = _node_info_decoder.decode(value)
-                    if key not in self._known_nodes and key not in self._lost_nodes:
+                    if key not in self._known and key not in self._lost:
                         fresh = self.node_lost_after + max(1.0, self.heartbeat_interval * 4)
                         if time.time() - info.heartbeat_at < fresh:
-                            self._known_nodes[key] = (info, time.monotonic())
+                            self._known[key] = (info, time.monotonic())
 
-    def info(self) -> NodeInfo:
-        return NodeInfo(
-            node_id=self.node_id,
-            role=self.role,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            started_at=self.started_at,
-            pools={p.name: p.hardware for p in self.pools.values()},
-            declared=self.declared,
-            free_slots={name: s.value for name, s in self._slots.items()},
-            actors=len(self.cells) - 1,
-            heartbeat_at=time.time(),
-            reconnects=self.transport.reconnects,
-            lost_after=self.node_lost_after,
-        )
-
+    # -- heartbeats -----------------------------------------------------------------------------
     async def _publish_heartbeat(self, *, registry: bool = True) -> None:
-        info = self.info()
+        info = self._info()
         data = encode(info)
-        self._known_nodes[self.node_id] = (info, time.monotonic())
+        self._known[self.node_id] = (info, time.monotonic())
         env = Envelope(id=new_id(), kind=Kind.SYSTEM, sender=self.node_id, payload=data)
-        await self.transport.publish(self.subjects.heartbeat(self.node_id), env)
+        await self._transport.publish(self._subjects.heartbeat(self.node_id), env)
         if registry:
-            await self._nodes_kv.put(self.node_id, data)
+            await self.kv.put(self.node_id, data)
 
     async def _registry_loop(self) -> None:
         """Keep this node's registry entry fresh (slower than heartbeats; never delays them)."""
         while True:
             await anyio.sleep(max(1.0, self.heartbeat_interval * 4))
             try:
-                await self._nodes_kv.put(self.node_id, encode(self.info()))
+                await self.kv.put(self.node_id, encode(self._info()))
             except TransportError as exc:
                 log.debug("registry entry not written: %s", exc)
-
-    async def _publish_goodbye(self) -> None:
-        env = Envelope(id=new_id(), kind=Kind.SYSTEM, sender=self.node_id, type="goodbye")
-        await self.transport.publish(self.subjects.heartbeat(self.node_id), env)
-        await self._nodes_kv.delete(self.node_id)
 
     async def _heartbeat_loop(self) -> None:
         # Core NATS only: liveness must not wait behind JetStream acknowledgements.
@@ -136,7 +234,8 @@ class Membership(NodeState):
             self._bad_heartbeat(env, "its sender is not a node id")
             return
         if env.type == "goodbye":
-            self._known_nodes.pop(env.sender, None)
+            # It closed (cleanly, or its machinery failed): the same loss as a silent node.
+            self.node_lost(env.sender, GOODBYE)
             return
         try:
             info = _node_info_decoder.decode(env.payload)
@@ -146,39 +245,38 @@ class Membership(NodeState):
         if info.node_id != env.sender or not all(is_node_id(p) for p in info.pools):
             self._bad_heartbeat(env, "its node id or pool names are malformed")
             return
-        self._lost_nodes.discard(env.sender)
-        if 0 < info.lost_after < self._lease_s + self.heartbeat_interval:
-            # A peer that judges faster shortens our lease: we stop acting before it judges us.
-            self._lease_s = max(self.heartbeat_interval, info.lost_after - self.heartbeat_interval)
-        known = self._known_nodes.get(env.sender)
-        self._known_nodes[env.sender] = (info, time.monotonic())
+        self._lost.discard(env.sender)
+        self._fencing.shorten(info.lost_after)
+        known = self._known.get(env.sender)
+        self._known[env.sender] = (info, time.monotonic())
         if known is not None and info.reconnects > known[0].reconnects:
             # It lost the broker for a while: what we asked it then may never have arrived.
-            self._inflight.resend(env.sender)
+            self.on_peer_reconnected(env.sender)
 
     def _bad_heartbeat(self, env: Envelope, why: str) -> None:
         """One line, no traceback: a crafted heartbeat must not flood every node's log."""
-        self.transport.dead_letters.record("heartbeat", "malformed-heartbeat", why)
+        self._transport.dead_letters.record("heartbeat", "malformed-heartbeat", why)
         log.warning("refused a heartbeat from %r: %s", env.sender[:64], why[:200])
 
     def _heard_self(self) -> None:
         """Our own heartbeat came back through the broker: we can judge our peers again."""
         now = time.monotonic()
-        if self._lease_heard(now):
+        if self._fencing.heard_self(now):
             self._hearing_again(now)
-        # else the lease lapsed: fencing.py settles (fenced or not), then calls _hearing_again
+        # else the lease lapsed: fencing settles (fenced or not), then calls _hearing_again
 
     def _hearing_again(self, now: float) -> None:
         if self._suspect_self:
             self._suspect_self = False
             log.warning("broker reachable again: judging peers from now on")
             # Their heartbeats could not reach us either: a fresh window for every one of them.
-            for node_id, (info, _) in list(self._known_nodes.items()):
-                self._known_nodes[node_id] = (info, now)
+            for node_id, (info, _) in list(self._known.items()):
+                self._known[node_id] = (info, now)
 
     def _detect_lost_nodes(self) -> None:
         now = time.monotonic()
-        if not self.transport.is_connected or now - self._heard_self_at > self.node_lost_after:
+        heard_self_at = self._fencing.heard_self_at
+        if not self._transport.is_connected or now - heard_self_at > self.node_lost_after:
             # Silence from everyone is more likely our own link: suspect ourselves, not them.
             if not self._suspect_self:
                 self._suspect_self = True
@@ -187,53 +285,6 @@ class Membership(NodeState):
                     "until it does", self.node_id,
                 )
             return
-        for node_id, (_, seen) in list(self._known_nodes.items()):
+        for node_id, (_, seen) in list(self._known.items()):
             if node_id != self.node_id and now - seen > self.node_lost_after:
-                del self._known_nodes[node_id]
                 self.node_lost(node_id)
-
-    def _on_transport_reconnected(self) -> None:
-        """We lost the broker for a while: asks in flight, or their replies, may be lost."""
-        resent = self._inflight.resend()
-        if resent:
-            log.info("reconnected: re-sending %d asks in flight", resent)
-
-    def node_lost(self, node_id: str) -> None:
-        """A node stopped heart-beating: fail what depended on it, restart what we supervise."""
-        if node_id in self._lost_nodes:
-            return
-        self._lost_nodes.add(node_id)
-        log.warning("node %s lost (no heartbeat for %.1fs)", node_id, self.node_lost_after)
-        self.task_group.start_soon(self._record_fenced, node_id)
-        self._inflight.node_lost(node_id)
-        for cell in list(self.cells.values()):
-            lost = [r for r in cell.children.values()
-                    if r.ref.address.node_id == node_id and not r.restarting]
-            for i, record in enumerate(lost):
-                exited = Exited(
-                    actor_id=record.ref.actor_id, reason=f"node {node_id} lost",
-                    abnormal=True, generation=record.generation,
-                )
-                lost_child = functools.partial(cell.child_exited, exited, counts=i == 0)
-                self.task_group.start_soon(lost_child)
-            if cell.parent is not None and cell.parent.node_id == node_id:
-                self.task_group.start_soon(cell.stop_abnormally, "parent's node lost")
-
-    async def cluster_stats(self, timeout: float = 1.0) -> list[NodeStats]:
-        """Ask every live node for its stats."""
-        await self._refresh_nodes()
-        results: list[NodeStats] = []
-
-        async def one(node_id: str) -> None:
-            env = Envelope(id=new_id(), kind=Kind.SYSTEM, type="stats")
-            with contextlib.suppress(TransportError, *DECODE_ERRORS):
-                reply = await self.transport.request(
-                    self.subjects.node_control(node_id), env, timeout=timeout
-                )
-                if reply.kind is Kind.REPLY:
-                    results.append(_stats_decoder.decode(reply.payload))
-
-        async with anyio.create_task_group() as tg:
-            for node_id in list(self._known_nodes):
-                tg.start_soon(one, node_id)
-        return sorted(results, key=lambda s: (s.info.role, s.info.node_id))

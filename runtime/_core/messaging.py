@@ -1,4 +1,9 @@
-"""Messaging: incoming mailboxes and replies, tell/ask, system messages, stops and watches."""
+"""Messaging: incoming mailboxes and replies, tell/ask, system messages, stops and watches.
+
+System messages that must arrive (an exit to a supervisor, a watch, a death notice, a stop) are
+sent until they are acknowledged or until the peer is known gone (its node lost, or no mailbox
+answers for it); a broker reconnect sends again what was waiting (``InFlight``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -19,7 +24,6 @@ from actors import (
     AskTimeout,
     Inbox,
     MailboxFull,
-    MessageNotEncodable,
     RemoteError,
     ReplyNotEncodable,
     Terminated,
@@ -32,50 +36,105 @@ from transports import (
     Envelope,
     ErrorInfo,
     Kind,
-    decode_error,
-    error_envelope,
+    Transport,
     new_id,
 )
-from transports._subjects import is_reply_subject
+from transports._tasks import HostedTaskGroup
 from transports.errors import NoResponders, RequestTimeout, TransportError
 
 from .._observe.agent_spans import first_work_context
-from .cell import ActorCell
-from .classes import class_path
-from .codec import ENCODE_ERRORS, encode, encode_message
+from .codec import Codec, encode, encode_message
 from .current import current_cell
+from .fencing import Fencing
+from .inflight import InFlight
+from .membership import Membership
 from .protocol import (
     DEAD,
     MAILBOX_FULL,
     REPLY_NOT_ENCODABLE,
     UNDELIVERABLE,
-    ActorInfo,
     Exited,
     Locate,
-    ModelLoad,
-    NodeStats,
     StopActor,
+    Subjects,
     Watch,
     system_decoder,
 )
-from .state import NodeState
+from .relocation import Relocation
+from .replies import Replies, decode_error_payload
+from .supervision import Supervision
 from .trace_context import inject_headers, tracing_enabled
+
+if TYPE_CHECKING:
+    from .cell import ActorCell
 
 log = logging.getLogger("heterarch.node")
 
+#: A reply-subject listener: called with each envelope that carries its correlation id.
+ReplyListener = Callable[[Envelope], None]
 
-class Messaging(NodeState):
-    async def _on_mailbox(self, env: Envelope) -> None:
-        if env.reply_to and not self._may_reply_to(env.reply_to):
-            self._refuse_envelope(env, "bad-reply-to",
-                         f"reply subject {env.reply_to!r} is not an inbox (confused deputy?)")
+
+class Messaging:
+    """The node's messenger: what refs made here (``codec.ref``) send through."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        node_id: str,
+        cells: Mapping[str, ActorCell],
+        tasks: HostedTaskGroup,
+        *,
+        fencing: Fencing,
+        membership: Membership,
+        supervision: Supervision,
+        replies: Replies,
+        relocation: Relocation,
+        spawn_timeout: float,
+    ) -> None:
+        self._transport = transport
+        self._subjects = Subjects(transport.namespace)
+        self._node_id = node_id
+        self._cells = cells
+        self._tasks = tasks
+        self._fencing = fencing
+        self._membership = membership
+        self._supervision = supervision
+        self._replies = replies
+        self._relocation = relocation
+        self._spawn_timeout = spawn_timeout
+        self.codec = Codec(self)
+        self.inflight = InFlight()
+        self._expected: dict[str, ReplyListener] = {}  # correlation id -> listener
+        self._closing = False
+        membership.on_node_lost(lambda node_id, why: self.inflight.node_lost(node_id))
+        membership.on_peer_reconnected = self._peer_reconnected
+
+    def _peer_reconnected(self, node_id: str) -> None:
+        self.inflight.resend(node_id)
+
+    def transport_reconnected(self) -> None:
+        """We lost the broker for a while: asks in flight, or their replies, may be lost."""
+        resent = self.inflight.resend()
+        if resent:
+            log.info("reconnected: re-sending %d asks in flight", resent)
+
+    def close(self) -> None:
+        """Stop re-sending: the node is leaving (what was not acknowledged by now is lost)."""
+        self._closing = True
+
+    # -- incoming -------------------------------------------------------------------------------
+    async def on_mailbox(self, env: Envelope) -> None:
+        """An envelope on an actor's subject (every mailbox of this node is subscribed here)."""
+        if env.reply_to and not self._replies.may_reply_to(env.reply_to):
+            why = f"reply subject {env.reply_to!r} is not an inbox (confused deputy?)"
+            self._replies.refuse(env, "bad-reply-to", why)
             return
         if env.kind is Kind.SYSTEM:
             await self._on_system(env)
             return
-        cell = self.cells.get(env.target)
+        cell = self._cells.get(env.target)
         if cell is None:
-            self.reject(env, DEAD, f"actor {env.target} is not running on this node")
+            self._replies.reject(env, DEAD, f"actor {env.target} is not running on this node")
             return
         cell.deliver(env)
 
@@ -83,163 +142,88 @@ class Messaging(NodeState):
         try:
             msg = system_decoder.decode(env.payload)
         except DECODE_ERRORS as exc:
-            self.reject(env, UNDELIVERABLE, f"invalid system message: {exc}")
+            self._replies.reject(env, UNDELIVERABLE, f"invalid system message: {exc}")
             return
-        cell = self.cells.get(env.target)
+        cell = self._cells.get(env.target)
         if isinstance(msg, Exited):
             if cell is not None:
-                self.task_group.start_soon(cell.child_exited, msg)
+                self._tasks.start_soon(cell.child_exited, msg)
+            self._acknowledge(env)  # a parent that is gone has nothing to restart either
             return
         if cell is None:
             if isinstance(msg, Watch):
                 await self.send_terminated(
                     msg.watcher, Exited(actor_id=env.target, reason="not running", abnormal=False),
-                    Address(env.target, self.node_id),
+                    Address(env.target, self._node_id),
                 )
-            self.reject(env, DEAD, f"actor {env.target} is not running on this node")
+            self._replies.reject(env, DEAD, f"actor {env.target} is not running on this node")
             return
         if isinstance(msg, StopActor):
             if 0 <= msg.generation < cell.generation or msg.generation > cell.generation:
                 # Meant for an older incarnation, which is gone, or for one that never ran
                 # (forged): not this one.
-                self.transport.dead_letters.record(env.target, "stale-stop", msg.reason)
-                if env.reply_to:
-                    self.task_group.start_soon(self.reply_value, env, True)
+                self._transport.dead_letters.record(env.target, "stale-stop", msg.reason)
+                self._acknowledge(env)
                 return
-            self.task_group.start_soon(self._stop_and_reply, cell, env, msg.reason)
+            self._tasks.start_soon(self._stop_and_reply, cell, env, msg.reason)
         elif isinstance(msg, Locate):
-            self.task_group.start_soon(self.answer_locate, cell, env, msg)
+            self._tasks.start_soon(self._relocation.answer_locate, cell, env, msg)
         elif isinstance(msg, Watch):
             cell.watchers[msg.watcher.actor_id] = msg.watcher
+            self._acknowledge(env)
         else:
-            self.reject(env, UNDELIVERABLE, f"unexpected system message {env.type}")
+            self._replies.reject(env, UNDELIVERABLE, f"unexpected system message {env.type}")
+
+    def _acknowledge(self, env: Envelope) -> None:
+        if env.reply_to:
+            self._tasks.start_soon(self._replies.reply_value, env, True)
 
     async def _stop_and_reply(self, cell: ActorCell, env: Envelope, reason: str) -> None:
         await cell.stop(reason)
         if env.reply_to:
-            await self.reply_value(env, True)
+            await self._replies.reply_value(env, True)
 
-    async def _on_reply(self, env: Envelope) -> None:
-        stream = self._pending_spawns.get(env.correlation_id)
-        if stream is None:
-            inbox = self._inboxes.get(env.correlation_id)
-            if inbox is not None:
-                self._deliver_to_inbox(env, *inbox)
-                return
-            self.transport.dead_letters.record(env.target, "late-reply", env.type)
+    async def on_reply(self, env: Envelope) -> None:
+        """An envelope on this node's replies subject: a spawn's answer, an inbox's item."""
+        listener = self._expected.get(env.correlation_id)
+        if listener is None:
+            self._transport.dead_letters.record(env.target, "late-reply", env.type)
             return
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
-            stream.send_nowait(env)
+        listener(env)
 
-    def _deliver_to_inbox(self, env: Envelope, item_type: Any,
-                          on_item: Callable[[Any], None]) -> None:
+    @contextlib.contextmanager
+    def expect(self, correlation_id: str, listener: ReplyListener) -> Iterator[str]:
+        """Call ``listener`` with what arrives for ``correlation_id`` on our replies subject
+        (the subject is yielded) until the block ends."""
+        self._expected[correlation_id] = listener
         try:
-            item = self.codec.decode(env.payload, item_type)
-        except DECODE_ERRORS as exc:
-            self.transport.dead_letters.record(env.target, "undeliverable",
-                                               f"invalid inbox item: {exc}", len(env.payload))
-            return
-        on_item(item)
+            yield self._subjects.replies(self._node_id)
+        finally:
+            del self._expected[correlation_id]
 
     @contextlib.contextmanager
     def open_inbox(self, item_type: Any, on_item: Callable[[Any], None]) -> Iterator[Inbox]:
         """See ``Context.inbox``: items arrive on this node's replies subject, by inbox id."""
+
+        def deliver(env: Envelope) -> None:
+            try:
+                item = self.codec.decode(env.payload, item_type)
+            except DECODE_ERRORS as exc:
+                self._transport.dead_letters.record(
+                    env.target, "undeliverable", f"invalid inbox item: {exc}", len(env.payload))
+                return
+            on_item(item)
+
         inbox_id = new_id()
-        self._inboxes[inbox_id] = (item_type, on_item)
-        try:
-            yield Inbox(self.subjects.replies(self.node_id), inbox_id)
-        finally:
-            del self._inboxes[inbox_id]
+        with self.expect(inbox_id, deliver) as subject:
+            yield Inbox(subject, inbox_id)
 
     async def send_to_inbox(self, inbox: Inbox, item: Any) -> None:
         env = Envelope(id=new_id(), kind=Kind.REPLY, correlation_id=inbox.inbox_id,
                        type=message_type_name(type(item)), payload=encode(item))
-        await self.transport.publish(inbox.subject, env)
+        await self._transport.publish(inbox.subject, env)
 
-    async def _on_control(self, env: Envelope) -> None:
-        if env.reply_to:
-            stats = NodeStats(
-                info=self.info(),
-                actors=[
-                    ActorInfo(
-                        actor_id=c.address.actor_id,
-                        actor_class=class_path(type(c.actor)),
-                        name=c.address.name,
-                        pool=c.address.pool,
-                        parent_id=c.parent.actor_id if c.parent else "",
-                        depth=c.depth,
-                    )
-                    for c in self.cells.values()
-                    if c is not self._guardian
-                ],
-                dead_letters=dict(self.transport.dead_letters.counts),
-                models={
-                    pool: ModelLoad(calls=llm.calls, tokens=llm.tokens, cost_usd=llm.cost_usd,
-                                    in_flight=llm.in_flight)
-                    for pool, services in self.pool_services.items()
-                    if (llm := services.get("llm")) is not None and hasattr(llm, "in_flight")
-                },
-            )
-            await self.reply_value(env, stats)
-
-    def reject(self, env: Envelope, error_type: str, message: str) -> None:
-        """Count an envelope as a dead letter; tell the asker why, if it asked."""
-        reason = _DEAD_LETTER_REASONS.get(error_type, "undeliverable")
-        self.transport.dead_letters.record(env.target, reason, message, len(env.payload))
-        if env.reply_to:
-            self.task_group.start_soon(self.reply_error, env, ErrorInfo(error_type, message))
-
-    async def reply_error(self, env: Envelope, info: ErrorInfo) -> Envelope:
-        reply = error_envelope(env, info, sender=env.target)
-        await self.send_reply(env.reply_to, reply)
-        return reply
-
-    async def send_reply(self, reply_to: str, reply: Envelope) -> None:
-        """Publish a reply (lost replies are the asker's to re-send; it waits for them)."""
-        if not self._may_reply_to(reply_to):
-            self._refuse_envelope(reply, "bad-reply-to",
-                                  f"reply subject {reply_to!r} is not an inbox")
-            return
-        if not self.lease_valid() and not await self.wait_lease():
-            self.transport.dead_letters.record(reply.target, "fenced", "reply of a fenced node")
-            return
-        with contextlib.suppress(TransportError):
-            await self.transport.publish(reply_to, reply)
-
-    def _may_reply_to(self, subject: str) -> bool:
-        """Replies go to request inboxes and node reply subjects only, never ``$JS``/``$SYS``."""
-        return is_reply_subject(subject, self.subjects.replies_prefix)
-
-    def _refuse_envelope(self, env: Envelope, reason: str, why: str) -> None:
-        """Drop an envelope that breaks the protocol's rules, with a log line that says why."""
-        self.transport.dead_letters.record(env.target, reason, why, len(env.payload))
-        log.warning("refused %s from %r to %r: %s", env.kind.name.lower(), env.sender or "?",
-                    env.target, why)
-
-    async def reply_value(self, env: Envelope, value: Any) -> Envelope:
-        try:
-            payload = encode(value)
-        except ENCODE_ERRORS:
-            # An int >= 2**64, a lone surrogate, ...: the asker gets a typed error, and the
-            # actor (and its node) carry on.
-            try:
-                encode_message(value, f"the reply to {env.type or 'a message'}")
-            except MessageNotEncodable as exc:
-                detail = f"{exc.field}: {exc.reason}"
-            else:  # pragma: no cover - encode failed once, so it fails again
-                detail = "not encodable"
-            self.transport.dead_letters.record(env.target, "reply-not-encodable", detail)
-            return await self.reply_error(env, ErrorInfo(REPLY_NOT_ENCODABLE, detail))
-        reply = Envelope(
-            id=new_id(),
-            kind=Kind.REPLY,
-            sender=env.target,
-            correlation_id=env.correlation_id or env.id,
-            payload=payload,
-        )
-        await self.send_reply(env.reply_to, reply)
-        return reply
-
+    # -- outgoing -------------------------------------------------------------------------------
     def _envelope(
         self, kind: Kind, address: Address, msg: Any, *, correlation_id: str = ""
     ) -> Envelope:
@@ -260,17 +244,17 @@ class Messaging(NodeState):
         create span for the first work its parent gives it (``agent_spans``)."""
         if not tracing_enabled():
             return {}
-        record = self._records.get(target)
+        record = self._supervision.record_of(target)
         created = record.created_under if record is not None else None
         return inject_headers(context=first_work_context(created))
 
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
         _check_message(msg)
         env = self._envelope(Kind.TELL, ref.address, msg)
-        if not self.lease_valid() and not await self.wait_lease():
-            self.transport.dead_letters.record(ref.actor_id, "fenced", env.type)
+        if not self._fencing.valid() and not await self._fencing.wait():
+            self._transport.dead_letters.record(ref.actor_id, "fenced", env.type)
             return
-        await self.transport.publish(self.subjects.mailbox(ref.actor_id), env)
+        await self._transport.publish(self._subjects.mailbox(ref.actor_id), env)
 
     async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
                   resend: Callable[[], Any] | None = None) -> Any:
@@ -282,31 +266,31 @@ class Messaging(NodeState):
         request_id = new_id()  # the same on every re-send: the target answers it once
         while True:
             # A child supervised here may have moved: its record knows the current address.
-            record = self._records.get(ref.actor_id)
+            record = self._supervision.record_of(ref.actor_id)
             address = record.ref.address if record is not None else ref.address
             generation = record.generation if record is not None else 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
             env = self._envelope(Kind.ASK, address, msg, correlation_id=request_id)
-            subject = self.subjects.mailbox(address.actor_id)
-            if not self.lease_valid() and not await self.wait_lease():
+            subject = self._subjects.mailbox(address.actor_id)
+            if not self._fencing.valid() and not await self._fencing.wait():
                 raise ActorDead(address.actor_id, "not asked: this node was fenced")
             try:
-                if address.node_id in self._lost_nodes:
+                if self._membership.is_lost(address.node_id):
                     raise ActorDead(address.actor_id, "node lost")
                 reply: Envelope | None = None
-                with self._inflight.waiting_on(address.node_id) as waiting:
-                    reply = await self.transport.request(subject, env, timeout=remaining)
+                with self.inflight.waiting_on(address.node_id) as waiting:
+                    reply = await self._transport.request(subject, env, timeout=remaining)
                 if reply is None:
                     if waiting.resend:
                         continue  # a reconnect may have lost it: send it again
                     raise ActorDead(address.actor_id, "node lost")
                 if reply.sender != address.actor_id:
                     # Only the actor asked may answer (the same request id gets it again).
-                    self._refuse_envelope(reply, "forged-reply",
-                                          f"reply to an ask of {address.actor_id} came from "
-                                          f"another sender {reply.sender!r}")
+                    self._replies.refuse(reply, "forged-reply",
+                                         f"reply to an ask of {address.actor_id} came from "
+                                         f"another sender {reply.sender!r}")
                     continue
                 return self._reply_value(reply, reply_type, address, env.type)
             except RequestTimeout:
@@ -315,10 +299,10 @@ class Messaging(NodeState):
                 error: ActorDead = ActorDead(address.actor_id, "unreachable (no node serves it)")
             except ActorDead as exc:
                 error = exc
-            record = self._records.get(address.actor_id)
+            record = self._supervision.record_of(address.actor_id)
             if record is None:
                 # A ref from elsewhere: its supervisor knows where it runs now, or that it is gone.
-                ref._rebind(await self.relocate(address, deadline, error))
+                ref._rebind(await self._relocation.relocate(address, deadline, error))
                 continue
             if record.removed:
                 raise error
@@ -346,45 +330,82 @@ class Messaging(NodeState):
             raise error_from_info(info, address.actor_id, message_type)
         raise RemoteError("ProtocolError", f"unexpected reply kind {reply.kind!r}")
 
-    async def send_system(self, address: Address, msg: Any, *, reply: bool = False) -> Any:
-        env = Envelope(
+    # -- system messages: sent until acknowledged, or until the peer is known gone --------------
+    def _system_envelope(self, address: Address, msg: Any) -> Envelope:
+        return Envelope(
             id=new_id(),
             kind=Kind.SYSTEM,
             target=address.actor_id,
+            correlation_id=new_id(),  # the same on every re-send
             type=message_type_name(type(msg)),
             payload=encode(msg),
         )
-        subject = self.subjects.mailbox(address.actor_id)
-        if not reply:
-            await self.transport.publish(subject, env)
-            return None
-        answer = await self.transport.request(subject, env, timeout=self.spawn_timeout)
-        return self._reply_value(answer, Any, address)
+
+    async def _until_acknowledged(
+        self, address: Address, env: Envelope, *, attempt_timeout: float
+    ) -> Envelope | None:
+        """Send ``env`` to ``address``'s mailbox until an answer (None: the peer is gone).
+
+        Gone: its node was declared lost, or no mailbox answers for it (it stopped). A
+        timeout, a transport error or a reconnect sends it again (its receiver handles a
+        re-sent copy as the first: the notices are idempotent)."""
+        subject = self._subjects.mailbox(address.actor_id)
+        delay = 0.05
+        while not self._closing:
+            if self._membership.is_lost(address.node_id):
+                return None
+            try:
+                with self.inflight.waiting_on(address.node_id) as waiting:
+                    return await self._transport.request(subject, env, timeout=attempt_timeout)
+                if waiting.lost:
+                    return None
+                continue  # interrupted by a reconnect: send it again at once
+            except NoResponders:
+                return None
+            except (RequestTimeout, TransportError) as exc:
+                log.debug("%s to %s not acknowledged yet (%s): sending it again",
+                          env.type, address.actor_id, exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return None
+
+    @property
+    def _ack_timeout(self) -> float:
+        return max(1.0, 2 * self._membership.heartbeat_interval)
 
     async def send_exit(self, parent: Address, exited: Exited) -> None:
-        local = self.cells.get(parent.actor_id)
-        if local is not None and parent.node_id == self.node_id:
-            self.task_group.start_soon(local.child_exited, exited)
+        local = self._cells.get(parent.actor_id)
+        if local is not None and parent.node_id == self._node_id:
+            self._tasks.start_soon(local.child_exited, exited)
             return
-        with contextlib.suppress(TransportError):
-            await self.send_system(parent, exited)
+        await self._until_acknowledged(parent, self._system_envelope(parent, exited),
+                                       attempt_timeout=self._ack_timeout)
 
     async def send_terminated(self, watcher: Address, exited: Exited, dead: Address) -> None:
+        """Deliver ``Terminated`` to ``watcher`` in the background (handled once, however often
+        it is sent; the watcher may be busy waiting for this very stop)."""
         msg = Terminated(
             actor_id=exited.actor_id, reason=exited.reason, abnormal=exited.abnormal, ref=dead
         )
-        with contextlib.suppress(TransportError):
-            await self.tell(self.codec.ref(watcher), msg)
+        env = self._envelope(Kind.ASK, watcher, msg, correlation_id=new_id())
+        self._tasks.start_soon(self._deliver_terminated, watcher, env)
+
+    async def _deliver_terminated(self, watcher: Address, env: Envelope) -> None:
+        if not self._fencing.valid() and not await self._fencing.wait():
+            self._transport.dead_letters.record(watcher.actor_id, "fenced", env.type)
+            return
+        await self._until_acknowledged(watcher, env, attempt_timeout=self._ack_timeout)
 
     async def watch(self, ref: ActorRef[Any], watcher: Address) -> None:
         address = ref.address
-        local = self.cells.get(address.actor_id)
-        if local is not None and address.node_id == self.node_id:
+        local = self._cells.get(address.actor_id)
+        if local is not None and address.node_id == self._node_id:
             local.watchers[watcher.actor_id] = watcher
             return
-        try:
-            await self.send_system(address, Watch(watcher), reply=False)
-        except NoResponders:
+        answer = await self._until_acknowledged(
+            address, self._system_envelope(address, Watch(watcher)),
+            attempt_timeout=self._ack_timeout)
+        if answer is None:  # gone before it could be watched (a DEAD answer sends it itself)
             await self.send_terminated(
                 watcher, Exited(actor_id=address.actor_id, reason="unreachable", abnormal=True),
                 address,
@@ -397,18 +418,16 @@ class Messaging(NodeState):
         late never takes down the incarnation that replaced it.
         """
         address = ref.address
-        local = self.cells.get(address.actor_id)
-        if local is not None and address.node_id == self.node_id:
+        local = self._cells.get(address.actor_id)
+        if local is not None and address.node_id == self._node_id:
             if 0 <= generation < local.generation:
                 return
             await local.stop(reason)
             return
-        if address.node_id in self._lost_nodes:
-            return
-        with self._inflight.waiting_on(address.node_id), contextlib.suppress(
-            ActorDead, NoResponders, RequestTimeout, TransportError
-        ):
-            await self.send_system(address, StopActor(reason, generation), reply=True)
+        with anyio.move_on_after(self._spawn_timeout):
+            await self._until_acknowledged(
+                address, self._system_envelope(address, StopActor(reason, generation)),
+                attempt_timeout=self._spawn_timeout)
 
 
 def _check_message(msg: Any) -> None:
@@ -418,15 +437,7 @@ def _check_message(msg: Any) -> None:
         )
 
 
-def decode_error_payload(payload: bytes) -> ErrorInfo:
-    try:
-        return decode_error(payload)
-    except DECODE_ERRORS:
-        return ErrorInfo("ProtocolError", "malformed error reply")
-
-
 _UNDELIVERABLE = {UNDELIVERABLE, "MalformedEnvelope"}
-_DEAD_LETTER_REASONS = {DEAD: "actor-dead", MAILBOX_FULL: "mailbox-full"}
 
 
 def error_from_info(info: ErrorInfo, target: str, message_type: str = "") -> Exception:

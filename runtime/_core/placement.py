@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -31,12 +31,12 @@ from .._observe.agent_spans import CreatedUnder, create_agent_span
 from .cell import ActorCell
 from .classes import class_path, instantiate
 from .codec import encode, encode_message
-from .messaging import decode_error_payload
-from .protocol import (
-    Spawned,
-    SpawnRequest,
-)
-from .state import NodeState
+from .fencing import Fencing
+from .membership import Membership
+from .messaging import Messaging
+from .protocol import Spawned, SpawnRequest, Subjects
+from .replies import decode_error_payload
+from .supervision import Supervision
 from .supervisor import ChildRecord
 from .trace_context import inject_headers, tracing_enabled
 
@@ -47,7 +47,30 @@ log = logging.getLogger("heterarch.node")
 A = TypeVar("A", bound=Actor)
 
 
-class Placement(NodeState):
+class Placement:
+    """Where actors run: spawning here or through a pool's work queue, and the mailboxes of
+    the actors hosted here."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        fencing: Fencing,
+        membership: Membership,
+        messaging: Messaging,
+        supervision: Supervision,
+        spawn_timeout: float,
+    ) -> None:
+        self._node = node
+        self._transport = node.transport
+        self._subjects = Subjects(node.transport.namespace)
+        self._cells = node.cells
+        self._fencing = fencing
+        self._membership = membership
+        self._messaging = messaging
+        self._supervision = supervision
+        self.spawn_timeout = spawn_timeout
+
     async def spawn_child(
         self,
         parent: ActorCell | None,
@@ -63,35 +86,29 @@ class Placement(NodeState):
         if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
             raise TypeError(f"spawn() needs an Actor subclass, not {actor_class!r}")
         restart = _restart_of(supervision)
-        parent_cell = parent or self.guardian
+        parent_cell = parent or self._node.guardian
         try:
             what = f"the arguments of {actor_class.__name__}"
             args_bytes = encode_message([list(args), kwargs], what)
         except MessageNotEncodable as exc:
             raise SpawnFailed(class_path(actor_class), pool or "", str(exc)) from None
         target_pool = parent_cell.address.pool if pool is None else pool
-        if not self.lease_valid() and not await self.wait_lease():
+        if not self._fencing.valid() and not await self._fencing.wait():
             raise SpawnFailed(class_path(actor_class), target_pool, "this node was fenced")
         actor_id = new_id()
         address = await self.spawn_actor(
             actor_class, args_bytes, pool=target_pool if pool is not None else None,
             inherit_pool=target_pool, name=name or "", parent=parent_cell, actor_id=actor_id,
         )
-        ref: ActorRef[A] = self.codec.ref(address)
+        ref: ActorRef[A] = self._messaging.codec.ref(address)
         record = ChildRecord(
             ref=ref, actor_class=actor_class, args=args_bytes, name=name or "",
             pool=pool if pool is not None else "", restart=restart,
-            created_under=self._created_under.pop(actor_id, None),
+            created_under=self._supervision.created_under.pop(actor_id, None),
         )
-        if pool is None:
-            record.pool = ""
         parent_cell.children[actor_id] = record
-        self._records[actor_id] = record
+        self._supervision.add(record)
         return ref
-
-    def forget_record(self, record: ChildRecord) -> None:
-        if self._records.get(record.ref.actor_id) is record:
-            del self._records[record.ref.actor_id]
 
     async def spawn_actor(
         self,
@@ -108,7 +125,7 @@ class Placement(NodeState):
     ) -> Address:
         """Create one incarnation: here when ``pool`` is None/empty, else on a pool's worker."""
         if not pool:
-            return await self._start_local(
+            return await self.start_local(
                 actor_class, args, pool=inherit_pool or parent.address.pool, name=name,
                 parent=parent.address, depth=parent.depth + 1, actor_id=actor_id,
                 generation=generation, restart_error=restart_error,
@@ -127,54 +144,60 @@ class Placement(NodeState):
         if tracing_enabled():
             with create_agent_span(
                 actor_class, name=name, actor_id=actor_id, parent=parent.address,
-                depth=parent.depth + 1, pool=pool, hardware=self.hardware_of(pool),
+                depth=parent.depth + 1, pool=pool, hardware=self._node.hardware_of(pool),
                 restart=restart_error is not None,
                 restart_of=self._restart_of(actor_id, generation),
             ) as created:
-                address = await self._spawn_remote(request, inject_headers())
+                address = await self.spawn_remote(request, inject_headers())
                 if generation == 0:
-                    self._created_under[actor_id] = created
+                    self._supervision.created_under[actor_id] = created
                 return address
-        return await self._spawn_remote(request, {})
+        return await self.spawn_remote(request, {})
 
     def _restart_of(self, actor_id: str, generation: int) -> CreatedUnder | None:
         """The first incarnation's creation, for a restart's span (None: a first spawn)."""
-        record = self._records.get(actor_id) if generation else None
+        record = self._supervision.record_of(actor_id) if generation else None
         return record.created_under if record is not None else None
 
-    async def _spawn_remote(self, request: SpawnRequest, headers: dict[str, str]) -> Address:
-        await self.wait_pool(request.pool)
+    async def spawn_remote(self, request: SpawnRequest, headers: dict[str, str]) -> Address:
+        """Put ``request`` on its pool's work queue; wait for the worker's answer."""
+        await self._membership.wait_pool(request.pool)
         correlation = new_id()
         send, receive = anyio.create_memory_object_stream[Envelope](1)
-        self._pending_spawns[correlation] = send
+
+        def answered(env: Envelope) -> None:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
+                send.send_nowait(env)
+
         try:
-            env = Envelope(
-                id=correlation,
-                kind=Kind.SYSTEM,
-                sender=request.parent.actor_id if request.parent else "",
-                reply_to=self.subjects.replies(self.node_id),
-                correlation_id=correlation,
-                type=message_type_name(SpawnRequest),
-                payload=encode(request),
-                headers=headers,
-            )
-            await self.transport.enqueue(request.pool, env)
-            with anyio.move_on_after(self.spawn_timeout):
-                reply = await receive.receive()
-                if reply.kind is Kind.ERROR:
-                    info = decode_error_payload(reply.payload)
-                    raise SpawnFailed(request.actor_class, request.pool, info.message)
-                return self.codec.decode(reply.payload, Spawned).address  # type: ignore[no-any-return]
-            raise SpawnFailed(
-                request.actor_class, request.pool,
-                f"no worker started it within {self.spawn_timeout}s",
-            )
+            with self._messaging.expect(correlation, answered) as reply_to:
+                env = Envelope(
+                    id=correlation,
+                    kind=Kind.SYSTEM,
+                    sender=request.parent.actor_id if request.parent else "",
+                    reply_to=reply_to,
+                    correlation_id=correlation,
+                    type=message_type_name(SpawnRequest),
+                    payload=encode(request),
+                    headers=headers,
+                )
+                await self._transport.enqueue(request.pool, env)
+                with anyio.move_on_after(self.spawn_timeout):
+                    reply = await receive.receive()
+                    if reply.kind is Kind.ERROR:
+                        info = decode_error_payload(reply.payload)
+                        raise SpawnFailed(request.actor_class, request.pool, info.message)
+                    spawned = self._messaging.codec.decode(reply.payload, Spawned)
+                    return spawned.address  # type: ignore[no-any-return]
+                raise SpawnFailed(
+                    request.actor_class, request.pool,
+                    f"no worker started it within {self.spawn_timeout}s",
+                )
         finally:
-            del self._pending_spawns[correlation]
             send.close()
             receive.close()
 
-    async def _start_local(
+    async def start_local(
         self,
         actor_class: type[Actor],
         args: bytes,
@@ -187,8 +210,9 @@ class Placement(NodeState):
         generation: int,
         restart_error: str | None,
     ) -> Address:
+        """Start an incarnation in this process (its mailbox opens before ``on_start``)."""
         try:
-            raw_args, raw_kwargs = self.codec.decode(args)
+            raw_args, raw_kwargs = self._messaging.codec.decode(args)
             instance = instantiate(actor_class, raw_args, raw_kwargs)
         except SpawnFailed:
             raise
@@ -197,14 +221,13 @@ class Placement(NodeState):
                 class_path(actor_class), pool, f"{type(exc).__name__}: {exc}"
             ) from None
         address = Address(
-            actor_id=actor_id, node_id=self.node_id, pool=pool, name=name,
+            actor_id=actor_id, node_id=self._node.node_id, pool=pool, name=name,
             parent_id=parent.actor_id if parent is not None else "",
         )
-        node = cast("Node", self)  # Placement is only ever a part of Node
         cell = ActorCell(
-            node, instance, address, parent=parent, depth=depth, generation=generation
+            self._node, instance, address, parent=parent, depth=depth, generation=generation
         )
-        self.cells[actor_id] = cell
+        self._cells[actor_id] = cell
         try:
             await self.open_mailbox(cell)
             await cell.start(restart_error)
@@ -221,15 +244,16 @@ class Placement(NodeState):
         In an empty context: the transport's delivery task copies the context it is created
         in, and must not inherit the spawner's (its ``current_cell``, its trace span).
         """
-        subject = self.subjects.mailbox(cell.address.actor_id)
+        subject = self._subjects.mailbox(cell.address.actor_id)
         subscribing = asyncio.get_running_loop().create_task(
-            self.transport.subscribe(subject, self._on_mailbox), context=contextvars.Context()
+            self._transport.subscribe(subject, self._messaging.on_mailbox),
+            context=contextvars.Context(),
         )
         cell.subscription = await subscribing
 
     async def unregister(self, cell: ActorCell) -> None:
-        if self.cells.get(cell.address.actor_id) is cell:
-            del self.cells[cell.address.actor_id]
+        if self._cells.get(cell.address.actor_id) is cell:
+            del self._cells[cell.address.actor_id]
         subscription, cell.subscription = cell.subscription, None
         if subscription is not None:
             with contextlib.suppress(TransportError):

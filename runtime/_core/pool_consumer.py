@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 from opentelemetry import context as otel_context
@@ -18,21 +18,25 @@ from transports import (
     DECODE_ERRORS,
     Envelope,
     ErrorInfo,
+    Transport,
     WorkItem,
 )
+from transports._tasks import HostedTaskGroup
 from transports.errors import TransportError
 
 from .._config import PoolConfig
 from ..errors import ClassNotServed
-from .cell import CellState
+from .cell import ActorCell, CellState
 from .classes import resolve_actor_class
+from .fencing import Fencing
+from .placement import Placement
 from .protocol import (
     UNDELIVERABLE,
     Spawned,
     SpawnRequest,
     system_decoder,
 )
-from .state import NodeState
+from .replies import Replies
 from .trace_context import extract_context
 
 log = logging.getLogger("heterarch.node")
@@ -44,14 +48,46 @@ POISON_AFTER_DELIVERIES = 2
 MAX_DELIVER = POISON_AFTER_DELIVERIES + 1
 
 
-class PoolConsumer(NodeState):
+class PoolConsumer:
+    """A worker's side of its pools: one consumer of each pool's work queue, bounded by the
+    pool's free slots (a slot is taken while an actor spawned from it runs)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        pools: Mapping[str, PoolConfig],
+        cells: Mapping[str, ActorCell],
+        tasks: HostedTaskGroup,
+        *,
+        fencing: Fencing,
+        placement: Placement,
+        replies: Replies,
+        spawn_ack_wait: float,
+    ) -> None:
+        self._transport = transport
+        self._pools = pools
+        self._cells = cells
+        self._tasks = tasks
+        self._fencing = fencing
+        self._placement = placement
+        self._replies = replies
+        self._spawn_ack_wait = spawn_ack_wait
+        self._slots = {pool.name: anyio.Semaphore(pool.capacity) for pool in pools.values()}
+
+    def free_slots(self) -> dict[str, int]:
+        return {name: s.value for name, s in self._slots.items()}
+
+    def start(self) -> None:
+        for pool in self._pools.values():
+            self._tasks.start_soon(self._consume_pool, pool)
+
     async def _consume_pool(self, pool: PoolConfig) -> None:
         slots = self._slots[pool.name]
         queue = None
         while queue is None:
             try:
-                queue = await self.transport.work_queue(
-                    pool.name, ack_wait=self.spawn_ack_wait, max_deliver=MAX_DELIVER
+                queue = await self._transport.work_queue(
+                    pool.name, ack_wait=self._spawn_ack_wait, max_deliver=MAX_DELIVER
                 )
             except TransportError as exc:
                 log.warning("pool %s: cannot open work queue yet (%s); retrying", pool.name, exc)
@@ -59,8 +95,8 @@ class PoolConsumer(NodeState):
         try:
             while True:
                 await slots.acquire()
-                if not self.lease_valid():  # no new work before we know we were not fenced
-                    await self.wait_lease()
+                if not self._fencing.valid():  # no new work before we know we were not fenced
+                    await self._fencing.wait()
                 try:
                     item = await queue.fetch(timeout=1.0)
                 except TransportError as exc:
@@ -71,7 +107,7 @@ class PoolConsumer(NodeState):
                 if item is None:
                     slots.release()
                     continue
-                self.task_group.start_soon(self._handle_spawn, pool, item)
+                self._tasks.start_soon(self._handle_spawn, pool, item)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await queue.close()
@@ -105,9 +141,9 @@ class PoolConsumer(NodeState):
         if request.deadline and time.time() > request.deadline:
             await _settle(item.term, pool)  # its spawner gave up already
             return False
-        if not self.lease_valid():  # taken just before a pause: settle (maybe fence) first
-            await self.wait_lease()
-        existing = self.cells.get(request.actor_id)
+        if not self._fencing.valid():  # taken just before a pause: settle (maybe fence) first
+            await self._fencing.wait()
+        existing = self._cells.get(request.actor_id)
         if existing is not None and existing.generation == request.generation:
             await _settle(item.ack, pool)  # a redelivery of a spawn that succeeded here
             await self._reply_spawned(env, existing.address)
@@ -131,7 +167,7 @@ class PoolConsumer(NodeState):
             ctx = extract_context(env.headers)
             token = otel_context.attach(ctx) if ctx is not None else None
             try:
-                address = await self._start_local(
+                address = await self._placement.start_local(
                     actor_class, request.args, pool=pool.name, name=request.name,
                     parent=request.parent, depth=request.depth, actor_id=request.actor_id,
                     generation=request.generation,
@@ -145,7 +181,7 @@ class PoolConsumer(NodeState):
             log.warning("pool %s: refused spawn of %s: %s", pool.name, request.actor_class, reason)
             await self._refuse(pool, item, reason, type(exc).__name__)
             return False
-        cell = self.cells.get(request.actor_id)
+        cell = self._cells.get(request.actor_id)
         if cell is None:  # stopped while it started (its parent stopped meanwhile)
             await _settle(item.ack, pool)
             await self._reply_spawned(env, address)
@@ -160,7 +196,7 @@ class PoolConsumer(NodeState):
         if pool.roots_per_client <= 0 or request.depth != 0 or request.parent is None:
             return ""
         spawner = request.parent.node_id
-        roots = sum(1 for c in self.cells.values()
+        roots = sum(1 for c in self._cells.values()
                     if c.depth == 0 and c.address.pool == pool.name
                     and c.parent is not None and c.parent.node_id == spawner)
         if roots < pool.roots_per_client:
@@ -171,16 +207,16 @@ class PoolConsumer(NodeState):
     async def _refuse(self, pool: PoolConfig, item: WorkItem, reason: str, error: str) -> None:
         """Never deliver it again; record it as a dead letter; tell the spawner why."""
         env = item.envelope
-        self.transport.dead_letters.record(
+        self._transport.dead_letters.record(
             f"spawn.{pool.name}", "spawn-refused", reason, len(env.payload)
         )
         await _settle(item.term, pool)
         if env.reply_to:
-            await self.reply_error(env, ErrorInfo(error, reason))
+            await self._replies.reply_error(env, ErrorInfo(error, reason))
 
     async def _reply_spawned(self, env: Envelope, address: Address) -> None:
         if env.reply_to:
-            await self.reply_value(env, Spawned(address))
+            await self._replies.reply_value(env, Spawned(address))
 
 
 async def _settle(op: Callable[[], Awaitable[None]], pool: PoolConfig) -> None:

@@ -74,6 +74,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     reconnects: int = 0  # the transport's: a rise means what we sent it around then may be lost
     lost_after: float = 0.0  # its node_lost_after: how soon it declares a silent peer lost
     declared: list[str] = []  # every pool in the worker's config file, served or not
+    in_flight: dict[str, int] = {}  # pool -> model calls in flight here (the cluster's load)
 
 
 class ActorInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,21 +10,35 @@ progress and answers with the address, or with ``ActorDead`` once the child is g
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from actors import ActorDead, Address, message_type_name
-from transports import Envelope, ErrorInfo, Kind, new_id
+from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind, Transport, new_id
 from transports.errors import NoResponders, RequestTimeout, TransportError
 
-from .cell import ActorCell
 from .codec import encode
-from .messaging import decode_error_payload
-from .protocol import DEAD, Locate, Spawned
-from .state import NodeState
+from .membership import Membership
+from .protocol import DEAD, Locate, Spawned, Subjects
+from .replies import Replies, decode_error_payload
+
+if TYPE_CHECKING:
+    from .cell import ActorCell
+
+_spawned_decoder = msgspec.msgpack.Decoder(Spawned)
 
 
-class Relocation(NodeState):
+class Relocation:
+    def __init__(self, transport: Transport, membership: Membership, replies: Replies, *,
+                 spawn_timeout: float) -> None:
+        self._transport = transport
+        self._subjects = Subjects(transport.namespace)
+        self._membership = membership
+        self._replies = replies
+        self._spawn_timeout = spawn_timeout
+
     async def relocate(self, address: Address, deadline: float, error: ActorDead) -> Address:
         """Where ``address``'s actor runs now (its supervisor says); ``error`` if it is gone."""
         remaining = deadline - time.monotonic()
@@ -36,30 +50,34 @@ class Relocation(NodeState):
             payload=encode(Locate(address.actor_id, address.node_id)),
         )
         try:
-            reply = await self.transport.request(
-                self.subjects.mailbox(address.parent_id), env, timeout=remaining
+            reply = await self._transport.request(
+                self._subjects.mailbox(address.parent_id), env, timeout=remaining
             )
         except (NoResponders, RequestTimeout, TransportError):
             raise error from None  # no supervisor: the actor went with it
         if reply.kind is not Kind.REPLY:
             raise ActorDead(address.actor_id, decode_error_payload(reply.payload).message)
-        moved: Address = self.codec.decode(reply.payload, Spawned).address
+        try:
+            moved = _spawned_decoder.decode(reply.payload).address
+        except DECODE_ERRORS:
+            raise error from None
         if moved.node_id == address.node_id:
             # Its supervisor has not seen the node go yet (that takes ``node_lost_after``).
-            await anyio.sleep(min(self.heartbeat_interval, max(0.0, remaining)))
+            interval = self._membership.heartbeat_interval
+            await anyio.sleep(min(interval, max(0.0, remaining)))
         return moved
 
     async def answer_locate(self, cell: ActorCell, env: Envelope, msg: Locate) -> None:
         record = cell.children.get(msg.actor_id)
         if record is not None and not record.removed and (
-            record.restarting or record.ref.address.node_id in self._lost_nodes
+            record.restarting or self._membership.is_lost(record.ref.address.node_id)
         ):
-            with anyio.move_on_after(self.spawn_timeout):
+            with anyio.move_on_after(self._spawn_timeout):
                 await record.wait_restarted(record.generation)
         if not env.reply_to:
             return
         if record is None or record.removed:
             why = str(record.failure) if record is not None and record.failure else "stopped"
-            await self.reply_error(env, ErrorInfo(DEAD, why))
+            await self._replies.reply_error(env, ErrorInfo(DEAD, why))
             return
-        await self.reply_value(env, Spawned(record.ref.address))
+        await self._replies.reply_value(env, Spawned(record.ref.address))

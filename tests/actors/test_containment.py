@@ -94,7 +94,7 @@ async def test_a_poisoned_spawn_request_is_dead_lettered_and_the_pool_keeps_serv
         parent=system.node.guardian.address, deadline=time.time() + 30,
     )
     with pytest.raises(SpawnFailed) as caught:
-        await system.node._spawn_remote(request, {})
+        await system.node.placement.spawn_remote(request, {})
     assert "nested deeper" in str(caught.value)
     refused = [w for w in workers if w.node.transport.dead_letters.counts["spawn-refused"]]
     assert len(refused) == 1
@@ -127,11 +127,11 @@ async def test_records_are_empty_after_parents_stop(cluster: Cluster) -> None:
     for parent in parents:
         children = await parent.ask(SpawnChildren(5, pool="cpu"), timeout=30)
         assert len(children) == 5
-    assert len(system.node._records) == 12 * 5 + 12
+    assert len(system.node.supervision.records) == 12 * 5 + 12
     for parent in parents:
         await system.stop(parent)
-    assert system.node._records == {}
-    assert worker.node._records == {}
+    assert system.node.supervision.records == {}
+    assert worker.node.supervision.records == {}
     with anyio.fail_after(10):
         while len(worker.node.cells) > 1:  # only its guardian left
             await anyio.sleep(0.05)

@@ -75,7 +75,7 @@ async def test_kill_9_of_a_busy_worker_loses_no_reply(
     transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
     async with ActorSystem(transport, placement_timeout=30.0, node_lost_after=2.5) as system:
         with anyio.fail_after(60):
-            while len({i.node_id for i, _ in system.node._known_nodes.values()}) < 3:
+            while len({i.node_id for i in system.node.membership.peers()}) < 3:
                 await anyio.sleep(0.05)  # both workers heart-beating
         parent = await system.spawn(Parent)
         children = await parent.ask(SpawnChildren(6, pool="cpu"), timeout=60)
@@ -149,7 +149,7 @@ async def test_a_ref_held_on_a_third_node_answers_after_kill_9_of_its_worker(
         async with ActorSystem(transport, placement_timeout=30.0) as system:
             with anyio.fail_after(60):
                 while len(system.node.served_pools()) < 2 or len(
-                    [i for i, _ in system.node._known_nodes.values() if "cpu" in i.pools]
+                    [i for i in system.node.membership.peers() if "cpu" in i.pools]
                 ) < 2:
                     await anyio.sleep(0.05)
             parent = await system.spawn(Parent, pool="gpu")
@@ -186,7 +186,7 @@ async def test_a_spawn_request_that_kills_its_workers_is_refused_before_the_pool
         transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
         async with ActorSystem(transport, placement_timeout=30.0, spawn_timeout=90.0) as system:
             with anyio.fail_after(60):
-                while len([i for i, _ in system.node._known_nodes.values()
+                while len([i for i in system.node.membership.peers()
                            if "cpu" in i.pools]) < 3:
                     await anyio.sleep(0.05)
             # Each delivery kills the worker that took it; JetStream redelivers it after the

@@ -58,8 +58,8 @@ async def test_a_paused_worker_is_fenced_and_each_side_effect_happens_once(
                         await anyio.sleep(0.05)
                 os.kill(victim_pid, signal.SIGSTOP)
                 with anyio.fail_after(30):  # declared lost, and written down for it to read
-                    while (victim not in system.node._lost_nodes
-                           or await system.node._fenced_kv.get(victim) is None):
+                    while (not system.node.membership.is_lost(victim)
+                           or await system.node.fencing.declared_lost_by(victim) is None):
                         await anyio.sleep(0.05)
                 os.kill(victim_pid, signal.SIGCONT)
             assert answers == {f"job{i}": f"job{i}" for i in range(len(effectors))}

@@ -26,7 +26,7 @@ async def test_parent_stopped_during_a_child_restart_stops_the_new_incarnation(
             ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as system:
         parent = await system.spawn(Supervisor)
         child = await parent.ask(SpawnChild("cpu"), timeout=10)
-        free_with_child = worker.node._slots["cpu"].value
+        free_with_child = worker.node.pool_consumer.free_slots()["cpu"]
         with pytest.raises(RemoteError, match="crash on purpose"):
             await child.ask(Crash(), timeout=10)
         with anyio.fail_after(10):
@@ -35,5 +35,5 @@ async def test_parent_stopped_during_a_child_restart_stops_the_new_incarnation(
         SlowToRestart.proceed.set()
         with anyio.fail_after(30):  # gone, and its slot free again
             while (child.actor_id in worker.node.cells
-                   or worker.node._slots["cpu"].value != free_with_child + 1):
+                   or worker.node.pool_consumer.free_slots()["cpu"] != free_with_child + 1):
                 await anyio.sleep(0.05)

@@ -131,7 +131,7 @@ async def test_crafted_heartbeats_are_refused_with_one_line_each(
                 stats = await system.node.cluster_stats(timeout=5)
             assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
             assert {s.info.node_id for s in stats} == {worker.node.node_id, system.node.node_id}
-            assert set(system.node._known_nodes) == {worker.node.node_id, system.node.node_id}
+            assert set(system.node.membership.node_ids()) == {worker.node.node_id, system.node.node_id}
             assert system.node.transport.is_connected
             assert await tally.ask(Job("still fine"), timeout=10) == "still fine"
     finally:
@@ -149,7 +149,7 @@ async def test_a_forged_exit_notice_leaves_one_incarnation(nats_server: NatsServ
                 ActorSystem(nats=nats_server.url, namespace=namespace, **FAST) as system:
             tally = await system.spawn(Tally, pool="cpu")
             old = worker.node.cells[tally.actor_id]
-            record = system.node._records[tally.actor_id]
+            record = system.node.supervision.records[tally.actor_id]
             forged = Exited(actor_id=tally.actor_id, reason="forged", abnormal=True,
                             generation=0)
             guardian = system.node.guardian.address
