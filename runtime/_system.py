@@ -234,13 +234,9 @@ class _DeathWaiter(Actor):
 
 async def watch_cluster_load(node: Node, stats: Any, interval: float = 2.0) -> None:
     """Feed ``stats.observe_cluster`` every ``interval`` seconds with each pool's model calls in
-    flight per node, from the nodes' stats (a node that does not answer in time is left out
-    of that round; the next round asks again)."""
+    flight per node, as the nodes' heartbeats last said (no request to any node)."""
     while True:
-        loads: dict[str, list[int]] = {}
-        for node_stats in await node.cluster_stats(timeout=interval / 2):
-            for pool, load in node_stats.models.items():
-                loads.setdefault(pool, []).append(load.in_flight)
+        loads = node.membership.pool_load()
         stats.observe_cluster({pool: sum(n) / len(n) for pool, n in loads.items()})
         await anyio.sleep(interval)
 
