@@ -131,7 +131,8 @@ async def test_crafted_heartbeats_are_refused_with_one_line_each(
                 stats = await system.node.cluster_stats(timeout=5)
             assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
             assert {s.info.node_id for s in stats} == {worker.node.node_id, system.node.node_id}
-            assert set(system.node.membership.node_ids()) == {worker.node.node_id, system.node.node_id}
+            both = {worker.node.node_id, system.node.node_id}
+            assert set(system.node.membership.node_ids()) == both
             assert system.node.transport.is_connected
             assert await tally.ask(Job("still fine"), timeout=10) == "still fine"
     finally:
