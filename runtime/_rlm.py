@@ -42,6 +42,7 @@ from transports import ConnectOptions
 from ._config import RuntimeConfig, load_config
 from ._models.routing import Router, RouteService
 from ._nats_server import NatsServer
+from ._rlm_host import Tools, answer_check, run_host, tool_table
 from ._system import ActorSystem, Worker
 from .errors import ContextNotText, RuntimeConfigError
 
@@ -95,6 +96,11 @@ class RLM:
         router: Router | None = None,
         learned: str | os.PathLike[str] | None = None,
         placement_timeout: float = 60.0,
+        max_calls: int = 0,
+        system_prompt: str = "",
+        instructions: str = "",
+        tools: Tools = (),
+        answer_type: Any = None,
     ) -> None:
         self.config = config if isinstance(config, RuntimeConfig) else load_config(Path(config))
         urls = _urls(nats) if nats is not None else list(self.config.nats)
@@ -105,8 +111,11 @@ class RLM:
         self.defaults: dict[str, Any] = {
             "root_pool": root_pool, "pools": list(pools), "max_depth": max_depth,
             "max_iterations": max_iterations, "budget": budget or Budget(),
-            "timeout": timeout, "progress": progress, "log": log,
+            "timeout": timeout, "progress": progress, "log": log, "max_calls": max_calls,
+            "system_prompt": system_prompt, "instructions": instructions,
+            "tools": tool_table(tools), "answer_type": answer_type,
         }
+        answer_check(answer_type)  # a type it cannot check fails here, not in a run
         self._router = router
         self._learned = Path(learned) if learned is not None else None
         self._placement_timeout = placement_timeout
@@ -199,6 +208,11 @@ class RLM:
         timeout: float | None = None,
         progress: Progress | None = None,
         log: str | os.PathLike[str] | None = None,
+        max_calls: int | None = None,
+        system_prompt: str | None = None,
+        instructions: str | None = None,
+        tools: Tools | None = None,
+        answer_type: Any = None,
     ) -> Answer:
         """Ask one question about ``context`` (text, UTF-8 bytes, or a file: text, or a
         PNG/JPEG screenshot) and wait for the ``Answer``. ``images``: screenshots (bytes or
@@ -218,6 +232,15 @@ class RLM:
         root = d["root_pool"] if root_pool is None else root_pool
         self._check_pools([root, *chosen_pools, *root_pools, pool_override])
         on_progress = progress or d["progress"]
+        table = tool_table(tools) if tools is not None else d["tools"]
+        wanted = answer_type if answer_type is not None else d["answer_type"]
+        check = answer_check(wanted)
+        calls = d["max_calls"] if max_calls is None else max_calls
+        limits = budget or d["budget"]
+        if calls:
+            limits = msgspec.structs.replace(limits, calls=calls)
+        prompt = d["system_prompt"] if system_prompt is None else system_prompt
+        extra = d["instructions"] if instructions is None else instructions
         log_path = log if log is not None else d["log"]
         blobs = system.node.transport
         ref = await blobs.put_blob(text.encode())
@@ -226,7 +249,8 @@ class RLM:
             for data in shots:
                 stored.append(await store_image(blobs, data))
             async with _RunLog.open(log_path) as run_log:
-                with contextlib.ExitStack() as stack:
+                async with run_host(system, table, check) as host, \
+                        contextlib.AsyncExitStack() as stack:
                     steps_inbox, progress_inbox = _inboxes(system, run_log, on_progress, stack)
                     run_log.write({"event": "run", "question": question, "chars": len(text),
                                    "images": len(stored), "namespace": self.namespace,
@@ -240,9 +264,14 @@ class RLM:
                             max_depth=d["max_depth"] if max_depth is None else max_depth,
                             max_iterations=(d["max_iterations"] if max_iterations is None
                                             else max_iterations),
-                            budget=budget or d["budget"],
+                            budget=limits,
                             timeout=d["timeout"] if timeout is None else timeout,
-                            images=stored, progress=progress_inbox, steps=steps_inbox)
+                            images=stored, progress=progress_inbox, steps=steps_inbox,
+                            query_fields={
+                                "system_prompt": prompt, "instructions": extra,
+                                "tools": [spec for spec, _ in table.values()],
+                                "host": host, "answer_schema": check.schema if check else {},
+                            })
                     except BaseException as exc:
                         run_log.write({"event": "error", "type": type(exc).__name__,
                                        "message": str(exc)})
@@ -250,6 +279,8 @@ class RLM:
                 for step in answer.trajectory:  # a step whose message the answer overtook
                     run_log.write_step(step)
                 run_log.write({"event": "answer", **_answer_fields(answer)})
+            if check is not None and answer.ok:  # the data, as the type asked for
+                answer = msgspec.structs.replace(answer, value=check.convert(answer.value))
         finally:
             with anyio.CancelScope(shield=True):
                 for blob in [ref, *(image.ref for image in stored)]:
@@ -344,7 +375,7 @@ def _image_bytes(image: bytes | os.PathLike[str]) -> bytes:
 
 
 def _inboxes(system: ActorSystem, run_log: _RunLog, on_progress: Progress | None,
-             stack: contextlib.ExitStack) -> tuple[Inbox | None, Inbox | None]:
+             stack: contextlib.AsyncExitStack) -> tuple[Inbox | None, Inbox | None]:
     """The inboxes the root agent reports to: its steps (when there is a log) and its
     progress (when there is a callback; called on the event loop: keep it short)."""
     node = system.node

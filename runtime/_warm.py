@@ -19,7 +19,8 @@ from sandbox import Sandbox
 
 log = logging.getLogger("heterarch.sandbox")
 Callback = Callable[..., Awaitable[Any]]
-RLM_CALLBACKS = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched")
+RLM_CALLBACKS = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched",
+                 "call_tool")
 
 
 class _Relay:

@@ -32,6 +32,7 @@ def estimate_prompt_tokens(text: str) -> int:
 class Reservation:
     tokens: int
     dollars: float
+    calls: int = 0
 
 
 class Ledger:
@@ -43,9 +44,12 @@ class Ledger:
 
     def __init__(self, budget: Budget, *, spent: Callable[[], tuple[int, float]],
                  prices: Callable[[str], tuple[float, float]],
-                 started: float | None = None) -> None:
+                 started: float | None = None,
+                 calls: Callable[[], int] = lambda: 0) -> None:
         self.budget = budget
         self._spent = spent
+        self._calls = calls  # model calls made so far (lost ones too)
+        self.reserved_calls = 0
         self._prices = prices
         self.started = time.monotonic() if started is None else started
         self.reserved_tokens = 0
@@ -56,7 +60,7 @@ class Ledger:
     @property
     def limited(self) -> bool:
         b = self.budget
-        return bool(b.tokens or b.dollars or b.wall_s)
+        return bool(b.tokens or b.dollars or b.wall_s or b.calls)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -67,7 +71,7 @@ class Ledger:
         output = max_tokens or self._longest_answer.get(pool, DEFAULT_OUTPUT_TOKENS)
         price_in, price_out = self._prices(pool)
         return Reservation(prompt_tokens + output,
-                           (prompt_tokens * price_in + output * price_out) / 1e6)
+                           (prompt_tokens * price_in + output * price_out) / 1e6, calls=1)
 
     def reserve(self, want: Reservation, *, seconds: float = 0.0) -> Reservation:
         """Reserve ``want``, or raise ``BudgetExceeded`` (and remember it) if it does not fit
@@ -80,6 +84,9 @@ class Ledger:
             self._refuse("dollars", dollars + self.reserved_dollars, b.dollars)
         if b.wall_s and self.elapsed() + seconds > b.wall_s:
             self._refuse("wall seconds", self.elapsed(), b.wall_s)
+        if b.calls and want.calls and self._calls() + self.reserved_calls + want.calls > b.calls:
+            self._refuse("calls", self._calls() + self.reserved_calls, b.calls)
+        self.reserved_calls += want.calls
         self.reserved_tokens += want.tokens
         self.reserved_dollars += want.dollars
         return want
@@ -88,6 +95,7 @@ class Ledger:
         """Release ``held`` (its real usage is in the run's usage by now)."""
         self.reserved_tokens -= held.tokens
         self.reserved_dollars -= held.dollars
+        self.reserved_calls -= held.calls
         if pool and output_tokens > self._longest_answer.get(pool, 0):
             self._longest_answer[pool] = output_tokens
 
@@ -101,6 +109,8 @@ class Ledger:
             dollars=max(1e-9, (b.dollars - dollars - self.reserved_dollars) / ways)
             if b.dollars else 0.0,
             wall_s=max(0.001, b.wall_s - self.elapsed()) if b.wall_s else 0.0,
+            calls=max(1, (b.calls - self._calls() - self.reserved_calls) // ways)
+            if b.calls else 0,
         )
 
     def check(self) -> None:
@@ -115,12 +125,15 @@ class Ledger:
             self._refuse("dollars", dollars, b.dollars)
         if b.wall_s and self.elapsed() >= b.wall_s:
             self._refuse("wall seconds", self.elapsed(), b.wall_s)
+        if b.calls and self._calls() >= b.calls:
+            self._refuse("calls", self._calls(), b.calls)
 
     def stop_reason(self, exc: BudgetExceeded) -> str:
         """Which budget stopped the run, and how much was spent of it in the end."""
         tokens, dollars = self._spent()
         spent = {"tokens": f"{tokens:,}", "dollars": f"${dollars:.6g}",
-                 "wall seconds": f"{self.elapsed():.3g}"}.get(exc.what, f"{exc.used:.6g}")
+                 "wall seconds": f"{self.elapsed():.3g}",
+                 "calls": str(self._calls())}.get(exc.what, f"{exc.used:.6g}")
         limit = f"${exc.limit:.6g}" if exc.what == "dollars" else f"{exc.limit:,.6g}"
         return f"budget: {exc.what} budget exhausted: spent {spent} of {limit}"
 

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from .._messages import Ask, Inbox
+from .._ref import ActorRef
 
 
 class PoolUsage(msgspec.Struct, kw_only=True):
@@ -87,6 +88,7 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     tokens: int = 0
     dollars: float = 0.0
     wall_s: float = 0.0
+    calls: int = 0  # model calls: the agents' own and every sub-call (lost ones too)
 
 
 class LLMReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,6 +203,39 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     value: Any = None  # the final answer as data, when a type was asked for
 
 
+class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A user tool the model's code may call from the REPL: its ``name``, its Python
+    ``signature`` (``"(city: str, days: int = 3) -> dict"``) and what it does (``doc``).
+    It runs host-side, where ``Query.host`` is."""
+
+    name: str
+    signature: str = "(*args, **kwargs)"
+    doc: str = ""
+
+
+class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a tool returned (JSON-able), or the error it raised (``error``: type and text)."""
+
+    value: Any = None
+    error: str = ""
+
+
+class CallTool(Ask[ToolResult], frozen=True, kw_only=True, tag="heterarch.CallTool"):
+    """Run the user tool ``name`` with these (JSON-able) arguments; the reply is a
+    ``ToolResult``."""
+
+    name: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+
+class CheckAnswer(Ask[ToolResult], frozen=True, kw_only=True, tag="heterarch.CheckAnswer"):
+    """Is ``value`` a valid final answer of the type the asker wants? The reply is a
+    ``ToolResult``: the value as the type's JSON form, or why it is not one."""
+
+    value: Any = None
+
+
 class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     """Ask an ``RLMAgent`` a question about a context too large for any prompt.
 
@@ -224,6 +259,11 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     conversation_id: str = ""  # the run's id, on every agent span (gen_ai.conversation.id)
     progress: Inbox | None = None  # where the root agent reports ``RunProgress`` (live view)
     steps: Inbox | None = None  # where the root agent sends each ``Step`` as it ends (run log)
+    system_prompt: str = ""  # replaces the built-in instructions (the root agent only)
+    instructions: str = ""  # appended to them (the root agent only)
+    tools: list[ToolSpec] = []  # user tools, callable from the REPL (children get them too)
+    host: ActorRef[Any] | None = None  # the asker's host: answers CallTool and CheckAnswer
+    answer_schema: dict[str, Any] = {}  # the final answer's JSON schema (the root only)
 
 
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):

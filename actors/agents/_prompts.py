@@ -3,7 +3,11 @@ is read (code blocks, ``FINAL(...)``, ``FINAL_VAR(...)``)."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
+
+from ._messages import ToolSpec
 
 CODE_BLOCK = re.compile(r"```repl[^\n]*\n(.*?)```", re.DOTALL)
 FINAL_VAR = re.compile(r"^\s*FINAL_VAR\((.*?)\)\s*$", re.MULTILINE)
@@ -51,13 +55,54 @@ try:
     _heterarch_vision.install(globals())
 except ImportError:  # a sandbox image without Pillow: no image helpers
     pass
+import json as _heterarch_json
 answer = {"content": "", "ready": False}
 def FINAL(value):
-    answer["content"] = str(value)
+    try:  # data stays data (a typed answer is checked as such); anything else as text
+        _heterarch_json.dumps(value)
+        answer["content"] = value
+    except (TypeError, ValueError):
+        answer["content"] = str(value)
     answer["ready"] = True
 def FINAL_VAR(name):
     FINAL(globals()[name] if isinstance(name, str) else name)
 """
+
+
+TOOLS_NOTE = """
+Tools of the user, callable in the REPL like functions (they run outside it; arguments and \
+results are JSON data):
+{tools}"""
+
+ANSWER_SCHEMA_NOTE = """
+The final answer must be JSON data of this JSON schema: {schema}
+Build it in the REPL and finish with `FINAL_VAR(name)` (or `FINAL(value)` in code); it is \
+checked, and if it does not fit you are told why and go on."""
+
+
+def tools_note(tools: Sequence[ToolSpec]) -> str:
+    """The system prompt's lines about the user's tools."""
+    lines = []
+    for tool in tools:
+        doc = " ".join(tool.doc.split())
+        lines.append(f"- `{tool.name}{tool.signature}`" + (f": {doc}" if doc else ""))
+    return TOOLS_NOTE.format(tools="\n".join(lines))
+
+
+def tool_definitions(tools: Sequence[ToolSpec]) -> str:
+    """Code that defines each tool in the REPL as a function calling ``call_tool``."""
+    specs = json.dumps([[t.name, t.doc] for t in tools])
+    return (
+        "def _heterarch_tool(name, doc):\n"
+        "    def tool(*args, **kwargs):\n"
+        "        return call_tool(name, list(args), kwargs)\n"
+        "    tool.__name__ = name\n"
+        "    tool.__doc__ = doc\n"
+        "    return tool\n"
+        f"for _name, _doc in {specs}:\n"
+        "    globals()[_name] = _heterarch_tool(_name, _doc)\n"
+        "del _name, _doc\n"
+    )
 
 
 def truncate(text: str, limit: int) -> str:

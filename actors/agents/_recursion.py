@@ -62,12 +62,12 @@ class Recursion:
         run.check_budget()
         pool, reason = self.sub_calls.route(prompt + context[:2000], "rlm", dict(options), set())
         share = run.ledger.share(ways)
-        held = run.ledger.reserve(Reservation(share.tokens, share.dollars))
+        held = run.ledger.reserve(Reservation(share.tokens, share.dollars, share.calls))
         child_query = Query(
             question=prompt, context=context, max_depth=q.max_depth,
             max_iterations=q.max_iterations, depth=q.depth + 1, budget=share,
             pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s, pools=q.pools,
-            route_reason=reason, conversation_id=q.conversation_id,
+            route_reason=reason, conversation_id=q.conversation_id, tools=q.tools, host=q.host,
         )
         sent = time.monotonic()
         try:

@@ -22,7 +22,7 @@ from .._semconv import (
 from ..errors import BudgetExceeded, InvalidImage
 from ._images import wire_images
 from ._ports import AgentSandbox, CellResult, LosesState, SandboxCallback
-from ._prompts import SANDBOX_PRELUDE, truncate
+from ._prompts import SANDBOX_PRELUDE, tool_definitions, truncate
 from ._spans import mark_exception, mark_failed, mark_ok, tool_attributes
 from ._state import RunState
 
@@ -74,6 +74,11 @@ class Repl:
         self._context = context
         await sandbox.set_var("context", context)
         await sandbox.exec(SANDBOX_PRELUDE, timeout=30)
+        if self.run.query.tools:  # the user's tools, as functions of the REPL
+            defined = await sandbox.exec(tool_definitions(self.run.query.tools), timeout=30)
+            if defined.error is not None:
+                raise RuntimeError(f"the tools did not load in the sandbox: "
+                                   f"{defined.error.type}: {defined.error.message}")
         if self.run.query.images:  # an image context: a list of Pillow images, loaded by file
             wire = await wire_images(self.run.services.blobs, self.run.query.images)
             await sandbox.set_var("_context_images", json.dumps(wire))

@@ -7,6 +7,7 @@ two being the sandbox's callbacks.
 
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 from typing import Any
@@ -24,14 +25,32 @@ from .._semconv import (
     genai_messages,
 )
 from ..errors import BudgetExceeded
-from ._messages import Answer, PoolUsage, Query, Step, total_cost, total_tokens
+from ._messages import (
+    Answer,
+    CheckAnswer,
+    PoolUsage,
+    Query,
+    Step,
+    ToolResult,
+    total_cost,
+    total_tokens,
+)
 from ._ports import ChatMessage, Completion
-from ._prompts import CODE_BLOCK, FINAL, FINAL_VAR, IMAGE_CONTEXT_NOTE, SYSTEM_PROMPT
+from ._prompts import (
+    ANSWER_SCHEMA_NOTE,
+    CODE_BLOCK,
+    FINAL,
+    FINAL_VAR,
+    IMAGE_CONTEXT_NOTE,
+    SYSTEM_PROMPT,
+    tools_note,
+)
 from ._recursion import Recursion
 from ._repl import Repl
 from ._spans import mark_outcome, note_route, usage_attributes
 from ._state import RunState
 from ._subcalls import SubCalls
+from ._tools import Tools
 
 
 class Run:
@@ -44,12 +63,16 @@ class Run:
                             lanes_per_pool=lanes_per_pool)
         self.sub_calls = SubCalls(self.state)
         self.recursion = Recursion(self.state, self.sub_calls, child_class)
+        self.tools = Tools(self.state)
         self.repl = Repl(self.state, {
             "llm_query": self.sub_calls.llm_query,
             "llm_query_batched": self.sub_calls.llm_query_batched,
             "rlm_query": self.recursion.rlm_query,
             "rlm_query_batched": self.recursion.rlm_query_batched,
+            "call_tool": self.tools.call_tool,
         })
+        self.value: Any = None  # the final answer as data (a typed run)
+        self.rejected = ""  # why the last final answer did not fit its type
 
     async def execute(self) -> Answer:
         run = self.state
@@ -61,13 +84,19 @@ class Run:
         try:
             await run.report("loading the context")
             context = await self.repl.load_context()
-            system = SYSTEM_PROMPT.format(
+            system = q.system_prompt or SYSTEM_PROMPT.format(
                 context_chars=len(context), context_lines=context.count("\n") + 1,
                 output_limit=run.output_limit, depth=q.depth, max_depth=q.max_depth,
             )
             if q.images:
                 system += IMAGE_CONTEXT_NOTE.format(count=len(q.images), sizes=", ".join(
                     f"{i.width}x{i.height}" for i in q.images[:8]))
+            if q.tools:
+                system += tools_note(q.tools)
+            if q.answer_schema:
+                system += ANSWER_SCHEMA_NOTE.format(schema=json.dumps(q.answer_schema))
+            if q.instructions:
+                system += "\n\n" + q.instructions
             messages: list[ChatMessage] = [
                 {"role": "system", "content": system},
                 {"role": "user", "content": f"Question: {q.question}"},
@@ -107,6 +136,7 @@ class Run:
             # The root's own iterations (a child's would travel to its parent for nothing:
             # each of its sub-calls is in the parent's step already).
             trajectory=run.trajectory if q.depth == 0 else [],
+            value=self.value if final is not None else None,
         )
 
     def _describe_run(self) -> None:
@@ -176,6 +206,10 @@ class Run:
             else:
                 feedback = ("No ```repl block and no FINAL(...) in your reply. Write code, or "
                             "finish with FINAL(answer).")
+            if self.rejected:  # a final answer of the wrong type: the model tries again
+                feedback = (f"{feedback}\n\n" if outputs else "") + (
+                    f"Your final answer does not fit the required type: {self.rejected}\n"
+                    "Fix it and finish again.")
             await run.end_step(step(feedback))
             messages.append({"role": "user", "content": feedback})
         return None, "max_iterations"
@@ -216,21 +250,51 @@ class Run:
         u.cost_usd += completion.cost_usd
 
     async def _final_answer(self, reply: str) -> str | None:
+        """The final answer the reply (or its code) gave, as text; for a typed run, only one
+        that the asker's check accepts (``self.value``: it as data; ``self.rejected``: why
+        the last one was refused)."""
+        self.rejected = ""
+        found, raw = await self._raw_final(reply)
+        if not found:
+            return None
+        q = self.state.query
+        if not q.answer_schema:
+            return str(raw)
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                pass
+        value: Any = raw
+        if q.host is not None:
+            checked: ToolResult = await q.host.ask(CheckAnswer(value=raw),
+                                                   timeout=q.cell_timeout_s)
+            if checked.error:
+                self.rejected = checked.error
+                sandbox = await self.repl.ready()
+                await sandbox.exec('answer["ready"] = False', timeout=30)
+                return None
+            value = checked.value
+        self.value = value
+        return json.dumps(value, ensure_ascii=False)
+
+    async def _raw_final(self, reply: str) -> tuple[bool, Any]:
+        """``(True, value)`` for a final answer in the reply or the REPL, else ``(False, _)``."""
         answer = await (await self.repl.ready()).get_var("answer")
         if isinstance(answer, dict) and answer.get("ready"):
-            return str(answer.get("content", ""))
+            return True, answer.get("content", "")
         prose = CODE_BLOCK.sub("", reply)
         match = FINAL_VAR.search(prose)
         if match:
             name = match.group(1).strip().strip("'\"")
             try:
-                return str(await (await self.repl.ready()).get_var(name))
+                return True, await (await self.repl.ready()).get_var(name)
             except Exception:
-                return None
+                return False, None
         match = FINAL.search(prose)
         if match:
-            return match.group(1).strip()
-        return None
+            return True, match.group(1).strip()
+        return False, None
 
     async def _close(self) -> None:
         await self.repl.close()

@@ -56,7 +56,7 @@ class RunState:
         #: The trace context of the cell running now: the parent of its callbacks' spans.
         self.callback_context: otel_context.Context | None = None
         self.ledger = Ledger(query.budget, spent=self._spent, prices=self._prices,
-                             started=self.started)
+                             started=self.started, calls=self._calls)
         self.trajectory: list[Step] = []  # the iterations so far (``Answer.trajectory``)
         self.calls: list[SubCall] = []  # the sub-calls of the current iteration's code
 
@@ -73,6 +73,9 @@ class RunState:
     # -- the budget -------------------------------------------------------------------------------
     def _spent(self) -> tuple[int, float]:
         return total_tokens(self.usage), total_cost(self.usage)
+
+    def _calls(self) -> int:
+        return sum(u.calls + u.lost_calls for u in self.usage.values())
 
     def _prices(self, pool: str) -> tuple[float, float]:
         config = self.pools.get(pool)
