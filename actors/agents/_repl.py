@@ -92,6 +92,9 @@ class Repl:
 
     async def run_cell(self, index: int, code: str) -> str:
         self.run.check_budget()
+        if not self._sandbox_ready.is_set():  # the live view: what the wait is for
+            await self.run.report("loading the context into the sandbox")
+            await self._sandbox_ready.wait()
         await self.run.report(f"running cell {index}")
         sandbox = await self.ready()  # a sandbox that did not start ends the run
         with tracer.start_as_current_span(

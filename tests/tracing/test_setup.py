@@ -477,3 +477,42 @@ async def test_a_restarted_agent_stays_in_its_runs_trace(tmp_path: Path) -> None
     assert again["parent_span_id"] == first["span_id"]
     assert again["links"] == [{"trace_id": trace_id, "span_id": first["span_id"],
                                "attributes": {"heterarch.link": "restart of"}}]
+
+
+def test_trace_list_from_a_span_file_and_from_jaegers_query_api(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from heterarch.cli.main import main
+
+    spans_file = tmp_path / "spans.jsonl"
+    other = dict(SPANS[0], trace_id="cd" * 16, span_id="7" * 16)
+    spans_file.write_text("".join(json.dumps(s) + "\n" for s in [*SPANS, other]))
+    assert main(["trace", "list", "--file", str(spans_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["ab" * 16, "cd" * 16]  # oldest first
+    assert "5 spans" in lines[0] and "invoke_agent rlm" in lines[0]
+    body = json.dumps(_jaeger_json()).encode()
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["trace", "list", "--jaeger", url]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/api/traces?service=heterarch-cli&limit=20"]
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("ab" * 16) and "5 spans" in line
