@@ -62,6 +62,11 @@ class Poison(Ask[object], frozen=True, tag=True):
     kind: str
 
 
+class BreakItsNode(msgspec.Struct, frozen=True, tag=True):
+    """A tell: a task of the receiver's node raises (its machinery fails, as a runtime bug
+    would make it)."""
+
+
 class Keep(Ask[bool], frozen=True, tag=True):
     """Any msgpack value at all (the hostile-input tests nest it very deep)."""
 
@@ -135,6 +140,16 @@ class Worker(Actor):
 
     async def keep(self, msg: Keep) -> bool:
         return True
+
+    async def break_its_node(self, msg: BreakItsNode) -> None:
+        from runtime._core.current import current_cell  # the node, as the runtime sees it
+
+        async def broken() -> None:
+            raise RuntimeError("the node's machinery broke (a test's doing)")
+
+        cell = current_cell.get()
+        assert cell is not None
+        cell.node.task_group.start_soon(broken)
 
     async def poison(self, msg: Poison) -> object:
         return POISON_VALUES[msg.kind]

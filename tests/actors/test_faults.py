@@ -17,7 +17,17 @@ from runtime import ActorSystem, NatsServer, Worker
 from runtime._core.pool_consumer import POISON_AFTER_DELIVERIES
 from transports import ConnectOptions, NatsTransport, new_id
 
-from .app import Add, Append, FanOut, Items, KillsItsWorker, Parent, SpawnChildren, WhereAmI
+from .app import (
+    Add,
+    Append,
+    BreakItsNode,
+    FanOut,
+    Items,
+    KillsItsWorker,
+    Parent,
+    SpawnChildren,
+    WhereAmI,
+)
 from .app import Worker as Worker_  # the actor class; `Worker` is the runtime's
 from .conftest import POOLS
 
@@ -96,6 +106,31 @@ async def test_kill_9_of_a_busy_worker_loses_no_reply(
         after = {int(str((await c.ask(WhereAmI()))["pid"])) for c in children}
         assert after == {survivor.pid}
         await transport.close()
+
+
+async def test_a_worker_whose_machinery_fails_strands_no_actor(
+    nats_server: NatsServer, worker_processes: tuple[str, list[subprocess.Popen[bytes]]]
+) -> None:
+    """Its actors stop, it says goodbye, and its peers handle that as the node's loss: the
+    children that ran there run on the other worker, and their asker gets every answer."""
+    namespace, procs = worker_processes
+    transport = NatsTransport(ConnectOptions(servers=[nats_server.url]), namespace=namespace)
+    # A silent node would be declared lost only after 60 s: no ask below waits that long.
+    async with ActorSystem(transport, placement_timeout=30.0, node_lost_after=60.0) as system:
+        with anyio.fail_after(60):
+            while len({i.node_id for i in system.node.membership.peers()}) < 3:
+                await anyio.sleep(0.05)  # both workers heart-beating
+        parent = await system.spawn(Parent)
+        children = await parent.ask(SpawnChildren(8, pool="cpu"), timeout=60)
+        where = {c: int(str((await c.ask(WhereAmI()))["pid"])) for c in children}
+        victim = next(p for p in procs if p.pid in where.values())
+        survivor = next(p for p in procs if p is not victim)
+        on_victim = next(c for c, pid in where.items() if pid == victim.pid)
+        await on_victim.tell(BreakItsNode())
+        assert await anyio.to_thread.run_sync(victim.wait, 60) == 1  # NodeFailed: exit 1
+        after = {int(str((await c.ask(WhereAmI(), timeout=40))["pid"])) for c in children}
+        assert after == {survivor.pid}
+    await transport.close()
 
 
 async def test_nats_server_restart_during_a_run(private_nats_server: NatsServer) -> None:
