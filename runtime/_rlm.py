@@ -72,7 +72,13 @@ class RLM:
       ``timeout`` (seconds to wait for the answer).
     - ``progress``: called with each ``RunProgress`` the root agent reports.
     - ``log``: a JSONL file: one line per event (the run, each iteration with full texts, the
-      answer), written as the run goes and readable after a crash.
+      answer), written as the run goes and readable after a crash (``read_log``).
+    - ``max_calls``: model calls over the whole tree (0: no cap).
+    - ``system_prompt`` (replaces the built-in one) and ``instructions`` (appended to it).
+    - ``tools``: functions the model's code calls from the REPL; they run here, with their
+      arguments converted to their annotations.
+    - ``answer_type``: a msgspec type or a JSON schema the final answer must fit (the model is
+      told why when it does not); ``Answer.value`` is it as that type.
 
     ``ask`` returns an ``Answer`` (``text``, ``ok``, ``stop_reason``, ``usage`` per pool,
     ``cost_usd``, ``trajectory``). ``run`` (alias ``completion``) is the blocking one-shot.
