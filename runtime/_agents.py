@@ -20,6 +20,7 @@ from actors.agents._prompts import SANDBOX_IMPORTS
 from sandbox import Sandbox
 
 from ._config import PoolConfig, RuleConfig, RuntimeConfig, SandboxConfig
+from ._models.call_cache import CALLS_BUCKET, CALLS_TTL_S, CallCache
 from ._models.learned import LearnedRouter
 from ._models.llm import LLMClient
 from ._models.routing import (
@@ -134,6 +135,18 @@ class TransportBlobs:
 
 
 _hosted: WeakKeyDictionary[Node, dict[str, AgentServices]] = WeakKeyDictionary()
+_call_caches: WeakKeyDictionary[Node, CallCache] = WeakKeyDictionary()
+
+
+def node_call_cache(node: Node) -> CallCache:
+    """The node's cache of model answers, in its transport's ``calls`` bucket (one per node,
+    shared by the model clients it hosts; keys name the pool)."""
+    cache = _call_caches.get(node)
+    if cache is None:
+        transport = node.transport
+        cache = _call_caches[node] = CallCache(
+            lambda: transport.key_value(CALLS_BUCKET, ttl=CALLS_TTL_S))
+    return cache
 
 
 def hosted_agent_services(node: Node, pool: str) -> AgentServices:
@@ -161,6 +174,8 @@ def _build(node: Node, pool: str) -> AgentServices:
     elif factory is not None:  # a plain factory: a sandbox started when an agent takes it
         sandboxes = WarmSandboxes(factory)
     llm: LLMClient | None = service("llm")
+    if isinstance(llm, LLMClient) and llm.cache is None:
+        llm.cache = node_call_cache(node)
     return AgentServices(
         pool=pool, blobs=TransportBlobs(node.transport),
         pools={name: pool_info(config, route.windows.get(name) if route else None)

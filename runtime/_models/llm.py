@@ -38,6 +38,7 @@ from actors.agents._messages import PoolUsage, Usage
 
 from .._config import PoolConfig
 from .._core.trace_context import tracing_enabled
+from .call_cache import CachedAnswer, CallCache, call_key
 from .litellm_path import LiteLLMPath, litellm_module
 from .llm_errors import (
     ContextWindowExceeded,
@@ -141,13 +142,15 @@ class LLMClient:
 
     def __init__(self, pool: PoolConfig, *, backoff_s: float = 0.2,
                  tracer: trace.Tracer | None = None,
-                 max_retry_after_s: float = RETRY_AFTER_MAX_S) -> None:
+                 max_retry_after_s: float = RETRY_AFTER_MAX_S,
+                 cache: CallCache | None = None) -> None:
         if not pool.model:
             raise ValueError(f"pool {pool.name!r} has no model: set `model` in its config")
         self.pool = pool
         self.hardware = pool.hardware
         self.backoff_s = backoff_s
         self.max_retry_after_s = max_retry_after_s
+        self.cache = cache  # answers of earlier calls (``complete(cache_scope=...)``)
         self._tracer = tracer
         self._limit = anyio.CapacityLimiter(pool.max_concurrency)
         self.usage = PoolUsage(hardware=pool.hardware)
@@ -265,11 +268,17 @@ class LLMClient:
 
     async def complete(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                        temperature: float | None = None, stream: bool = False,
+                       cache_scope: str | None = None, cache_across_runs: bool = False,
                        **options: Any) -> Completion:
         """One chat completion. ``stream=True`` reads the answer as server-sent events (the
         result is the same ``Completion``; retries happen only before the first chunk).
         Other keyword options go into the request as they are (OpenAI chat parameters).
-        ``messages`` travel untouched: content may be a list of parts (``image_url``, ...)."""
+        ``messages`` travel untouched: content may be a list of parts (``image_url``, ...).
+
+        ``cache_scope`` (a run's id), with a ``cache``: an identical call (pool, model,
+        messages, parameters) made before under that scope, or under any with
+        ``cache_across_runs``, is answered from the cache: ``cached=True``, nothing paid
+        (``cost_usd`` 0, ``saved_usd`` what it cost), counted in ``usage.cache_hits``."""
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
         await self._check_window(messages, max_tokens)
@@ -285,7 +294,39 @@ class LLMClient:
             key = prefix_key(messages)
             if key is not None:
                 params["prompt_cache_key"] = key
-        span = self._start_span(max_tokens, temperature)
+        cache = self.cache
+        if cache is None or not cache_scope:
+            return await self._complete_now(messages, params)
+        key = call_key(self.pool.name, self.pool.model, messages, params)
+        flight = cache.flight(cache_scope, key)
+        try:
+            async with flight:  # identical calls in flight here wait for the first
+                found = await cache.get(cache_scope, key, across_runs=cache_across_runs)
+                if found is not None:
+                    return self._from_cache(found)
+                done = await self._complete_now(messages, params)
+                await cache.put(cache_scope, key, CachedAnswer(
+                    text=done.text, model=done.model, input_tokens=done.input_tokens,
+                    output_tokens=done.output_tokens, cached_tokens=done.cached_tokens,
+                    cost_usd=done.cost_usd), across_runs=cache_across_runs)
+                return done
+        finally:
+            cache.landed(cache_scope, key)
+
+    def _from_cache(self, found: CachedAnswer) -> Completion:
+        u = self.usage
+        u.cache_hits += 1
+        u.cache_saved_tokens += found.input_tokens + found.output_tokens
+        u.cache_saved_usd += found.cost_usd
+        return Completion(
+            text=found.text, input_tokens=found.input_tokens, output_tokens=found.output_tokens,
+            cost_usd=0.0, model=self.pool.model, pool=self.pool.name, latency_s=0.0,
+            attempts=0, cached_tokens=found.cached_tokens, cached=True,
+            saved_usd=found.cost_usd)
+
+    async def _complete_now(self, messages: list[dict[str, Any]],
+                            params: dict[str, Any]) -> Completion:
+        span = self._start_span(params.get("max_tokens"), params.get("temperature"))
         started = time.monotonic()
         self.in_flight += 1
         try:

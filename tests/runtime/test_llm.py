@@ -276,3 +276,52 @@ async def test_a_prompt_longer_than_the_window_is_not_sent(path: str, clients: C
         assert sim.requests == 0 and client.usage.errors == 1
         done = await client.complete([{"role": "user", "content": "x" * 300}])
     assert done.text == "x" * 300
+
+
+async def test_identical_calls_of_a_run_are_paid_once(path: str, clients: Clients) -> None:
+    """The run's cache (here the memory transport's bucket): an identical call under the same
+    scope is answered from it, concurrent ones wait for the first; another run pays again
+    unless both share answers across runs."""
+    from runtime._models.call_cache import CallCache
+    from transports import MemoryTransport
+
+    transport = MemoryTransport()
+    await transport.connect()
+    try:
+        async with Simulator({"m": profile("m")}) as sim:
+            cache = CallCache(lambda: transport.key_value("calls", ttl=60))
+            client = clients(pool(sim, "m", path, input_price_per_mtok=10.0,
+                                  output_price_per_mtok=30.0), cache=cache)
+            done = await gather(*(client.complete(USER, cache_scope="run-1") for _ in range(4)))
+            first = next(d for d in done if not d.cached)
+            again = [d for d in done if d is not first]
+            other = await client.complete(USER, max_tokens=9, cache_scope="run-1")
+            assert sim.requests == 2  # the max_tokens call differs: its own key
+            assert not first.cached and all(a.cached and a.text == first.text for a in again)
+            assert again[0].cost_usd == 0.0 and again[0].saved_usd == first.cost_usd
+            u = client.usage
+            assert (u.calls, u.cache_hits, u.cache_saved_usd) == (2, 3, 3 * first.cost_usd)
+            assert u.cache_saved_tokens == 3 * (first.input_tokens + first.output_tokens)
+            # A new process (an empty local map) of the same run finds the answers in the bucket.
+            fresh = clients(pool(sim, "m", path), cache=CallCache(
+                lambda: transport.key_value("calls", ttl=60)))
+            assert (await fresh.complete(USER, max_tokens=9, cache_scope="run-1")).cached
+            assert not (await client.complete(USER, cache_scope="run-2")).cached  # its own run
+            await client.complete(USER, cache_scope="run-3", cache_across_runs=True)
+            shared = await fresh.complete(USER, cache_scope="run-4", cache_across_runs=True)
+            assert shared.cached and sim.requests == 4
+            assert other.text == first.text
+    finally:
+        await transport.close()
+
+
+async def gather(*calls: Any) -> list[Any]:
+    results: list[Any] = [None] * len(calls)
+
+    async def one(i: int, call: Any) -> None:
+        results[i] = await call
+
+    async with anyio.create_task_group() as tg:
+        for i, call in enumerate(calls):
+            tg.start_soon(one, i, call)
+    return results
