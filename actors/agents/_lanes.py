@@ -90,6 +90,7 @@ class Lanes:
         on_outcome: Callable[[PromptOutcome], None] = _ignore, reasons: Sequence[str] = (),
         images: Sequence[list[ImageRef]] = (),
         on_lost: Callable[[int, int], None] = lambda index, attempts: None,
+        cache_scope: str = "", cache_across_runs: bool = False,
     ) -> list[PromptOutcome | None]:
         """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
 
@@ -100,7 +101,8 @@ class Lanes:
         per prompt, stored images to send with it (refs only travel). ``on_lost(index,
         attempts)``: at the end, for each prompt sent more often than an outcome came back (a
         lane died or timed out with it in flight, and it was sent again or left unanswered),
-        how many of its attempts were lost; they may have been billed.
+        how many of its attempts were lost; they may have been billed. ``cache_scope``,
+        ``cache_across_runs``: the run's call cache (``PromptChunk``).
         """
         n = len(prompts)
         size = self._limit(pool)
@@ -125,7 +127,8 @@ class Lanes:
             return PromptChunk(indices=left, prompts=[prompts[i] for i in left],
                                max_tokens=max_tokens, inbox=inbox,
                                route_reasons=[reasons[i] for i in left] if reasons else [],
-                               images=[images[i] for i in left] if images else [])
+                               images=[images[i] for i in left] if images else [],
+                               cache_scope=cache_scope, cache_across_runs=cache_across_runs)
 
         async def drive(inbox: Inbox) -> None:
             async with self.lane(pool) as lane:

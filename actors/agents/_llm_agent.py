@@ -13,11 +13,11 @@ from ._images import image_parts
 from ._messages import (
     ImageRef,
     LLMReply,
-    PoolUsage,
     Prompt,
     PromptChunk,
     PromptOutcome,
     PromptResults,
+    call_usage,
 )
 from ._spans import mark_failed, note_route
 
@@ -41,7 +41,8 @@ class LLMAgent(Actor):
         messages: list[dict[str, Any]] = (
             await self._user_message(msg.prompt, msg.images) if msg.images or not msg.messages
             else list(msg.messages))
-        return await self._complete(messages, msg.max_tokens, msg.temperature)
+        return await self._complete(messages, msg.max_tokens, msg.temperature,
+                                    msg.cache_scope, msg.cache_across_runs)
 
     async def _user_message(self, prompt: str,
                             images: Sequence[ImageRef]) -> list[dict[str, Any]]:
@@ -65,7 +66,8 @@ class LLMAgent(Actor):
             nonlocal left, flushing
             try:
                 reply = await self._complete(await self._user_message(prompt, images),
-                                             msg.max_tokens, None)
+                                             msg.max_tokens, None, msg.cache_scope,
+                                             msg.cache_across_runs)
                 outcome = PromptOutcome(index=index, reply=reply)
             except Exception as exc:  # the asker owns it: it falls back or raises
                 outcome = PromptOutcome(index=index, error_type=type(exc).__name__,
@@ -96,18 +98,17 @@ class LLMAgent(Actor):
         return PromptResults(done)  # all of them: progress may arrive after the reply
 
     async def _complete(self, messages: list[dict[str, Any]], max_tokens: int | None,
-                        temperature: float | None) -> LLMReply:
+                        temperature: float | None, cache_scope: str = "",
+                        cache_across_runs: bool = False) -> LLMReply:
         services = self.ctx.agent_services
         completion = await services.require_llm().complete(
-            messages, max_tokens=max_tokens, temperature=temperature)
+            messages, max_tokens=max_tokens, temperature=temperature,
+            cache_scope=cache_scope or None, cache_across_runs=cache_across_runs)
         own = services.pool_info
-        usage = PoolUsage(
-            calls=1,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=completion.cost_usd,
-            hardware=own.hardware if own is not None else "",
-        )
+        usage = call_usage(
+            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+            cost_usd=completion.cost_usd, cached=completion.cached,
+            saved_usd=completion.saved_usd, hardware=own.hardware if own is not None else "")
         return LLMReply(
             text=completion.text, pool=self.ctx.pool, model=completion.model,
             usage={self.ctx.pool: usage},

@@ -64,6 +64,17 @@ def merge_usage(into: Usage, other: Usage) -> Usage:
     return into
 
 
+def call_usage(*, input_tokens: int, output_tokens: int, cost_usd: float, cached: bool = False,
+               saved_usd: float = 0.0, hardware: str = "") -> PoolUsage:
+    """One model call's usage: a paid call, or an answer from the call cache (no call, no
+    tokens, no dollars: counted as a hit with the tokens and dollars it saved)."""
+    if cached:
+        return PoolUsage(cache_hits=1, cache_saved_tokens=input_tokens + output_tokens,
+                         cache_saved_usd=saved_usd, hardware=hardware)
+    return PoolUsage(calls=1, input_tokens=input_tokens, output_tokens=output_tokens,
+                     cost_usd=cost_usd, hardware=hardware)
+
+
 def add_lost(usage: Usage, pool: str, tokens: int, dollars: float, calls: int = 1) -> None:
     """Count ``calls`` lost calls on ``pool``, each at its estimate (``tokens``, ``dollars``)."""
     u = usage.setdefault(pool, PoolUsage())
@@ -120,6 +131,10 @@ class Prompt(Ask[LLMReply], frozen=True, kw_only=True, tag="heterarch.Prompt"):
     temperature: float | None = None
     images: list[ImageRef] = []
     route_reason: str = ""  # why the router chose this pool (on the sub-call's span)
+    # The run's call cache (``Query.cache_calls``): an identical call of the run (or of any
+    # run, with ``cache_across_runs``) is answered from it, not paid again. "": no cache.
+    cache_scope: str = ""
+    cache_across_runs: bool = False
 
 
 class PromptOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +164,8 @@ class PromptChunk(Ask[PromptResults], frozen=True, kw_only=True, tag="heterarch.
     inbox: Inbox | None = None
     route_reasons: list[str] = []  # why the router chose this pool, per prompt
     images: list[list[ImageRef]] = []  # per prompt (empty: no images), in the blob store
+    cache_scope: str = ""  # as ``Prompt.cache_scope``
+    cache_across_runs: bool = False
 
 
 class SubCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -264,6 +281,14 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     tools: list[ToolSpec] = []  # user tools, callable from the REPL (children get them too)
     host: ActorRef[Any] | None = None  # the asker's host: answers CallTool and CheckAnswer
     answer_schema: dict[str, Any] = {}  # the final answer's JSON schema (the root only)
+    # Nothing paid twice: identical model calls of this run (its own and its sub-calls',
+    # anywhere in its tree) are answered once, from a cache that outlives the root (a root
+    # restarted elsewhere finds its answers). ``cache_scope`` names the run (default: the
+    # ``conversation_id``, else the root agent's id; children inherit it);
+    # ``cache_across_runs`` also answers from, and adds to, the cache all runs share (opt-in).
+    cache_calls: bool = True
+    cache_scope: str = ""
+    cache_across_runs: bool = False
 
 
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):

@@ -65,12 +65,25 @@ class Completion(Protocol):
     @property
     def cost_usd(self) -> float: ...
 
+    @property
+    def cached(self) -> bool:
+        """Answered from the run's call cache: nothing paid (``cost_usd`` 0)."""
+        ...
+
+    @property
+    def saved_usd(self) -> float:
+        """What a cached answer cost when it was paid."""
+        ...
+
 
 class CompletionClient(Protocol):
-    """The model of one pool (its limits, retries and pricing are the client's business)."""
+    """The model of one pool (its limits, retries and pricing are the client's business).
+    ``cache_scope``: the run whose identical calls are answered once ("" or None: no cache);
+    ``cache_across_runs``: any run's."""
 
     async def complete(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
-                       temperature: float | None = None) -> Completion: ...
+                       temperature: float | None = None, cache_scope: str | None = None,
+                       cache_across_runs: bool = False) -> Completion: ...
 
 
 class RouteDecision(Protocol):

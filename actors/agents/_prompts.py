@@ -19,7 +19,7 @@ loaded in a Python REPL as the string variable `context` ({context_chars:,} char
 {context_lines:,} lines). Explore it with code, and delegate reading to sub-models:
 
 - `llm_query(prompt: str) -> str`: ask a language model one question (it sees only `prompt`; \
-it can read about 100,000 characters well).
+{sub_window}).
 - `llm_query_batched(prompts: list[str]) -> list[str]`: many at once, run concurrently. Prefer \
 this for chunk-by-chunk work.
 - `rlm_query(prompt: str, context: str = "") -> str` and `rlm_query_batched(prompts, contexts)`: \
@@ -30,6 +30,31 @@ Write code in fenced blocks that start with ```repl. Variables persist between b
 know the answer, end with one of: a line `FINAL(your answer)`; a line `FINAL_VAR(name)` to \
 return a REPL variable; or in code `answer["content"] = ...; answer["ready"] = True`.
 Recursion depth: {depth} of at most {max_depth}."""
+
+def window_chars(window: int) -> int:
+    """Characters of prompt a window of ``window`` tokens takes, as the router counts them (four
+    a token, an eighth of the window, at most 4,096 tokens, left for the answer)."""
+    return (window - min(4096, window // 8)) * 4
+
+
+def sub_window_note(windows: dict[str, int]) -> str:
+    """What the system prompt says of the sub-models' windows: ``windows`` is pool -> tokens
+    (0: unknown) for the pools the run's sub-calls may use."""
+    known = {pool: w for pool, w in windows.items() if w > 0}
+    if not known:
+        return "how much it reads at once depends on its model: keep prompts short"
+    smallest, largest = min(known.values()), max(known.values())
+    pools = ", ".join(f"{pool} {w:,} tokens" for pool, w in sorted(known.items(),
+                                                                   key=lambda kv: kv[1]))
+    if smallest == largest:
+        size = f"about {window_chars(largest):,} characters"
+    else:
+        size = (f"about {window_chars(smallest):,} characters on the smallest, "
+                f"{window_chars(largest):,} on the largest")
+    return (f"its context window holds {size} ({pools}); a longer prompt goes to a model whose "
+            "window holds it, and one that fits none comes back at once as an error "
+            "`PromptTooLong`: split it")
+
 
 IMAGE_CONTEXT_NOTE = """
 `context` is a list of {count} screenshots (Pillow images; sizes {sizes}). Their text is \

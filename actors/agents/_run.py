@@ -32,6 +32,8 @@ from ._messages import (
     Query,
     Step,
     ToolResult,
+    call_usage,
+    merge_usage,
     total_cost,
     total_tokens,
 )
@@ -43,6 +45,7 @@ from ._prompts import (
     FINAL_VAR,
     IMAGE_CONTEXT_NOTE,
     SYSTEM_PROMPT,
+    sub_window_note,
     tools_note,
 )
 from ._recursion import Recursion
@@ -87,6 +90,7 @@ class Run:
             system = q.system_prompt or SYSTEM_PROMPT.format(
                 context_chars=len(context), context_lines=context.count("\n") + 1,
                 output_limit=run.output_limit, depth=q.depth, max_depth=q.max_depth,
+                sub_window=sub_window_note(self._sub_windows()),
             )
             if q.images:
                 system += IMAGE_CONTEXT_NOTE.format(count=len(q.images), sizes=", ".join(
@@ -138,6 +142,17 @@ class Run:
             trajectory=run.trajectory if q.depth == 0 else [],
             value=self.value if final is not None else None,
         )
+
+    def _sub_windows(self) -> dict[str, int]:
+        """The context windows (tokens) of the pools this run's sub-calls may use."""
+        q = self.state.query
+        pools = self.state.pools
+        if q.pool_override:
+            allowed = [q.pool_override]
+        else:
+            allowed = [name for name in (q.pools or pools) if name in pools]
+        return {name: pools[name].context_window for name in allowed
+                if name in pools and pools[name].model}
 
     def _describe_run(self) -> None:
         """What this agent was asked, on its span: the run's id, why it runs on this pool, the
@@ -232,7 +247,9 @@ class Run:
         held = run.ledger.reserve(run.ledger.estimate(
             pool, "\n".join(m["content"] for m in messages), None))
         try:
-            completion = await run.services.require_llm().complete(messages)
+            completion = await run.services.require_llm().complete(
+                messages, cache_scope=run.cache_scope or None,
+                cache_across_runs=run.query.cache_across_runs)
         except BaseException:
             run.ledger.settle(held)
             raise
@@ -243,11 +260,10 @@ class Run:
     def _account(self, pool: str, completion: Completion) -> None:
         run = self.state
         own = run.services.pool_info
-        u = run.usage.setdefault(pool, PoolUsage(hardware=own.hardware if own else ""))
-        u.calls += 1
-        u.input_tokens += completion.input_tokens
-        u.output_tokens += completion.output_tokens
-        u.cost_usd += completion.cost_usd
+        merge_usage(run.usage, {pool: call_usage(
+            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+            cost_usd=completion.cost_usd, cached=completion.cached,
+            saved_usd=completion.saved_usd, hardware=own.hardware if own else "")})
 
     async def _final_answer(self, reply: str) -> str | None:
         """The final answer the reply (or its code) gave, as text; for a typed run, only one

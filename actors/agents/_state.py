@@ -60,6 +60,15 @@ class RunState:
         self.trajectory: list[Step] = []  # the iterations so far (``Answer.trajectory``)
         self.calls: list[SubCall] = []  # the sub-calls of the current iteration's code
 
+    @property
+    def cache_scope(self) -> str:
+        """The run's call cache: its ``Query.cache_scope``, else its ``conversation_id``, else
+        this (root) agent's id; "" when the query turned the cache off."""
+        q = self.query
+        if not q.cache_calls:
+            return ""
+        return q.cache_scope or q.conversation_id or self.ctx.self_ref.actor_id
+
     # -- what the engine says ---------------------------------------------------------------------
     @property
     def pools(self) -> Mapping[str, PoolInfo]:

@@ -114,7 +114,12 @@ class SubCalls:
         reasons: list[str] = []
         pictures = images or [[] for _ in prompts]
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
-            pool, reason = self.route(prompt, "llm", dict(opts), set(), pictures[i])
+            try:
+                pool, reason = self.route(prompt, "llm", dict(opts), set(), pictures[i])
+            except LookupError as exc:  # PromptTooLong (fits no pool's window): this item's
+                reasons.append("")     # own error, at once; the batch goes on
+                results[i] = item_error(exc)
+                continue
             reasons.append(reason)
             try:  # reserved before dispatch: past the budget, the prompt is not sent
                 held[i] = self.run.reserve(pool, prompt, opts.get("max_tokens"))
@@ -149,6 +154,8 @@ class SubCalls:
                 on_outcome=finished, max_tokens=options[indices[0]].get("max_tokens"),
                 reasons=[reasons[i] for i in indices],
                 images=[pictures[i] for i in indices] if images else (),
+                cache_scope=self.run.cache_scope,
+                cache_across_runs=self.run.query.cache_across_runs,
                 on_lost=lambda j, n: self.run.lost(pool, prompts[indices[j]],
                                                 options[indices[j]].get("max_tokens"), n))
             if stats is not None:  # prompts no lane answered are no longer in flight here
@@ -284,7 +291,8 @@ class SubCalls:
             if stats is not None:
                 stats.started(pool)
             message = Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
-                             route_reason=reason)
+                             route_reason=reason, cache_scope=self.run.cache_scope,
+                             cache_across_runs=self.run.query.cache_across_runs)
             resent = 0
 
             def again(message: Prompt = message) -> Prompt:

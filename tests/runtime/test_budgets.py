@@ -24,7 +24,9 @@ THOUSAND = Recording([
 @pytest.mark.root_replies(THOUSAND)
 async def test_a_batch_of_1000_stops_at_the_token_budget(harness: Harness) -> None:
     budget = 20_000
-    answer = await harness.ask("q?", budget=Budget(tokens=budget), max_iterations=4)
+    # identical prompts, each paid: the call cache is off (tests/runtime/test_call_cache.py)
+    answer = await harness.ask("q?", budget=Budget(tokens=budget), max_iterations=4,
+                               cache_calls=False)
     spent = sum(u.tokens for u in answer.usage.values())
     print(f"RESULT budget_overshoot={spent / budget:.4g}")
     assert spent / budget <= 1.05
@@ -48,7 +50,8 @@ FRONTIER_BATCH = Recording([
 @pytest.mark.root_replies(FRONTIER_BATCH)
 async def test_a_dollar_budget_holds_on_an_expensive_pool(harness: Harness) -> None:
     budget = 0.05
-    answer = await harness.ask("q?", budget=Budget(dollars=budget), max_iterations=4)
+    answer = await harness.ask("q?", budget=Budget(dollars=budget), max_iterations=4,
+                               cache_calls=False)
     assert answer.cost_usd <= budget * 1.05
     assert 1 < answer.usage["frontier"].calls < 200
     assert answer.stop_reason.startswith("budget: dollars budget exhausted: spent $")
@@ -72,7 +75,7 @@ async def test_children_get_a_share_of_what_is_left(harness: Harness) -> None:
     budget = 12_000
     context = generate_task(n_records=200, seed=5).context
     answer = await harness.ask("q?", context=context, budget=Budget(tokens=budget),
-                               max_iterations=3, max_depth=2)
+                               max_iterations=3, max_depth=2, cache_calls=False)
     spent = sum(u.tokens for u in answer.usage.values())
     assert spent <= budget * 1.05, answer.usage
     assert answer.ok and answer.agents_by_depth[1] == 4  # four children, each with a share

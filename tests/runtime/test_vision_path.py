@@ -109,7 +109,7 @@ async def run_program(nats_server: NatsServer, program: str) -> Run:
                                                webpages.render(PAGE))
                 agent = await system.spawn(RLMAgent, pool="vision-frontier")
                 answer = await agent.ask(Query(question="Read page 0.", images=[screenshot],
-                                               max_depth=1), timeout=300)
+                                               max_depth=1, cache_calls=False), timeout=300)
                 await system.stop(agent)
             images_received = dict(sim.images_received)
     finally:
