@@ -19,6 +19,7 @@ from ._messages import (
     PromptResults,
     call_usage,
 )
+from ._ports import cached_completion
 from ._spans import mark_failed, note_route
 
 #: How long finished prompts of a chunk wait for company before they travel as progress:
@@ -101,14 +102,20 @@ class LLMAgent(Actor):
                         temperature: float | None, cache_scope: str = "",
                         cache_across_runs: bool = False) -> LLMReply:
         services = self.ctx.agent_services
-        completion = await services.require_llm().complete(
-            messages, max_tokens=max_tokens, temperature=temperature,
-            cache_scope=cache_scope or None, cache_across_runs=cache_across_runs)
+        llm = services.require_llm()
+        if cache_scope:
+            completion = await llm.complete(
+                messages, max_tokens=max_tokens, temperature=temperature,
+                cache_scope=cache_scope, cache_across_runs=cache_across_runs)
+        else:
+            completion = await llm.complete(messages, max_tokens=max_tokens,
+                                            temperature=temperature)
         own = services.pool_info
+        cached, saved = cached_completion(completion)
         usage = call_usage(
             input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-            cost_usd=completion.cost_usd, cached=completion.cached,
-            saved_usd=completion.saved_usd, hardware=own.hardware if own is not None else "")
+            cost_usd=completion.cost_usd, cached=cached, saved_usd=saved,
+            hardware=own.hardware if own is not None else "")
         return LLMReply(
             text=completion.text, pool=self.ctx.pool, model=completion.model,
             usage={self.ctx.pool: usage},

@@ -65,21 +65,21 @@ class Completion(Protocol):
     @property
     def cost_usd(self) -> float: ...
 
-    @property
-    def cached(self) -> bool:
-        """Answered from the run's call cache: nothing paid (``cost_usd`` 0)."""
-        ...
+    # Optional (read with ``cached_completion``): ``cached: bool``, answered from the run's call
+    # cache, nothing paid; ``saved_usd: float``, what that answer cost when it was paid.
 
-    @property
-    def saved_usd(self) -> float:
-        """What a cached answer cost when it was paid."""
-        ...
+
+def cached_completion(completion: Completion) -> tuple[bool, float]:
+    """``(cached, saved_usd)`` of a completion; (False, 0) for a client without a cache."""
+    return (bool(getattr(completion, "cached", False)),
+            float(getattr(completion, "saved_usd", 0.0)))
 
 
 class CompletionClient(Protocol):
     """The model of one pool (its limits, retries and pricing are the client's business).
     ``cache_scope``: the run whose identical calls are answered once ("" or None: no cache);
-    ``cache_across_runs``: any run's."""
+    ``cache_across_runs``: any run's. Agents pass them only when the run caches (a client
+    without a cache need not take them)."""
 
     async def complete(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
                        temperature: float | None = None, cache_scope: str | None = None,

@@ -37,7 +37,7 @@ from ._messages import (
     total_cost,
     total_tokens,
 )
-from ._ports import ChatMessage, Completion
+from ._ports import ChatMessage, Completion, cached_completion
 from ._prompts import (
     ANSWER_SCHEMA_NOTE,
     CODE_BLOCK,
@@ -247,23 +247,28 @@ class Run:
         held = run.ledger.reserve(run.ledger.estimate(
             pool, "\n".join(m["content"] for m in messages), None))
         try:
-            completion = await run.services.require_llm().complete(
-                messages, cache_scope=run.cache_scope or None,
-                cache_across_runs=run.query.cache_across_runs)
+            llm = run.services.require_llm()
+            if run.cache_scope:
+                completion = await llm.complete(messages, cache_scope=run.cache_scope,
+                                                cache_across_runs=run.query.cache_across_runs)
+            else:
+                completion = await llm.complete(messages)
         except BaseException:
             run.ledger.settle(held)
             raise
         self._account(pool, completion)
-        run.ledger.settle(held, pool=pool, output_tokens=completion.output_tokens)
+        paid = not cached_completion(completion)[0]
+        run.ledger.settle(held, pool=pool, output_tokens=completion.output_tokens if paid else 0)
         return completion.text
 
     def _account(self, pool: str, completion: Completion) -> None:
         run = self.state
         own = run.services.pool_info
+        cached, saved = cached_completion(completion)
         merge_usage(run.usage, {pool: call_usage(
             input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-            cost_usd=completion.cost_usd, cached=completion.cached,
-            saved_usd=completion.saved_usd, hardware=own.hardware if own else "")})
+            cost_usd=completion.cost_usd, cached=cached, saved_usd=saved,
+            hardware=own.hardware if own else "")})
 
     async def _final_answer(self, reply: str) -> str | None:
         """The final answer the reply (or its code) gave, as text; for a typed run, only one
