@@ -67,6 +67,28 @@ def test_ping_shows_workers_and_pools(nats_server: NatsServer, tmp_path: Path) -
     assert node["info"]["role"] == "worker" and node["info"]["pools"] == {"gpu": "h100"}
 
 
+def test_worker_and_ping_read_namespace_and_nats_from_the_config(nats_server: NatsServer,
+                                                                tmp_path: Path) -> None:
+    config = tmp_path / "pools.toml"
+    config.write_text(f'namespace = "fromconfig"\nnats = "{nats_server.url}"\n'
+                      '[pools.gpu]\nhardware = "h100"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("HETERARCH_NATS_URL", "NATS_URL")}
+    worker = subprocess.Popen(  # no --nats: the config's
+        [sys.executable, "-m", "heterarch.cli", "worker", "--pool", "gpu", "--config",
+         str(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert worker.stdout is not None
+        assert "serving gpu (h100)" in worker.stdout.readline()
+        done = subprocess.run([sys.executable, "-m", "heterarch.cli", "ping", "--config",
+                               str(config)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, env=env)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)  # also closes its stdout pipe
+    assert done.returncode == 0, done.stderr
+    assert "1 node(s), pools: gpu x1" in done.stdout
+
+
 def test_help_lists_the_commands() -> None:
     done = heterarch("--help")
     for command in ("nats", "worker", "ping", "sandbox", "demo", "simulate", "rlm", "trace",

@@ -99,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = command("ping", "health of the cluster: nodes, pools, live actors")
-    p.add_argument("--nats", metavar="URL", help=NATS_HELP)
-    p.add_argument("--namespace", default="heterarch", help="subject and bucket prefix")
+    p.add_argument("--nats", metavar="URL", help=NATS_HELP + "; else the config's `nats`")
+    p.add_argument("--config", default=None,
+                   help="a pools config: its namespace, NATS URLs and credentials")
+    p.add_argument("--namespace", default=None,
+                   help="subject and bucket prefix (unset: the config's, else heterarch)")
     p.add_argument("--actors", action="store_true", help="list every live actor")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (nodes, pools, actors) instead of text")
@@ -360,8 +363,18 @@ def _start_tracing(args: argparse.Namespace, *, role: str,
 def cmd_ping(args: argparse.Namespace) -> int:
     from runtime._system import ActorSystem
 
+    from runtime import load_config
+
+    config = load_config(args.config) if args.config else None
+    namespace = args.namespace or (config.namespace if config else "heterarch")
+    nats = _split(args.nats) or None
+    if nats is None and config is not None and config.nats and not (
+            os.environ.get("HETERARCH_NATS_URL") or os.environ.get("NATS_URL")):
+        nats = list(config.nats)
+    options = config.connect_options(nats) if config is not None and nats else None
+
     async def ping() -> int:
-        async with ActorSystem(nats=_split(args.nats) or None, namespace=args.namespace,
+        async with ActorSystem(nats=nats, namespace=namespace, options=options,
                                embedded=False) as system:
             await anyio.sleep(system.node.heartbeat_interval * 1.5)
             stats = await system.node.cluster_stats()

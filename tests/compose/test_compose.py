@@ -129,6 +129,19 @@ def test_front_end_detection(tmp_path: Path) -> None:
     assert stack.find_compose() in FRONT_ENDS
 
 
+def test_the_nats_users_namespaces_are_said_and_regenerated(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert stack.conf_namespaces() == ["heterarch", "examples"]
+    conf = tmp_path / "nats.conf"
+    conf.write_text(stack.NATS_CONF.read_text())
+    monkeypatch.setattr(stack, "NATS_CONF", conf)
+    assert stack.main(["namespaces", "heterarch", "mine"]) == 0
+    text = conf.read_text()
+    assert stack.conf_namespaces() == ["heterarch", "mine"]
+    assert '"mine.a.*"' in text and '"examples.a.*"' not in text
+    assert text.count("authorization {") == 1 and "jetstream {" in text
+
+
 def test_default_passwords_are_refused_beyond_loopback() -> None:
     stack.check_exposure({})  # loopback: fine
     with pytest.raises(stack.StackError, match="NATS_CLIENT_PASSWORD and NATS_WORKER_PASSWORD"):
