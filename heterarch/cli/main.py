@@ -361,9 +361,8 @@ def _start_tracing(args: argparse.Namespace, *, role: str,
 
 # -- ping ----------------------------------------------------------------------------------------
 def cmd_ping(args: argparse.Namespace) -> int:
-    from runtime._system import ActorSystem
-
     from runtime import load_config
+    from runtime._system import ActorSystem
 
     config = load_config(args.config) if args.config else None
     namespace = args.namespace or (config.namespace if config else "heterarch")
