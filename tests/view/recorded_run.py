@@ -37,7 +37,7 @@ def _edit_pool(toml: str, pool: str, old: str, new: str) -> str:
 
 
 def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1500,
-               wafer_concurrency: int = 4, down: str = "") -> RecordedRun:
+               wafer_concurrency: int = 4, down: str = "", max_depth: int = 1) -> RecordedRun:
     """``down``: a pool whose endpoint refuses connections (nothing listens there)."""
     profiles = {k: v for k, v in default_profiles().items()
                 if k in ("sim/wafer-small", "sim/h100-open", "sim/frontier")}
@@ -70,7 +70,7 @@ def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1
         result = subprocess.run(
             [sys.executable, "-m", "heterarch.cli", "rlm", question,
              "--context", str(context), "--root-pool", "frontier", "--nats", nats_url,
-             "--namespace", namespace, "--max-depth", "1", "--log", str(log)],
+             "--namespace", namespace, "--max-depth", str(max_depth), "--log", str(log)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )
     finally:

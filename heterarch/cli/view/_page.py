@@ -12,6 +12,7 @@ from typing import Any
 from ..trace_show import FOLD_MIN, SpanNode, _fold_key, build_tree, fold_label, node_label
 from ._run import (
     Bar,
+    Iteration,
     Run,
     Span,
     attrs,
@@ -19,6 +20,8 @@ from ._run import (
     end,
     error_type,
     failed,
+    last_user_text,
+    message_text,
     operation,
     seconds,
     start,
@@ -228,6 +231,12 @@ def _bar_title(bar: Bar, run: Run) -> str:
         lines.append(f"tokens {tokens[0]:,} in, {tokens[1]:,} out")
     if a.get("heterarch.cost_usd"):
         lines.append(money(float(a["heterarch.cost_usd"])))
+    prompt = last_user_text(a.get("gen_ai.input.messages"))
+    reply = message_text(a.get("gen_ai.output.messages"))
+    if prompt:
+        lines.append(f"prompt: {_preview(prompt)}")
+    if reply:
+        lines.append(f"reply: {_preview(reply)}")
     if bar.straggler:
         lines.append("straggler: slower than twice its pool's median")
     if failed(s):
@@ -235,6 +244,11 @@ def _bar_title(bar: Bar, run: Run) -> str:
     if not bar.sub_call:
         lines.append("the root agent writing code")
     return "\n".join(lines)
+
+
+def _preview(text: str, limit: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 def _timeline(run: Run, colors: dict[str, str]) -> str:
@@ -409,8 +423,24 @@ def _pools(run: Run, colors: dict[str, str]) -> str:
 def _iterations(run: Run) -> str:
     if not run.iterations:
         return ""
+    children = []
+    for agent, steps in run.children:  # rlm_query children: their own iterations, folded
+        a = attrs(agent)
+        tokens, cost, _ = subtree_usage(agent, children_index(run.spans))
+        why = f" <span class='etype'>{e(error_type(agent))}</span>" if failed(agent) else ""
+        children.append(
+            f"<details class='child-agent'><summary><b>{e(agent.get('name'))}</b> depth "
+            f"{e(a.get('heterarch.depth', '?'))} on {e(a.get('heterarch.pool', '-'))}: "
+            f"{len(steps)} iterations, {duration(seconds(agent))}, {tokens:,} tokens, "
+            f"{money(cost)}{why}</summary>{_iteration_blocks(steps, run)}</details>")
+    more = (f"<h3>Child agents ({len(children)})</h3>{''.join(children)}" if children else "")
+    return (f"<section id='iterations'><h2>The root agent's iterations</h2>"
+            f"{_iteration_blocks(run.iterations, run)}{more}</section>")
+
+
+def _iteration_blocks(iterations: list[Iteration], run: Run) -> str:
     out = []
-    for it in run.iterations:
+    for it in iterations:
         chat = it.chat
         meta = ""
         if chat is not None:
@@ -438,7 +468,7 @@ def _iterations(run: Run) -> str:
         out.append(f"<div class='iter' id='iteration-{it.number}'><h3>Iteration {it.number} "
                    f"<span class='muted'>{meta}</span></h3><div class='muted'>the model's reply"
                    f"</div>{reply}{''.join(cells)}</div>")
-    return f"<section id='iterations'><h2>The root agent's iterations</h2>{''.join(out)}</section>"
+    return "".join(out)
 
 
 def _call_summary(span: Span, run: Run) -> str:

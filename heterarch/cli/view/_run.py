@@ -208,6 +208,8 @@ class Run:
     errors: list[Span]
     events: list[tuple[Span, dict[str, Any]]]  # retries, fallbacks, escalations
     complete: bool               # the root span has ended (a run still writing: False)
+    children: list[tuple[Span, list[Iteration]]] = field(default_factory=list)
+    # the other RLM agents (rlm_query children), each with its iterations, in start order
 
     @property
     def wall_s(self) -> float:
@@ -401,6 +403,10 @@ def build_run(spans: list[Span]) -> Run:
     root = _find_root(spans)
     agent = _find_agent(spans, index)
     iterations, phases = _iterations(agent, index) if agent is not None else ([], [])
+    children = [(s, _iterations(s, index)[0]) for s in spans
+                if s is not agent and operation(s) == "invoke_agent"
+                and any(attrs(k).get(ATTR_GENAI_TOOL_NAME) == "repl"
+                        for k in index.get(s["span_id"], []))]
     chats = [s for s in spans if operation(s) == "chat"]
     lanes, _ = _lanes(chats, agent)
     pools = _pool_stats(chats, lanes)
@@ -423,4 +429,5 @@ def build_run(spans: list[Span]) -> Run:
         errors=[s for s in spans if failed(s)], events=events,
         complete=root is not None and not root.get("parent_span_id")
         and bool(root.get("end_ns")),
+        children=children,
     )
