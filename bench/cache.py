@@ -3,21 +3,24 @@ share a long prefix, with caching and without it, in one run.
 
     python bench/cache.py [--prompts 64] [--rerun 0.5] [--prefix-tokens 2000] [--time-scale 1]
 
-The root's program sends ``--prompts`` sub-prompts (a shared instruction prefix of about
-``--prefix-tokens`` tokens, then a chunk of the context), then sends the first ``--rerun``
-fraction of them again (a program that retries part of its work). The sub-model is simulated
-with four replicas behind one endpoint, a prefix cache per replica (docs/llm.md, "Prompt
-caching in the simulator"), GPT-5-mini-like prices ($0.25 in, $0.025 cached in, $2 out per
-million tokens) and a prefill of 4,000 tokens/s.
+The root's program sends ``--prompts`` sub-prompts (``--groups`` task families, each with its
+own instruction prefix of about ``--prefix-tokens`` tokens, then a chunk of the context), then
+sends the first ``--rerun`` fraction of them again (a program that retries part of its work).
+The sub-model is simulated with four replicas behind one endpoint, a prefix cache per replica
+(docs/llm.md, "Prompt caching in the simulator"), GPT-5-mini-like prices ($0.25 in, $0.025
+cached in, $2 out per million tokens) and a prefill of 4,000 tokens/s.
 
 - with caching: the run's call cache on (identical sub-calls answered once) and the pool sends
   ``prompt_cache_key`` (sub-calls sharing the prefix reach the replica that has it);
-- without: the call cache off, and a sub-model with no prefix cache (same speed and prices).
+- without: the call cache off, and a sub-model with no prefix cache (same speed and prices);
+- and, to show what the key does, the call cache on and the prefix caches on but no
+  ``prompt_cache_key`` (the replicas behind a plain round-robin balancer).
 
 RESULT lines: ``cache_hit_rate`` (sub-calls answered by the call cache / sub-calls the program
 made), ``prompt_cache_hit_rate`` (prompt tokens read from a replica's cache / prompt tokens
 sent), ``cost_saved_ratio`` (dollars with caching / without), ``wall_ratio`` (wall time with
-caching / without).
+caching / without); ``prompt_cache_hit_rate_round_robin`` and ``wall_ratio_key_vs_round_robin``
+for the third configuration.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ INSTRUCTIONS = ("You label records. Each record below is one line '<n>: <text>'.
 PROGRAM = """```repl
 PREFIX = {prefix!r}
 chunks = [context[i:i + 1500] for i in range(0, len(context), 1500)][:{prompts}]
-prompts = [PREFIX + "\\n" + chunk for chunk in chunks]
+prompts = [f"Task family {{i % {groups}}}. " + PREFIX + "\\n" + chunk
+           for i, chunk in enumerate(chunks)]
 first = llm_query_batched(prompts)
 again = llm_query_batched(prompts[:{rerun}])
 done = f"{{len(first)}} + {{len(again)}} sub-calls"
@@ -79,19 +83,20 @@ CONTEXT = "\n".join(f"{i}: record number {i} says something about item {i * 7 % 
                     for i in range(4_000))
 
 
-async def main(prompts: int, rerun_fraction: float, prefix_tokens: int,
+async def main(prompts: int, rerun_fraction: float, prefix_tokens: int, groups: int,
                time_scale: float) -> None:
     litellm_module()  # imported up front: importing blocks the event loop for seconds
     build_image(if_missing=True, progress=lambda line: None)
     prefix = (INSTRUCTIONS * (prefix_tokens * 4 // len(INSTRUCTIONS) + 1))[:prefix_tokens * 4]
     rerun = int(prompts * rerun_fraction)
-    program = PROGRAM.format(prefix=prefix, prompts=prompts, rerun=rerun)
+    program = PROGRAM.format(prefix=prefix, prompts=prompts, rerun=rerun, groups=groups)
     root = ScriptedResponder([program, "FINAL(done)"])
     profiles = {
         "sim/root": Profile("sim/root", "api", 0.0, 1e9, 8, 0.0, 0.0, 3, responder=root,
                             context_window=272_000),
         "sim/cached": sub_profile("sim/cached", cached=True),
         "sim/plain": sub_profile("sim/plain", cached=False),
+        "sim/rr": sub_profile("sim/rr", cached=True),
     }
     async with Simulator(profiles, time_scale=time_scale) as sim:
         config = parse_config(tomllib.loads(profiles_toml(profiles, sim.base_url,
@@ -99,6 +104,7 @@ async def main(prompts: int, rerun_fraction: float, prefix_tokens: int,
         pools = {name: p for name, p in config.pools.items()}
         pools["sim-cached"] = msgspec.structs.replace(pools["sim-cached"],
                                                      prompt_cache_key=True)
+        pools["sim-rr"] = msgspec.structs.replace(pools["sim-rr"], prompt_cache_key=False)
         pools["sim-plain"] = msgspec.structs.replace(
             pools["sim-plain"], prompt_cache_key=False,
             cached_input_price_per_mtok=pools["sim-cached"].cached_input_price_per_mtok)
@@ -115,7 +121,9 @@ async def main(prompts: int, rerun_fraction: float, prefix_tokens: int,
                 without, wall_without = await one_run(system, "sim-plain", cache=False)
                 root.calls = 0
                 with_cache, wall_with = await one_run(system, "sim-cached", cache=True)
-    for label, answer in (("without", without), ("with", with_cache)):
+                root.calls = 0
+                round_robin, wall_rr = await one_run(system, "sim-rr", cache=True)
+    for label, answer in (("without", without), ("with", with_cache), ("rr", round_robin)):
         assert answer.ok and answer.text == "done", (label, answer.stop_reason)
     made = prompts + rerun
     plain, cached = without.usage["sim-plain"], with_cache.usage["sim-cached"]
@@ -132,6 +140,11 @@ async def main(prompts: int, rerun_fraction: float, prefix_tokens: int,
     result("prompt_cache_hit_rate", prompt_hits)
     result("cost_saved_ratio", cached.cost_usd / plain.cost_usd)
     result("wall_ratio", wall_with / wall_without)
+    rr_hits = sim.cached_tokens["sim/rr"] / max(1, sim.prompt_tokens["sim/rr"])
+    print(f"  with caching, no prompt_cache_key (round-robin over the replicas): "
+          f"${round_robin.usage['sim-rr'].cost_usd:.5f}, {wall_rr:.2f}s")
+    result("prompt_cache_hit_rate_round_robin", rr_hits)
+    result("wall_ratio_key_vs_round_robin", wall_with / wall_rr)
 
 
 if __name__ == "__main__":
@@ -140,6 +153,8 @@ if __name__ == "__main__":
     parser.add_argument("--rerun", type=float, default=0.5,
                         help="fraction of the batch the program sends again")
     parser.add_argument("--prefix-tokens", type=int, default=2000)
+    parser.add_argument("--groups", type=int, default=8,
+                        help="task families: each has its own long prefix")
     parser.add_argument("--time-scale", type=float, default=1.0)
     a = parser.parse_args()
-    anyio.run(main, a.prompts, a.rerun, a.prefix_tokens, a.time_scale)
+    anyio.run(main, a.prompts, a.rerun, a.prefix_tokens, a.groups, a.time_scale)

@@ -19,7 +19,6 @@ from ._messages import (
     PromptResults,
     call_usage,
 )
-from ._ports import cached_completion
 from ._spans import mark_failed, note_route
 
 #: How long finished prompts of a chunk wait for company before they travel as progress:
@@ -111,11 +110,7 @@ class LLMAgent(Actor):
             completion = await llm.complete(messages, max_tokens=max_tokens,
                                             temperature=temperature)
         own = services.pool_info
-        cached, saved = cached_completion(completion)
-        usage = call_usage(
-            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-            cost_usd=completion.cost_usd, cached=cached, saved_usd=saved,
-            hardware=own.hardware if own is not None else "")
+        usage = call_usage(completion, hardware=own.hardware if own is not None else "")
         return LLMReply(
             text=completion.text, pool=self.ctx.pool, model=completion.model,
             usage={self.ctx.pool: usage},

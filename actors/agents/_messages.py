@@ -64,15 +64,23 @@ def merge_usage(into: Usage, other: Usage) -> Usage:
     return into
 
 
-def call_usage(*, input_tokens: int, output_tokens: int, cost_usd: float, cached: bool = False,
-               saved_usd: float = 0.0, hardware: str = "") -> PoolUsage:
-    """One model call's usage: a paid call, or an answer from the call cache (no call, no
-    tokens, no dollars: counted as a hit with the tokens and dollars it saved)."""
-    if cached:
-        return PoolUsage(cache_hits=1, cache_saved_tokens=input_tokens + output_tokens,
-                         cache_saved_usd=saved_usd, hardware=hardware)
-    return PoolUsage(calls=1, input_tokens=input_tokens, output_tokens=output_tokens,
-                     cost_usd=cost_usd, hardware=hardware)
+def call_usage(completion: Any, *, hardware: str = "") -> PoolUsage:
+    """One model call's usage, from its completion (``input_tokens``, ``output_tokens``,
+    ``cost_usd``; optionally ``cached_tokens`` and ``prompt_cache_saved_usd``, the provider's
+    prompt cache, and ``cached``/``saved_usd``, the call cache): a paid call, or an answer from
+    the call cache (no call, no tokens, no dollars: a hit, with what it saved)."""
+    tokens = int(completion.input_tokens) + int(completion.output_tokens)
+    if getattr(completion, "cached", False):
+        return PoolUsage(cache_hits=1, cache_saved_tokens=tokens,
+                         cache_saved_usd=float(getattr(completion, "saved_usd", 0.0)),
+                         hardware=hardware)
+    return PoolUsage(calls=1, input_tokens=int(completion.input_tokens),
+                     output_tokens=int(completion.output_tokens),
+                     cost_usd=float(completion.cost_usd),
+                     cached_input_tokens=int(getattr(completion, "cached_tokens", 0)),
+                     prompt_cache_saved_usd=float(getattr(completion, "prompt_cache_saved_usd",
+                                                          0.0)),
+                     hardware=hardware)
 
 
 def add_lost(usage: Usage, pool: str, tokens: int, dollars: float, calls: int = 1) -> None:

@@ -264,11 +264,8 @@ class Run:
     def _account(self, pool: str, completion: Completion) -> None:
         run = self.state
         own = run.services.pool_info
-        cached, saved = cached_completion(completion)
-        merge_usage(run.usage, {pool: call_usage(
-            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-            cost_usd=completion.cost_usd, cached=cached, saved_usd=saved,
-            hardware=own.hardware if own else "")})
+        merge_usage(run.usage, {pool: call_usage(completion,
+                                                 hardware=own.hardware if own else "")})
 
     async def _final_answer(self, reply: str) -> str | None:
         """The final answer the reply (or its code) gave, as text; for a typed run, only one

@@ -42,18 +42,22 @@ class _Replica:
         self.in_flight = 0
 
     def lookup(self, hashes: list[bytes]) -> int:
-        """Blocks of the prompt's prefix this replica has (then remembers all of them)."""
+        """Blocks of the prompt's prefix this replica has (touched: recently used)."""
         hit = 0
         for h in hashes:
             if h not in self.blocks:
                 break
+            self.blocks.move_to_end(h)
             hit += 1
+        return hit
+
+    def remember(self, hashes: list[bytes]) -> None:
+        """The prompt's blocks, once its prefill is done."""
         for h in hashes:
             self.blocks[h] = None
             self.blocks.move_to_end(h)
         while len(self.blocks) > self.capacity:
             self.blocks.popitem(last=False)
-        return hit
 
 
 class Replicas:
@@ -78,17 +82,22 @@ class Replicas:
             return home
         return min(range(len(self.replicas)), key=lambda i: self.replicas[i].in_flight)
 
-    def serve(self, index: int, messages: Sequence[dict[str, str]]) -> int:
+    def serve(self, index: int, messages: Sequence[dict[str, str]]) -> tuple[int, list[bytes]]:
         """Characters of the prompt that replica ``index`` had cached (0: a miss, or a prompt
-        under 1,024 tokens); marks the request in flight there until ``done(index)``."""
+        under 1,024 tokens), and the prompt's blocks for ``prefilled`` once its prefill is
+        done (a prompt that arrives meanwhile misses them: nothing is cached before it is
+        computed); marks the request in flight there until ``done(index)``."""
         replica = self.replicas[index]
         replica.in_flight += 1
         text = _prompt_text(messages)
-        blocks = replica.lookup(_block_hashes(text))
-        cached = blocks * BLOCK_CHARS
+        hashes = _block_hashes(text)
+        cached = replica.lookup(hashes) * BLOCK_CHARS
         if len(text) < MIN_CACHED_CHARS or cached < MIN_CACHED_CHARS:
-            return 0
-        return cached
+            cached = 0
+        return cached, hashes
+
+    def prefilled(self, index: int, hashes: list[bytes]) -> None:
+        self.replicas[index].remember(hashes)
 
     def done(self, index: int) -> None:
         self.replicas[index].in_flight -= 1

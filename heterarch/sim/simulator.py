@@ -193,7 +193,7 @@ class Simulator:
         key = payload.get("prompt_cache_key")
         replica = replicas.choose(key if isinstance(key, str) else None) if replicas else 0
         try:
-            cached_chars = replicas.serve(replica, messages) if replicas else 0
+            cached_chars, blocks = replicas.serve(replica, messages) if replicas else (0, [])
             self.in_flight[profile.model] += 1
             self.peak_in_flight[profile.model] = max(self.peak_in_flight[profile.model],
                                                      self.in_flight[profile.model])
@@ -209,10 +209,16 @@ class Simulator:
                 text, finish = _within(text, payload.get("max_completion_tokens")
                                        or payload.get("max_tokens"), profile.reasoning_tokens)
                 completion_tokens = estimate_tokens(text) + profile.reasoning_tokens
+                if replicas:  # the prompt's blocks are cached once its prefill is done
+                    prefill_s = profile.latency(0, prefill) - profile.latency(0, 0)
+                    await asyncio.sleep(prefill_s * self.time_scale)
+                    replicas.prefilled(replica, blocks)
+                else:
+                    prefill_s = 0.0
                 if payload.get("stream"):
                     return await self._stream(request, profile, text, prompt_tokens,
                                               completion_tokens, finish, cached_tokens)
-                await asyncio.sleep(profile.latency(completion_tokens, prefill)
+                await asyncio.sleep((profile.latency(completion_tokens, prefill) - prefill_s)
                                     * self.time_scale)
                 return _json(200, self._completion(profile, text, prompt_tokens,
                                                    completion_tokens, finish, cached_tokens))
@@ -248,8 +254,12 @@ class Simulator:
             first, per_piece = profile.fixed_latency_s * self.time_scale, 0.0
         else:
             visible = completion_tokens - profile.reasoning_tokens
-            first = profile.latency(profile.reasoning_tokens,
-                                    prompt_tokens - cached_tokens) * self.time_scale
+            first = (profile.latency(profile.reasoning_tokens, prompt_tokens - cached_tokens)
+                     - profile.latency(0, prompt_tokens - cached_tokens)
+                     + profile.latency(0, 0)) * self.time_scale
+            if not profile.prefix_cache:  # no prefill slept before: it is part of the first
+                first += (profile.latency(0, prompt_tokens - cached_tokens)
+                          - profile.latency(0, 0)) * self.time_scale
             per_piece = visible / profile.tokens_per_s / len(pieces) * self.time_scale
         await response.prepare(request)
         await asyncio.sleep(first)

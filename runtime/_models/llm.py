@@ -100,6 +100,7 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     cached_tokens: int = 0
     cached: bool = False
     saved_usd: float = 0.0
+    prompt_cache_saved_usd: float = 0.0  # what cached_tokens saved against the input price
 
 
 def _server_attributes(api_base: str) -> dict[str, Any]:
@@ -358,17 +359,18 @@ class LLMClient:
         u.input_tokens += reply.input_tokens
         u.output_tokens += reply.output_tokens
         u.cost_usd += cost
+        prompt_saved = (self.cost(reply.input_tokens, reply.output_tokens) - cost
+                        if reply.cached_tokens else 0.0)
         if reply.cached_tokens:
             u.cached_input_tokens += reply.cached_tokens
-            u.prompt_cache_saved_usd += (self.cost(reply.input_tokens, reply.output_tokens)
-                                         - cost)
+            u.prompt_cache_saved_usd += prompt_saved
         if span is not None:
             self._end_span(span, messages, reply, cost, attempts)
         return Completion(
             text=reply.text, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
             cost_usd=cost, model=self.pool.model, pool=self.pool.name,
             latency_s=time.monotonic() - started, attempts=attempts,
-            cached_tokens=reply.cached_tokens,
+            cached_tokens=reply.cached_tokens, prompt_cache_saved_usd=prompt_saved,
         )
 
     def _start_span(self, max_tokens: int | None,
