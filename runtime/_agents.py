@@ -21,6 +21,7 @@ from sandbox import Sandbox
 
 from ._config import PoolConfig, RuleConfig, RuntimeConfig, SandboxConfig
 from ._models.call_cache import CALLS_BUCKET, CALLS_TTL_S, CallCache
+from ._models.content import learned_router_for
 from ._models.learned import LearnedRouter
 from ._models.llm import LLMClient
 from ._models.routing import (
@@ -80,10 +81,20 @@ def agent_services(
     chosen: Router = router or BudgetAwareRouter(complexity)
     if learned is not None:
         chosen = ChainRouter([LearnedRouter.load(learned, config.pools), chosen])
+    learner = None
+    if config.routing is not None and router is None:  # the quality target decides first
+        settings = config.routing
+        quality = learned_router_for(
+            config.pools, model_path=settings.model, labels_path=settings.labels,
+            shadow_fraction=settings.shadow_fraction, refit_every=settings.refit_every,
+            target=settings.quality_target or None, tolerance=settings.tolerance,
+            stats=complexity.stats)
+        learner = quality.learner
+        chosen = ChainRouter([quality, chosen])
     if config.rules:  # the config's static rules first (a pool per depth, say)
         chosen = ChainRouter([StaticRouter([_rule(r) for r in config.rules]), chosen])
     route = RouteService(chosen, getattr(router, "stats", None) or complexity.stats,
-                         pools=config.pools)
+                         pools=config.pools, learner=learner)
     factory = sandbox_factory(
         msgspec.structs.replace(config.sandbox_settings, kind=config.sandbox))
     services: dict[str, Any] = {

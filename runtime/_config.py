@@ -191,6 +191,24 @@ class RuleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     pattern: str = ""
 
 
+class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[routing]``: the quality target and the router that learns it from content.
+
+    ``quality_target``: the predicted agreement with the strongest pool every plain sub-call
+    must reach (0: match the strongest, within ``tolerance``); ``model``: a content router
+    model (``heterarch route fit --labels``); ``labels``: a JSON-lines file the shadow labels
+    are appended to (and learnt from at start); ``shadow_fraction``: the share of sub-calls
+    also run on the other side (cheap vs strongest) to label them; ``refit_every``: new
+    labels before the model is fitted again (0: never online)."""
+
+    quality_target: float = 0.0
+    tolerance: float = 0.01
+    model: str = ""
+    labels: str = ""
+    shadow_fraction: float = 0.03
+    refit_every: int = 500
+
+
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = "heterarch"
     nats: list[str] = []
@@ -199,6 +217,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     connect: ConnectConfig = ConnectConfig()
     sandbox_settings: SandboxConfig = SandboxConfig()  # ``[sandbox]``; its kind is ``sandbox``
     rules: list[RuleConfig] = []
+    routing: RoutingConfig | None = None  # None: no [routing] table, no learning router
 
     def connect_options(self, servers: list[str] | None = None) -> ConnectOptions:
         """``ConnectOptions`` for ``servers`` (default: the config's URLs) with the
@@ -253,11 +272,11 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> RuntimeCo
         except msgspec.ValidationError as exc:
             raise RuntimeConfigError(f"{source}: [pools.{name}]: {exc}") from None
     rest = {k: v for k, v in data.items() if k != "pools"}
-    unknown = set(rest) - {"namespace", "nats", "sandbox", "connect", "rules"}
+    unknown = set(rest) - {"namespace", "nats", "sandbox", "connect", "rules", "routing"}
     if unknown:
         raise RuntimeConfigError(
             f"{source}: unknown top-level keys {sorted(unknown)} "
-            "(known: namespace, nats, sandbox, connect, rules, pools)"
+            "(known: namespace, nats, sandbox, connect, rules, pools, routing)"
         )
     nats = rest.get("nats", [])
     if isinstance(nats, str):

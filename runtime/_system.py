@@ -178,6 +178,9 @@ class ActorSystem(_Host):
 
     async def __aenter__(self) -> ActorSystem:
         await self._open(role="client")
+        stats = getattr(self.node.services.get("route"), "stats", None)
+        if stats is not None and stats.live is None:  # route only where a worker is alive
+            stats.live = self.node.live_pools
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -300,6 +303,7 @@ class Worker(_Host):
             self.node.task_group.start_soon(reap_sandboxes_forever, self._reap_interval)
         stats = getattr(self.node.services.get("route"), "stats", None)
         if stats is not None:  # the router here sees the cluster's load, not only its own
+            stats.live = self.node.live_pools  # and routes only where a worker is alive
             self.node.task_group.start_soon(watch_cluster_load, self.node, stats)
         return self
 

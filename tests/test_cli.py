@@ -139,8 +139,8 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 
 def test_every_option_has_help_and_shows_its_default() -> None:
     parsers = list(_parsers(build_parser()))
-    assert len(parsers) == 16  # heterarch, its 10 commands, sandbox build and reap, trace show
-    # and list, route fit
+    assert len(parsers) == 17  # heterarch, its 10 commands, sandbox build and reap, trace show
+    # and list, route fit and learn
     for parser in parsers:
         text = " ".join(parser.format_help().split())  # help lines unwrapped
         for action in parser._actions:

@@ -137,3 +137,16 @@ def truncate(text: str, limit: int) -> str:
     head = limit * 2 // 3
     tail = limit - head
     return f"{text[:head]}\n... [{len(text) - limit:,} characters truncated] ...\n{text[-tail:]}"
+
+PREVIEW = "The context begins:"
+#: How much of a text context goes with the question: a model that sees what the context looks
+#: like can write its program at once (one root turn fewer).
+PREVIEW_CHARS = 600
+
+
+def context_preview(context: str, chars: int = PREVIEW_CHARS) -> str:
+    """The first ``chars`` characters of a text context, for the question's message."""
+    if chars <= 0 or not context:
+        return ""
+    more = f" ... ({len(context) - chars:,} more characters)" if len(context) > chars else ""
+    return f"\n\n{PREVIEW}\n{context[:chars]}{more}"

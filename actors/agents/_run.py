@@ -45,6 +45,7 @@ from ._prompts import (
     FINAL_VAR,
     IMAGE_CONTEXT_NOTE,
     SYSTEM_PROMPT,
+    context_preview,
     sub_window_note,
     tools_note,
 )
@@ -103,7 +104,8 @@ class Run:
                 system += "\n\n" + q.instructions
             messages: list[ChatMessage] = [
                 {"role": "system", "content": system},
-                {"role": "user", "content": f"Question: {q.question}"},
+                {"role": "user", "content": f"Question: {q.question}"
+                 + ("" if q.images else context_preview(context))},
             ]
             failure: Exception | None = None
             async with anyio.create_task_group() as tg:

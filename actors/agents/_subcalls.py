@@ -213,9 +213,23 @@ class SubCalls:
                 results[i] = item_error(exc)
             self.run.sub_calls_done += 1
 
+        shadows = self._shadow_plan(prompts, options, by_pool, pictures)
+        shadowed: dict[int, str] = {}
+
+        async def shadow_one(i: int, pool: str) -> None:
+            try:
+                shadowed[i] = await self._sub_llm_refs(prompts[i], dict(options[i], pool=pool),
+                                                       [])
+            except Exception:  # one label lost; the run's answer never waits on it
+                pass
+
         async with anyio.create_task_group() as tg:
             for pool, indices in by_pool.items():
                 tg.start_soon(pool_share, pool, indices)
+            for i, (_, partner) in shadows.items():  # alongside, not after: no added latency
+                tg.start_soon(shadow_one, i, partner)
+        if shadows:
+            await self._learn_shadows(prompts, results, shadows, shadowed)
         if span.is_recording():  # where the prompts were answered, after any fallback
             span.set_attribute("heterarch.route.pools",
                                [f"{pool}={n}" for pool, n in served.items()])
@@ -223,6 +237,48 @@ class SubCalls:
                 span.set_attribute("heterarch.route.failed", sorted(
                     f"{pool}={n} {kind}" for (pool, kind), n in failures.items()))
         return results
+
+    def _run_excluded(self) -> set[str]:
+        q = self.run.query
+        return set(self.run.pools) - set(q.pools) if q.pools else set()
+
+    def _shadow_plan(self, prompts: list[str], options: list[dict[str, Any]],
+                     by_pool: dict[str, list[int]],
+                     pictures: Sequence[Sequence[ImageRef]]) -> dict[int, tuple[str, str]]:
+        """Which routed prompts the router shadows on another pool (labels without a
+        person): index -> (routed pool, shadow pool). None where the code or the run chose
+        the pool, or the router does not learn."""
+        shadow_of = getattr(self.run.services.router, "shadow_of", None)
+        if shadow_of is None or self.run.query.pool_override:
+            return {}
+        exclude = self._run_excluded()
+        plan: dict[int, tuple[str, str]] = {}
+        for pool, indices in by_pool.items():
+            for i in indices:
+                if "pool" not in options[i] and not pictures[i]:
+                    partner = shadow_of(prompts[i], pool, exclude=exclude)
+                    if partner:
+                        plan[i] = (pool, partner)
+        return plan
+
+    async def _learn_shadows(self, prompts: list[str], results: list[str],
+                             plan: dict[int, tuple[str, str]], shadowed: dict[int, str]) -> None:
+        """Give the router each shadowed pair; where the shadow ran on the reference pool,
+        its answer (paid for, and the stronger) stands."""
+        router: Any = self.run.services.router
+        exclude = self._run_excluded()
+        span = trace.get_current_span()
+        for i, (pool, partner) in plan.items():
+            theirs = shadowed.get(i)
+            if theirs is None or results[i].startswith("[error]"):
+                continue
+            labels = await router.learn(prompts[i], (pool, results[i]), (partner, theirs),
+                                        exclude=exclude)
+            span.add_event("route.shadow", {"pool": pool, "shadow": partner,
+                                            "items": len(labels),
+                                            "agreed": sum(x.agree for x in labels)})
+            if router.is_reference(partner, exclude=exclude):
+                results[i] = theirs
 
     def route(self, prompt: str, kind: str, options: dict[str, Any],
                exclude: set[str], pictures: Sequence[ImageRef] = ()) -> tuple[str, str]:

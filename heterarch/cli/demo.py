@@ -11,6 +11,7 @@ all-frontier run. Everything model-side is SIMULATED and labelled so.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -54,6 +55,8 @@ class RunResult:
     truth: int | str
     wall_s: float
     kind: str = "count"
+    seed: int = 0  # the context's seed: with the question's index, pairs the placements' runs
+    index: int = 0
 
     @property
     def score(self) -> float:
@@ -97,39 +100,62 @@ def questions_per_kind(task: Task, n: int = 1) -> list[int]:
             for i in [j for j, q in enumerate(task.questions) if q.kind == kind][:n]]
 
 
+def routing_toml(routing: dict[str, Any]) -> str:
+    """The ``[routing]`` table (quality target, the learning router) of the demo's config."""
+    lines = ["[routing]"]
+    for key, value in routing.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n\n"
+
+
 async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
                    questions: Sequence[int] | None = None, per_kind: int = 1, seed: int = 7,
-                   console: Console | None = None) -> list[RunResult]:
-    """Every placement on every question; returns the runs (``summarize`` them)."""
+                   console: Console | None = None, seeds: Sequence[int] = (),
+                   hard_words: tuple[str, ...] = (),
+                   routing: dict[str, Any] | None = None,
+                   placements: Sequence[Placement] = ()) -> list[RunResult]:
+    """Every placement on every question; returns the runs (``summarize`` them).
+
+    ``seeds``: one generated context per seed (default: ``seed``), the same questions of each;
+    ``hard_words``: which records the simulated models find hard (default: the generator's
+    hedged ones); ``routing``: the config's ``[routing]`` table (default: the learning router
+    with its defaults, labels kept in a temporary file); ``placements``: which
+    configurations (default: all three)."""
     console = console or Console(width=max(130, Console().width))
     console.rule("[bold]heterarch demo[/] - heterogeneous recursion on [yellow]SIMULATED[/] pools")
-    task = generate_task(n_records=records, target_chars=records * 340, seed=seed)
-    chosen = list(questions) if questions is not None else questions_per_kind(task, per_kind)
-    console.print(f"context: {len(task.context):,} characters, {records:,} records "
-                  f"(generated, exact answers known); {len(chosen)} questions")
+    placements = tuple(placements) or PLACEMENTS
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="heterarch-demo-") as tmp, NatsServer() as nats:
-        profiles = default_profiles()
+        profiles = default_profiles(hard_words=hard_words)
         async with Simulator(profiles, time_scale=time_scale) as sim:
             console.print(f"[dim]embedded nats-server at {nats.url}; pool simulator (SIMULATED "
                           f"models, published speeds and prices) at {sim.base_url}[/]")
             path = Path(tmp) / "pools.toml"
-            path.write_text('namespace = "demo"\n\n'
+            table = routing if routing is not None else {"labels": str(Path(tmp) / "labels")}
+            path.write_text('namespace = "demo"\n\n' + routing_toml(table)
                             + profiles_toml(profiles, sim.base_url, modules=["actors"]))
-            workers = start_workers(path, nats.url, [p.pools for p in PLACEMENTS])
+            workers = start_workers(path, nats.url, [p.pools for p in placements])
             try:
                 with console.status("starting one worker process per configuration..."):
                     async with RLM(path, nats=nats.url, max_iterations=8,
                                    placement_timeout=120) as rlm:
-                        for placement in PLACEMENTS:
+                        for placement in placements:
                             await wait_for_pools(rlm, placement.pools)
-                        for index in chosen:
-                            question = task.questions[index]
-                            console.print(f"[bold]{question.kind}:[/] {question.text[:110]} "
-                                          f"(truth: {question.answer})")
-                            for placement in PLACEMENTS:
-                                results.append(await _one_run(rlm, task, index, placement,
-                                                              console))
+                        for one_seed in seeds or (seed,):
+                            task = generate_task(n_records=records,
+                                                 target_chars=records * 340, seed=one_seed)
+                            chosen = (list(questions) if questions is not None
+                                      else questions_per_kind(task, per_kind))
+                            console.print(f"context (seed {one_seed}): {len(task.context):,} "
+                                          f"characters, {records:,} records (generated, exact "
+                                          f"answers known); {len(chosen)} questions")
+                            for index in chosen:
+                                question = task.questions[index]
+                                console.print(f"[bold]{question.kind}:[/] "
+                                              f"{question.text[:110]} (truth: {question.answer})")
+                                for placement in placements:
+                                    results.append(await _one_run(rlm, task, index, placement,
+                                                                  console, seed=one_seed))
             finally:
                 for w in workers:
                     w.terminate()
@@ -140,12 +166,12 @@ async def run_demo(*, records: int = 3000, time_scale: float = 1.0,
 
 
 async def _one_run(rlm: RLM, task: Task, index: int, placement: Placement,
-                   console: Console) -> RunResult:
+                   console: Console, *, seed: int = 0) -> RunResult:
     question = task.questions[index]
     started = time.monotonic()
     answer = await rlm.ask(question.text, context=task.context, pools=placement.pools)
     result = RunResult(placement.label, answer, question.answer, time.monotonic() - started,
-                       question.kind)
+                       question.kind, seed, index)
     pools = ", ".join(f"{p} {u.calls}" for p, u in sorted(answer.usage.items()))
     console.print(f"  {placement.label:32} answer={answer.text!r:9} score={result.score:.3f} "
                   f"wall={result.wall_s:5.1f}s cost=${answer.cost_usd:.4f} calls: {pools} "
@@ -189,5 +215,10 @@ def demo_command(args: Any) -> int:
 
         anyio.run(lambda: run_vision_demo(pages=args.pages, time_scale=args.time_scale))
         return 0
-    anyio.run(lambda: run_demo(records=args.records, time_scale=args.time_scale))
+    from ..sim.oolong import shifted_difficulty
+
+    seed = getattr(args, "hard_words", None)
+    hard_words = shifted_difficulty(seed) if seed is not None else ()
+    anyio.run(lambda: run_demo(records=args.records, time_scale=args.time_scale,
+                               hard_words=hard_words))
     return 0

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the vision demo: screenshots with small text, zoom sub-calls routed "
                         "to a small vision pool (docs/vision.md)")
     p.add_argument("--pages", type=int, default=8, help="screenshots in the vision demo")
+    p.add_argument("--hard-words", type=int, default=None, metavar="SEED",
+                   help="simulated models whose hard records differ from the generator's "
+                        "hedged ones (seeded)")
     p.set_defaults(func=cmd_demo)
 
     p = command("simulate", "run the OpenAI-compatible pool simulator")
@@ -149,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="module:function(prompt, reply) -> list[bool] judging each item "
                         "(default: the OOLONG generator's truth)")
     f.set_defaults(func=cmd_route_fit)
+    f = command("learn", "fit the content router (P(agree) per pool) from shadow labels",
+                route_sub)
+    f.add_argument("labels", nargs="+", help="labels files (JSON lines, `[routing] labels`)")
+    f.add_argument("--reference", required=True, help="the strongest pool (labels agree with "
+                                                       "its answers)")
+    f.add_argument("--out", required=True, help="where to write the model (`[routing] model`)")
+    f.add_argument("--held-out", default=None,
+                   help="labels of other runs: print the model's calibration on them")
+    f.set_defaults(func=cmd_route_learn)
 
     p = command("trace", "read traces")
     trace_sub = p.add_subparsers(dest="trace_command", metavar="SUBCOMMAND")
@@ -511,6 +523,28 @@ def cmd_route_fit(args: argparse.Namespace) -> int:
         print(f"{pool:14} {fitted['calls']:5} calls {fitted['items']:6} items, "
               f"right {fitted['observed_accuracy']:.3f}")
     print(f"router model written to {args.out}")
+    return 0
+
+
+def cmd_route_learn(args: argparse.Namespace) -> int:
+    from runtime._models.content import fit_content, read_labels, reliability
+    from runtime.errors import RuntimeConfigError
+
+    labels = [x for path in args.labels for x in read_labels(path)]
+    if not labels:
+        raise RuntimeConfigError("no labels in those files: run with a [routing] table whose "
+                                 "`labels` names a file, and shadow_fraction > 0")
+    model = fit_content(labels, reference=args.reference)
+    model.save(args.out)
+    for pool, fitted in model.pools.items():
+        print(f"{pool:14} {fitted.labels:6} labels, agreement with {args.reference} "
+              f"{fitted.agreement:.4f}")
+    if args.held_out:
+        rel = reliability(model, read_labels(args.held_out))
+        print(f"held out: {rel.n} items, ECE {rel.ece:.4f}, Brier {rel.brier:.4f}")
+        for predicted, observed, n in rel.bins:
+            print(f"  predicted {predicted:.3f} observed {observed:.3f} ({n} items)")
+    print(f"content router model written to {args.out}")
     return 0
 
 

@@ -261,9 +261,14 @@ for (chunk, _), reply in zip(jobs, replies):
 answer_count = sum(per_user.values())
 result = {result}
 print(f"{{len(mine)}} records, {{len(jobs)}} sub-calls, {{answer_count}} about {{target}}")
-```'''
+{answer_now}```'''
 
 # The `answer` dict is the finishing protocol both heterarch and the reference RLM accept.
+# With ``finish="answer"`` the program itself answers once its count is computed (no turn
+# spent reading the output back): the run ends with this cell.
+ROOT_ANSWER_IN_PROGRAM = 'answer["content"] = str(result)\nanswer["ready"] = True\n'
+PREVIEW = "The context begins:"  # what the RLM's first message shows (``actors.agents._rlm``)
+
 ROOT_FINISH = """The count is computed.
 ```repl
 answer["content"] = str(result)
@@ -320,6 +325,9 @@ class RootResponder:
         if parsed is None:
             return CANNOT_PARSE
         turns = sum(1 for m in messages if m.get("role") == "assistant")
+        # The head of the context in the question's message: no need to look first.
+        if any(PREVIEW in m.get("content", "") for m in messages if m.get("role") == "user"):
+            turns += 1
         if turns == 0:
             return ROOT_EXPLORE
         users = sorted(parsed.users)
@@ -328,7 +336,9 @@ class RootResponder:
                   else "answer_count")
         program = ROOT_PROGRAM.format(users=literal, target=parsed.category,
                                       since=parsed.since_year, categories=list(CATEGORIES),
-                                      chunk=self.chunk, result=result)
+                                      chunk=self.chunk, result=result,
+                                      answer_now=(ROOT_ANSWER_IN_PROGRAM
+                                                  if self.finish == "answer" else ""))
         if turns == 1:
             return program
         last = messages[-1].get("content", "") if messages[-1].get("role") == "user" else ""
@@ -409,6 +419,22 @@ class Accuracy:
     easy: float
     hard: float
     unsure: str = "description"
+    # Which records are hard for this model: by default the generator's hedged ones; with
+    # ``hard_words``, those whose name has one of these words instead (a model whose hard
+    # items differ from the generator's labels: see ``shifted_difficulty``).
+    hard_words: tuple[str, ...] = ()
+
+    def is_hard(self, text: str) -> bool:
+        if self.hard_words:
+            return any(w in self.hard_words for w in re.findall(r"[a-z]+", text))
+        return bool(HEDGES.search(text))
+
+
+def shifted_difficulty(seed: int, words: int = 4) -> tuple[str, ...]:
+    """A seeded set of name words that make a record hard (about 28% of records with 4 of the
+    26 words), independent of the generator's hedges: simulated models whose hard items
+    the generator does not know."""
+    return tuple(sorted(random.Random(f"difficulty-{seed}").sample(_WORDS, words)))
 
 
 class LabelResponder:
@@ -427,7 +453,7 @@ class LabelResponder:
                 continue
             text = text.strip()
             label = true_label(text) or "description"
-            hard = bool(HEDGES.search(text))
+            hard = self.accuracy.is_hard(text)
             p = self.accuracy.hard if hard else self.accuracy.easy
             digest = hashlib.sha256(f"{self.seed}|{model}|{text}".encode()).digest()
             if digest[0] / 255 > p:

@@ -101,15 +101,17 @@ class Profile:
         return self.ttft_s + prefill + completion_tokens / self.tokens_per_s
 
 
-def default_profiles() -> dict[str, Profile]:
+def default_profiles(*, hard_words: tuple[str, ...] = ()) -> dict[str, Profile]:
     """Published offerings (sources in docs/llm.md): an 8B model and gpt-oss-120b on a
     wafer-scale chip (Cerebras-class), gpt-oss-120b on an RDU (SambaNova-class), an open model
     on an H100 with vLLM, a GPT-5-class frontier API with its reasoning, and a CPU.
 
     Speeds and prices are the published ones; how often each model labels a record right
-    (``Accuracy``) is this simulator's assumption, the same for a model on any hardware."""
+    (``Accuracy``) is this simulator's assumption, the same for a model on any hardware.
+    ``hard_words``: which records are hard for every model (default: the generator's hedged
+    ones; ``oolong.shifted_difficulty`` gives models whose hard items differ from those)."""
     def demo(easy: float, hard: float) -> RoutingResponder:
-        return RoutingResponder(LabelResponder(Accuracy(easy, hard)))
+        return RoutingResponder(LabelResponder(Accuracy(easy, hard, hard_words=hard_words)))
 
     small, large = (0.998, 0.55), (0.999, 0.99)  # Llama-3.1-8B-class, gpt-oss-120b-class
     profiles = [

@@ -69,6 +69,7 @@ class Membership:
         self.node_lost_after = node_lost_after
         self.placement_timeout = placement_timeout
         self._known: dict[str, tuple[NodeInfo, float]] = {}  # node id -> (info, heard at)
+        self._created = time.monotonic()
         self._lost: set[str] = set()
         self._suspect_self = False  # we cannot hear ourselves: we judge no peer meanwhile
         self._listeners: list[NodeLostListener] = []
@@ -163,6 +164,19 @@ class Membership:
             pool in info.pools and now - seen < self.node_lost_after
             for info, seen in self._known.values()
         )
+
+    def live_pools(self) -> dict[str, int] | None:
+        """Pools some live worker serves -> their free actor slots, summed over workers; None
+        while this node is too new to have heard every worker's heartbeat."""
+        now = time.monotonic()
+        if now - self._created < 2 * self.heartbeat_interval:
+            return None
+        out: dict[str, int] = {}
+        for info, seen in self._known.values():
+            if now - seen < self.node_lost_after:
+                for pool in info.pools:
+                    out[pool] = out.get(pool, 0) + int(info.free_slots.get(pool, 0))
+        return out
 
     def declared_pools(self) -> set[str]:
         """Every pool the config files of the live workers name (served or not)."""

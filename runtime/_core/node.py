@@ -156,6 +156,7 @@ class Node:
         self.forget_record = self.supervision.forget
         self.wait_pool = self.membership.wait_pool
         self.served_pools = self.membership.served_pools
+        self.live_pools = self.membership.live_pools
 
     async def __aenter__(self) -> Node:
         await self.start()

@@ -20,8 +20,9 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -226,6 +227,19 @@ class PoolStats:
     in_flight: dict[str, int] = field(default_factory=dict)
     errors: dict[str, deque[float]] = field(default_factory=dict)
     cluster_in_flight: dict[str, float] = field(default_factory=dict)
+    # Pools with a live worker -> their free actor slots (from membership's heartbeats); None:
+    # not known here (every pool counts as live).
+    live: Callable[[], Mapping[str, int] | None] | None = None
+
+    def is_live(self, pool: str) -> bool:
+        """Whether some live worker serves ``pool`` (True when this node cannot tell)."""
+        if self.live is None:
+            return True
+        try:
+            known = self.live()
+        except Exception:  # membership not running (a closed node): do not guess
+            return True
+        return known is None or pool in known
 
     def started(self, pool: str) -> None:
         self.in_flight[pool] = self.in_flight.get(pool, 0) + 1
@@ -329,6 +343,11 @@ class ComplexityRouter(Router):
         tier, why = self.required_tier(task)
         candidates = [p for p in self.pools.values() if p.name not in excluded
                       and accepts(p, task)]
+        live = [p for p in candidates if self.stats.is_live(p.name)]
+        if live and len(live) < len(candidates):  # never wait for a worker that is not there
+            why += "; no live worker: " + ", ".join(
+                sorted(p.name for p in candidates if p not in live))
+            candidates = live
         if task.images:
             why += f" ({task.images} image(s): vision pools only)"
         if task.images and task.text_px > 0 and task.image_sizes:
@@ -408,12 +427,14 @@ class RouteService:
     """
 
     def __init__(self, router: Router, stats: PoolStats | None = None, *,
-                 pools: Mapping[str, PoolConfig] | None = None) -> None:
+                 pools: Mapping[str, PoolConfig] | None = None, learner: Any = None) -> None:
         self.router = router
         self.stats = stats or getattr(router, "stats", None) or PoolStats()
         self.pools = dict(pools or {})
         self.windows = {name: pool_window(pool) for name, pool in self.pools.items()
                         if pool.model}
+        self.learner = learner  # a ``content.Learner``: shadow draws, labels, refits
+        self._refitting = False
 
     def _too_small(self, task: Task, excluded: set[str]) -> set[str]:
         """Pools the prompt does not fit; raises ``PromptTooLong`` when it fits none of the
@@ -424,6 +445,66 @@ class RouteService:
             largest = max(small, key=lambda name: usable[name])
             raise PromptTooLong(task, largest, usable[largest])
         return small
+
+    def shadow_of(self, prompt: str, pool: str, *, exclude: Iterable[str] = ()) -> str | None:
+        """The pool to shadow this plain sub-call on (routed to ``pool``), or None: for the
+        drawn fraction, the reference (strongest live) pool when ``pool`` is cheaper, else the
+        cheapest other live pool. What the two answer is a label (``learn``)."""
+        if self.learner is None or not self.learner.draws_shadow(prompt):
+            return None
+        from .content import strongest
+
+        excluded = set(exclude)
+        candidates = [p for p in self.pools.values() if p.model and p.name not in excluded
+                      and "text" in p.modalities and self.stats.is_live(p.name)]
+        reference = strongest(candidates)
+        if reference is None or pool not in {p.name for p in candidates}:
+            return None
+        if pool != reference.name:
+            return reference.name
+        others = sorted((p for p in candidates if p.name != pool),
+                        key=lambda p: ((p.input_price_per_mtok or 0.0)
+                                       + (p.output_price_per_mtok or 0.0)))
+        return others[0].name if others else None
+
+    def is_reference(self, pool: str, *, exclude: Iterable[str] = ()) -> bool:
+        from .content import strongest
+
+        excluded = set(exclude)
+        reference = strongest(p for p in self.pools.values() if p.model
+                              and p.name not in excluded and self.stats.is_live(p.name))
+        return reference is not None and reference.name == pool
+
+    async def learn(self, prompt: str, routed: tuple[str, str], shadow: tuple[str, str], *,
+                    exclude: Iterable[str] = ()) -> list[Any]:
+        """Label a shadowed sub-call: ``routed`` and ``shadow`` are (pool, reply). The pool
+        that is not the reference is labelled by its agreement with the reference's reply;
+        refits (in a thread) once enough new labels came in. Returns the new labels."""
+        if self.learner is None:
+            return []
+        new: list[Any]
+        if self.is_reference(shadow[0], exclude=exclude):
+            new = self.learner.record(routed[0], prompt, routed[1], shadow[1], routed=True)
+            reference = shadow[0]
+        else:
+            new = self.learner.record(shadow[0], prompt, shadow[1], routed[1], routed=False)
+            reference = routed[0]
+        if self.learner.due() and not self._refitting:
+            self._refitting = True
+            try:
+                import anyio
+
+                await anyio.to_thread.run_sync(self.learner.refit, reference)
+            finally:
+                self._refitting = False
+        return new
+
+    def agreement(self) -> dict[str, float]:
+        """Measured agreement with the reference pool per pool, over the labels kept."""
+        if self.learner is None:
+            return {}
+        return {pool: agreed / n for pool, (agreed, n)
+                in self.learner.agreement_by_pool().items() if n}
 
     def __call__(self, *, prompt: str, kind: str = "llm", depth: int = 1, tag: str = "",
                  exclude: Iterable[str] = (), budget_left: float = 1.0, tokens: int = 0,

@@ -17,6 +17,7 @@ from actors import Answer, Query, RLMAgent
 from heterarch.sim.profiles import RoutingResponder
 from heterarch.sim.simulator import Simulator, default_profiles, profiles_toml
 from runtime import ActorSystem, NatsServer, RuntimeConfig, Worker, agent_services, parse_config
+from runtime._config import RoutingConfig
 from runtime._models.llm import litellm_module
 from sandbox import OWNER_LABEL, build_image, default_owner
 from transports import MemoryBus, MemoryTransport
@@ -43,8 +44,10 @@ def image() -> str:
 
 
 class Harness:
-    def __init__(self, sim: Simulator, config: RuntimeConfig, system: ActorSystem) -> None:
+    def __init__(self, sim: Simulator, config: RuntimeConfig, system: ActorSystem,
+                 worker_services: dict[str, Any] | None = None) -> None:
         self.sim, self.config, self.system = sim, config, system
+        self.worker_services = worker_services or {}
 
     async def ask(self, question: str, context: str = "", **options: Any) -> Answer:
         root = await self.system.spawn(RLMAgent, pool="frontier", supervision="temporary")
@@ -75,6 +78,7 @@ async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[H
         frontier.responder = RoutingResponder(frontier.responder.label, root=script)
     options = dict(getattr(request, "param", None) or {})
     transport = options.pop("transport", "memory")
+    routing = options.pop("routing", None)  # a [routing] table: the learning router
     hang = list(options.pop("hang", []))
     hanging = [served[m] for m in hang]
     for model in hang:
@@ -88,6 +92,8 @@ async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[H
         config = msgspec.structs.replace(config, pools={
             name: msgspec.structs.replace(pool, timeout_s=HANG_TIMEOUT_S, max_retries=1)
             if name in hanging else pool for name, pool in config.pools.items()})
+        if routing is not None:
+            config = msgspec.structs.replace(config, routing=RoutingConfig(**routing))
         pools = list(served.values())
         services, pool_services = agent_services(config, pools)
         for pool in pool_services.values():
@@ -110,7 +116,7 @@ async def harness(image: str, request: pytest.FixtureRequest) -> AsyncIterator[H
                     config, pools, transport=worker_t, services=services,
                     pool_services=pool_services))
                 system = await stack.enter_async_context(ActorSystem(system_t))
-            yield Harness(sim, config, system)
+            yield Harness(sim, config, system, services)
             assert len(worker.node.cells) == 1, "actors leaked on the worker"
             assert len(system.node.cells) == 1
     client = docker.from_env()

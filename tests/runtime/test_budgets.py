@@ -79,7 +79,9 @@ async def test_children_get_a_share_of_what_is_left(harness: Harness) -> None:
     spent = sum(u.tokens for u in answer.usage.values())
     assert spent <= budget * 1.05, answer.usage
     assert answer.ok and answer.agents_by_depth[1] == 4  # four children, each with a share
-    assert answer.usage["h100"].calls >= 4  # where the children's models ran
+    # where the children's models ran: one turn each (the context's head comes with the
+    # question, so they write their program at once), but for the share that ran out
+    assert answer.usage["h100"].calls >= 3
     shown = CHILDREN.seen[1][-1]["content"]  # the children's answers, as the root saw them
     assert "ExceptionGroup" not in shown
     assert "budget: tokens budget exhausted" in shown  # a share ran out, and said so
