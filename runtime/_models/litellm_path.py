@@ -125,9 +125,11 @@ class LiteLLMPath:
             return LLMTimeout
         if isinstance(exc, litellm.RateLimitError) or _status(exc) == 429:
             return RateLimited
-        if isinstance(exc, litellm.InternalServerError) and _headers(exc) is None:
+        if (isinstance(exc, litellm.InternalServerError) or _status(exc) == 422) and _headers(
+                exc) is None:
             # litellm raises a 500 of its own when it cannot read a 200 (cut JSON, no
-            # choices): there is no provider response behind it.
+            # choices), a 422 when the 200 carries an error object: no provider status
+            # response is behind either.
             return MalformedResponse
         if isinstance(exc, litellm.InternalServerError | litellm.ServiceUnavailableError
                       | litellm.BadGatewayError | litellm.APIConnectionError):

@@ -103,7 +103,9 @@ def decode_completion(body: bytes) -> RawReply:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedBody(f"not a chat completion ({len(body)} bytes): {exc}") from None
     if not reply.choices:
-        raise MalformedBody(f"a chat completion without choices ({len(body)} bytes)")
+        error = _error_message(body) if b'"error"' in body else ""
+        raise MalformedBody(f"a chat completion without choices ({len(body)} bytes)"
+                            + (f": the body says {error}" if error else ""))
     message = reply.choices[0].message
     usage = reply.usage or _Usage()
     return RawReply(text=(message.content if message else None) or "", model=reply.model,

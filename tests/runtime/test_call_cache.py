@@ -20,6 +20,8 @@ PROGRAM = Recording([
     "first = llm_query_batched(prompts)\n"
     "again = llm_query_batched(prompts[:2] + ['Label each record: 2: When is z?'])\n"
     "huge = llm_query_batched(['Label each record: 0: ' + 'x' * 1_200_000, prompts[0]])\n"
+    "try:\n    llm_query('Label each record: 0: ' + 'y' * 1_200_000)\n"
+    "except Exception as exc:\n    huge.append(f'{type(exc).__name__}: {exc}')\n"
     "answer['content'] = json.dumps([first, again, huge])\nanswer['ready'] = True\n```",
 ])
 
@@ -33,6 +35,7 @@ async def test_identical_sub_calls_of_a_run_are_paid_once(harness: Harness) -> N
     assert again[:2] == first[:2]
     assert huge[0].startswith("[error] PromptTooLong") and "split the prompt" in huge[0]
     assert huge[1] == first[0]
+    assert "PromptTooLong" in huge[2] and "272,000 tokens" in huge[2]  # one call: raised
     # one root turn, three distinct sub-calls; everything else came from the run's cache
     assert harness.sim.requests == 4
     wafer = answer.usage["wafer"]
@@ -71,3 +74,12 @@ async def test_the_cache_is_off_when_the_query_says_so(harness: Harness) -> None
     assert answer.ok, answer.stop_reason
     assert harness.sim.requests == 1 + 4 + 3 + 1  # every sub-call paid
     assert answer.usage["wafer"].cache_hits == 0
+
+
+@pytest.mark.root_replies(PROGRAM)
+async def test_answers_are_shared_across_runs_only_when_asked(harness: Harness) -> None:
+    await harness.ask("q?", conversation_id="run-e", max_iterations=2, cache_across_runs=True)
+    paid = harness.sim.requests
+    shared = await harness.ask("q?", conversation_id="run-f", max_iterations=2,
+                               cache_across_runs=True)
+    assert shared.ok and harness.sim.requests == paid and shared.cost_usd == 0.0

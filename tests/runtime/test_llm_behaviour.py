@@ -137,8 +137,10 @@ async def test_a_retry_after_beyond_the_bound_ends_the_call_at_once(hostile: Hos
 @pytest.mark.parametrize("body", [json.dumps(completion()).encode()[:50],
                                   json.dumps({"id": "x", "model": "m"}).encode(),
                                   json.dumps({"id": "x", "model": "m", "choices": []}).encode(),
+                                  json.dumps({"error": {"message": "overloaded"}}).encode(),
                                   b""],
-                         ids=["cut-json", "no-choices", "empty-choices", "empty-body"])
+                         ids=["cut-json", "no-choices", "empty-choices", "error-in-a-200",
+                              "empty-body"])
 async def test_a_malformed_200_is_a_typed_retried_error(hostile: Hostile, path: str,
                                                         body: bytes) -> None:
     hostile.script = [raw(body), good]
