@@ -15,7 +15,7 @@ from .llm_errors import (
     PoolOverloaded,
     RateLimited,
 )
-from .openai_http import decode_completion
+from .openai_http import decode_answer
 from .path import Attempt, MalformedBody, RawReply, is_context_overflow, retry_after_s, short_reason
 
 __all__ = ("LiteLLMPath", "litellm_module")
@@ -95,8 +95,8 @@ class LiteLLMPath:
         # litellm would read it as an empty stream. Read the body ourselves.
         raw = getattr(getattr(response, "completion_stream", None), "response", None)
         content_type = str(getattr(raw, "headers", {}).get("content-type", ""))
-        if raw is not None and content_type.startswith("application/json"):
-            return decode_completion(await raw.aread())
+        if raw is not None and not content_type.startswith("text/event-stream"):
+            return decode_answer(await raw.aread())
         parts: list[str] = []
         model, input_tokens, output_tokens, cached_tokens = "", 0, 0, 0
         chunks = 0

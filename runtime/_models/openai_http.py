@@ -27,7 +27,7 @@ from .llm_errors import (
 )
 from .path import Attempt, MalformedBody, RawReply, is_context_overflow, retry_after_s, short_reason
 
-__all__ = ("HTTPStatusError", "OpenAIHTTPPath", "decode_completion")
+__all__ = ("HTTPStatusError", "OpenAIHTTPPath", "decode_answer", "decode_completion")
 
 #: The names OpenAI's SDK (and litellm) give these statuses, so reasons read the same on both
 #: paths.
@@ -170,10 +170,11 @@ class OpenAIHTTPPath:
             if resp.status >= 400:
                 raise HTTPStatusError(resp.status, _error_message(await resp.read()),
                                       retry_after_s(resp.headers))
-            # A server may answer a stream request with one JSON completion: read it as such.
-            if params.get("stream") and resp.content_type != "application/json":
+            # A server may answer a stream request with one JSON completion, or send events
+            # under another content type: only a declared event stream is read as it comes.
+            if params.get("stream") and resp.content_type == "text/event-stream":
                 return await _read_stream(resp, state)
-            return decode_completion(await resp.read())
+            return decode_answer(await resp.read())
 
     def classify(self, exc: BaseException) -> type[LLMCallFailed] | None:
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
@@ -214,38 +215,72 @@ class OpenAIHTTPPath:
             await session.close()
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply:
-    """Server-sent events: ``data: {chunk}`` lines up to ``data: [DONE]``. A stream with no
-    chunk at all is ``MalformedBody`` (retried like a malformed 200)."""
-    parts: list[str] = []
-    model, input_tokens, output_tokens, cached_tokens = "", 0, 0, 0
-    chunks, finish, reply_id = 0, "", ""
-    async for line in resp.content:
+class _Events:
+    """Server-sent events read line by line: ``data: {chunk}`` up to ``data: [DONE]``."""
+
+    def __init__(self, state: Attempt | None = None) -> None:
+        self.state = state
+        self.parts: list[str] = []
+        self.model, self.finish, self.reply_id = "", "", ""
+        self.input_tokens = self.output_tokens = self.cached_tokens = self.chunks = 0
+
+    def feed(self, line: bytes) -> bool:
+        """One line; True at ``data: [DONE]``."""
         if not line.startswith(b"data:"):
-            continue
+            return False
         data = line[5:].strip()
         if data == b"[DONE]":
-            break
+            return True
         try:
             chunk = _decode_response(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MalformedBody(f"a stream chunk that is not JSON: {exc}") from None
-        chunks += 1
-        state.chunk()
-        model = model or chunk.model
-        reply_id = reply_id or chunk.id
+        self.chunks += 1
+        if self.state is not None:
+            self.state.chunk()
+        self.model = self.model or chunk.model
+        self.reply_id = self.reply_id or chunk.id
         if chunk.choices:
-            finish = chunk.choices[0].finish_reason or finish
+            self.finish = chunk.choices[0].finish_reason or self.finish
             delta = chunk.choices[0].delta
             if delta is not None and delta.content:
-                parts.append(delta.content)
+                self.parts.append(delta.content)
         if chunk.usage is not None:
-            input_tokens = chunk.usage.prompt_tokens
-            output_tokens = chunk.usage.completion_tokens
-            cached_tokens = chunk.usage.cached
-    if not chunks:
-        raise MalformedBody("a stream without a single chunk")
-    return RawReply(text="".join(parts), model=model, input_tokens=input_tokens,
-                    output_tokens=output_tokens, cached_tokens=cached_tokens,
-                    finish_reason=finish, response_id=reply_id)
+            self.input_tokens = chunk.usage.prompt_tokens
+            self.output_tokens = chunk.usage.completion_tokens
+            self.cached_tokens = chunk.usage.cached
+        return False
+
+    def reply(self) -> RawReply:
+        """The answer; ``MalformedBody`` for a stream without a single chunk."""
+        if not self.chunks:
+            raise MalformedBody("a stream without a single chunk")
+        return RawReply(text="".join(self.parts), model=self.model,
+                        input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                        cached_tokens=self.cached_tokens, finish_reason=self.finish,
+                        response_id=self.reply_id)
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, state: Attempt) -> RawReply:
+    """Server-sent events, chunk by chunk (each one moves the attempt's idle deadline). A
+    stream with no chunk at all is ``MalformedBody`` (retried like a malformed 200)."""
+    events = _Events(state)
+    async for line in resp.content:
+        if events.feed(line):
+            break
+    return events.reply()
+
+
+def decode_answer(body: bytes) -> RawReply:
+    """A whole body that is either one JSON completion or server-sent events (whatever its
+    content type said): what a server answered to a stream request without streaming, or the
+    other way round. Shared by both paths."""
+    head = body.lstrip()[:5]
+    if head != b"data:" and b"\ndata:" not in body[:4096]:
+        return decode_completion(body)
+    events = _Events()
+    for line in body.splitlines():
+        if events.feed(line):
+            break
+    return events.reply()
 

@@ -209,10 +209,25 @@ async def test_an_endless_stream_dies_at_its_total_deadline(hostile: Hostile,
 
 
 async def test_a_json_answer_to_a_stream_request_is_read(hostile: Hostile, path: str) -> None:
-    hostile.script = [good]
+    async def mislabelled(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=json.dumps(completion()).encode(), content_type="text/plain")
+
+    async with client(hostile, path) as c:
+        for answer in (good, mislabelled):
+            hostile.script = [answer]
+            done = await c.complete(HI, stream=True)
+            assert (done.text, done.input_tokens, done.output_tokens) == ("hello", 100, 5)
+
+
+async def test_events_under_another_content_type_are_read(hostile: Hostile, path: str) -> None:
+    async def events(request: web.Request) -> web.StreamResponse:
+        body = chunk("hel") + chunk("lo") + b"data: [DONE]\n\n"
+        return web.Response(body=body, content_type="application/json")
+
+    hostile.script = [events]
     async with client(hostile, path) as c:
         done = await c.complete(HI, stream=True)
-    assert (done.text, done.input_tokens, done.output_tokens) == ("hello", 100, 5)
+    assert done.text == "hello"
 
 
 async def test_a_5xx_is_pool_overloaded_after_its_retries(hostile: Hostile, path: str) -> None:
