@@ -56,6 +56,11 @@ def usage_attributes(usage: Usage) -> dict[str, Any]:
             attributes[f"heterarch.usage.{pool}.lost_calls"] = u.lost_calls
             attributes[f"heterarch.usage.{pool}.lost_tokens"] = u.lost_tokens
             attributes[f"heterarch.usage.{pool}.lost_cost_usd"] = u.lost_cost_usd
+        if u.cache_hits:  # calls answered by the run's call cache: nothing paid
+            attributes[f"heterarch.usage.{pool}.cache_hits"] = u.cache_hits
+            attributes[f"heterarch.usage.{pool}.cache_saved_usd"] = u.cache_saved_usd
+        if u.cached_input_tokens:  # prompt tokens the provider read from its cache
+            attributes[f"heterarch.usage.{pool}.cached_input_tokens"] = u.cached_input_tokens
     return attributes
 
 

@@ -150,5 +150,10 @@ def run_summary(answer: Answer, wall: float) -> list[str]:
         lines.append(f"  {pool:12} calls={u.calls} tokens={u.tokens:,} ${u.cost_usd:.4f}"
                      + (f" errors={u.errors}" if u.errors else "")
                      + (f" lost={u.lost_calls} (${u.lost_cost_usd:.4f} estimated)"
-                        if u.lost_calls else ""))
+                        if u.lost_calls else "")
+                     + (f" cached={u.cache_hits} (${u.cache_saved_usd:.4f} saved)"
+                        if u.cache_hits else "")
+                     + (f" prompt-cache={u.cached_input_tokens:,} tokens "
+                        f"(${u.prompt_cache_saved_usd:.4f} saved)"
+                        if u.cached_input_tokens else ""))
     return lines
