@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.util._once import Once
 
-from actors import _semconv
 from heterarch.cli.view import build_run, read_spans, render_page
 from heterarch.sim.oolong import generate_task
 from runtime import configure_tracing
-from runtime._observe import tracing as _tracing
+from tests._otel import reset_tracing
 
 from .conftest import Harness, Recording
 
@@ -31,20 +29,11 @@ SPLITS = Recording([
 ])
 
 
-def _reset() -> None:
-    _tracing._off()
-    with _tracing._switch_lock:
-        _tracing._switch = None
-    trace._TRACER_PROVIDER = None
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    _semconv.set_content_capture(None)
-
-
 @pytest.fixture
 def spans_file(tmp_path: Path) -> Iterator[Path]:
-    _reset()
+    reset_tracing()
     yield tmp_path / "spans.jsonl"
-    _reset()  # OTel's set-once provider put back: no other test sees this one
+    reset_tracing()  # OTel's set-once provider put back: no other test sees this one
 
 
 @pytest.mark.root_replies(SPLITS)

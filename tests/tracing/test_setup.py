@@ -22,10 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.util._once import Once
 from rich.console import Console
 
-from actors import _semconv
 from heterarch.cli.trace_show import (
     build_tree,
     jaeger_to_spans,
@@ -35,7 +33,6 @@ from heterarch.cli.trace_show import (
     trace_show_command,
 )
 from runtime import configure_tracing
-from runtime._observe import tracing as _tracing
 from runtime._observe.tracing import (
     ATTR_COST_USD,
     ATTR_GENAI_INPUT_TOKENS,
@@ -47,6 +44,7 @@ from runtime._observe.tracing import (
     truncate_content,
 )
 from runtime.errors import RuntimeConfigError
+from tests._otel import reset_tracing
 
 from .test_tracing import Receiver
 
@@ -69,12 +67,7 @@ def fresh_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _reset() -> None:
-    _tracing._off()
-    with _tracing._switch_lock:
-        _tracing._switch = None
-    trace._TRACER_PROVIDER = None
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    _semconv.set_content_capture(None)
+    reset_tracing()
 
 
 def _make_spans() -> str:
