@@ -125,6 +125,11 @@ class KeyValue(ABC):
     async def delete(self, key: str) -> None: ...
 
     @abstractmethod
+    async def create(self, key: str, value: bytes) -> bytes | None:
+        """Store ``value`` only if ``key`` holds nothing (atomically): None if it was stored,
+        else the value that was there first (compare-and-set for who wins a race)."""
+
+    @abstractmethod
     async def items(self) -> dict[str, bytes]:
         """Every live key and its latest value."""
 

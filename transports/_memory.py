@@ -232,6 +232,13 @@ class _MemoryKeyValue(KeyValue):
     async def delete(self, key: str) -> None:
         self._store.pop(key, None)
 
+    async def create(self, key: str, value: bytes) -> bytes | None:
+        existing = self._live(key)
+        if existing is not None:
+            return existing
+        self._store[key] = (bytes(value), time.monotonic())
+        return None
+
     async def items(self) -> dict[str, bytes]:
         out = {}
         for key in list(self._store):

@@ -145,6 +145,20 @@ class _NatsKeyValue(KeyValue):
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise TransportError(f"kv delete {self.bucket}/{key}: {exc}") from exc
 
+    async def create(self, key: str, value: bytes) -> bytes | None:
+        for _ in range(5):  # it may be deleted again between our create and our get
+            try:
+                await self._kv.create(key, value)
+                return None
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                raise TransportError(f"kv create {self.bucket}/{key}: {exc}") from exc
+            existing = await self.get(key)
+            if existing is not None:
+                return existing
+        raise TransportError(f"kv create {self.bucket}/{key}: it keeps changing")
+
     async def items(self) -> dict[str, bytes]:
         try:
             keys = await self._kv.keys()

@@ -72,6 +72,8 @@ class Membership:
         self._created = time.monotonic()
         self._lost: set[str] = set()
         self._suspect_self = False  # we cannot hear ourselves: we judge no peer meanwhile
+        self._sent: dict[str, float] = {}  # our heartbeats in flight: envelope id -> sent at
+        self._declaring: set[str] = set()  # silent peers being written down as lost
         self._listeners: list[NodeLostListener] = []
         #: Called with a peer's id when its transport reconnected (what we sent may be lost).
         self.on_peer_reconnected: Callable[[str], None] = lambda node_id: None
@@ -217,6 +219,9 @@ class Membership:
         data = encode(info)
         self._known[self.node_id] = (info, time.monotonic())
         env = Envelope(id=new_id(), kind=Kind.SYSTEM, sender=self.node_id, payload=data)
+        self._sent[env.id] = time.monotonic()  # the lease counts from when it was sent
+        while len(self._sent) > 64:
+            del self._sent[next(iter(self._sent))]
         await self._transport.publish(self._subjects.heartbeat(self.node_id), env)
         if registry:
             await self.kv.put(self.node_id, data)
@@ -229,6 +234,7 @@ class Membership:
                 await self.kv.put(self.node_id, encode(self._info()))
             except TransportError as exc:
                 log.debug("registry entry not written: %s", exc)
+            await self._fencing.check()
 
     async def _heartbeat_loop(self) -> None:
         # Core NATS only: liveness must not wait behind JetStream acknowledgements.
@@ -242,7 +248,9 @@ class Membership:
 
     async def _on_heartbeat(self, env: Envelope) -> None:
         if env.sender == self.node_id:
-            self._heard_self()
+            sent_at = self._sent.pop(env.id, None)
+            if sent_at is not None:  # else not one of ours (forged): it renews nothing
+                self._heard_self(sent_at)
             return
         if not is_node_id(env.sender):
             self._bad_heartbeat(env, "its sender is not a node id")
@@ -272,11 +280,10 @@ class Membership:
         self._transport.dead_letters.record("heartbeat", "malformed-heartbeat", why)
         log.warning("refused a heartbeat from %r: %s", env.sender[:64], why[:200])
 
-    def _heard_self(self) -> None:
+    def _heard_self(self, sent_at: float) -> None:
         """Our own heartbeat came back through the broker: we can judge our peers again."""
-        now = time.monotonic()
-        if self._fencing.heard_self(now):
-            self._hearing_again(now)
+        if self._fencing.heard_self(sent_at):
+            self._hearing_again(time.monotonic())
         # else the lease lapsed: fencing settles (fenced or not), then calls _hearing_again
 
     def _hearing_again(self, now: float) -> None:
@@ -300,5 +307,21 @@ class Membership:
                 )
             return
         for node_id, (_, seen) in list(self._known.items()):
-            if node_id != self.node_id and now - seen > self.node_lost_after:
+            if (node_id != self.node_id and now - seen > self.node_lost_after
+                    and node_id not in self._declaring):
+                self._declaring.add(node_id)
+                self._tasks.start_soon(self._declare_silent, node_id)
+
+    async def _declare_silent(self, node_id: str) -> None:
+        """Written down as lost first (fencing.py): it must find that before it may act again,
+        so nothing of it restarts elsewhere before the record exists."""
+        try:
+            if await self._fencing.declare_lost(node_id):
                 self.node_lost(node_id)
+                return
+            log.warning("node %s went silent but claims to be alive again: not lost", node_id)
+            known = self._known.get(node_id)
+            if known is not None:
+                self._known[node_id] = (known[0], time.monotonic())
+        finally:
+            self._declaring.discard(node_id)

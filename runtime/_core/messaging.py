@@ -221,6 +221,9 @@ class Messaging:
     async def send_to_inbox(self, inbox: Inbox, item: Any) -> None:
         env = Envelope(id=new_id(), kind=Kind.REPLY, correlation_id=inbox.inbox_id,
                        type=message_type_name(type(item)), payload=encode(item))
+        if not self._fencing.valid() and not await self._fencing.wait():
+            self._transport.dead_letters.record(inbox.inbox_id, "fenced", env.type)
+            return
         await self._transport.publish(inbox.subject, env)
 
     # -- outgoing -------------------------------------------------------------------------------
@@ -264,6 +267,7 @@ class Messaging:
         deadline = time.monotonic() + timeout
         reply_type = reply_type_of(type(msg))  # type: ignore[arg-type]
         request_id = new_id()  # the same on every re-send: the target answers it once
+        backoff = _NO_RESPONDERS_FIRST_WAIT
         while True:
             # A child supervised here may have moved: its record knows the current address.
             record = self._supervision.record_of(ref.actor_id)
@@ -297,6 +301,33 @@ class Messaging:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg))) from None
             except NoResponders:
                 error: ActorDead = ActorDead(address.actor_id, "unreachable (no node serves it)")
+                if not self._membership.is_lost(address.node_id):
+                    # Its node lives: after a broker outage it may not have subscribed again
+                    # yet, or a restart is on its way. Send again (the same request id) after a
+                    # growing pause, sooner if its supervisor here restarts it meanwhile.
+                    record = self._supervision.record_of(address.actor_id)
+                    if record is None:
+                        # A ref from elsewhere: its supervisor knows if it moved or ended.
+                        try:
+                            ref._rebind(await self._relocation.relocate(address, deadline, error))
+                            continue
+                        except ActorDead as exc:
+                            if exc is not error or backoff >= _NO_RESPONDERS_MAX_WAIT:
+                                raise  # its supervisor says it is gone, or nobody answers
+                    wait = min(backoff, max(0.0, deadline - time.monotonic()))
+                    backoff = min(backoff * 2, _NO_RESPONDERS_MAX_WAIT)
+                    with anyio.move_on_after(wait):
+                        if record is not None:
+                            await record.wait_restarted(generation)
+                        else:
+                            await anyio.sleep_forever()
+                    if record is not None and record.removed:
+                        raise (record.failure or error) from None
+                    if resend is not None and record is not None and (
+                            record.generation != generation):
+                        msg = resend()
+                        _check_message(msg)
+                    continue
             except ActorDead as exc:
                 error = exc
             record = self._supervision.record_of(address.actor_id)
@@ -353,6 +384,9 @@ class Messaging:
         delay = 0.05
         while not self._closing:
             if self._membership.is_lost(address.node_id):
+                return None
+            if not self._fencing.valid() and not await self._fencing.wait():
+                self._transport.dead_letters.record(address.actor_id, "fenced", env.type)
                 return None
             try:
                 with self.inflight.waiting_on(address.node_id) as waiting:
@@ -428,6 +462,12 @@ class Messaging:
             await self._until_acknowledged(
                 address, self._system_envelope(address, StopActor(reason, generation)),
                 attempt_timeout=self._spawn_timeout)
+
+
+#: An ask that finds nobody subscribed, while the target's node lives, is sent again after this
+#: pause, doubling up to the maximum (until its deadline).
+_NO_RESPONDERS_FIRST_WAIT = 0.02
+_NO_RESPONDERS_MAX_WAIT = 1.0
 
 
 def _check_message(msg: Any) -> None:

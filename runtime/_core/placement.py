@@ -181,6 +181,8 @@ class Placement:
                     payload=encode(request),
                     headers=headers,
                 )
+                if not self._fencing.valid() and not await self._fencing.wait():
+                    raise SpawnFailed(request.actor_class, request.pool, "this node was fenced")
                 await self._transport.enqueue(request.pool, env)
                 with anyio.move_on_after(self.spawn_timeout):
                     reply = await receive.receive()
