@@ -14,6 +14,7 @@ from ._models.llm import LLMClient as LLMClient
 from ._models.llm import LLMTimeout as LLMTimeout
 from ._models.llm import MalformedResponse as MalformedResponse
 from ._models.llm import PoolOverloaded as PoolOverloaded
+from ._models.llm import PoolUnreachable as PoolUnreachable
 from ._models.llm import RateLimited as RateLimited
 from ._models.routing import BudgetAwareRouter as BudgetAwareRouter
 from ._models.routing import ChainRouter as ChainRouter
@@ -69,6 +70,7 @@ __all__ = (
     "PoolConfig",
     "PoolOverloaded",
     "PoolStats",
+    "PoolUnreachable",
     "PromptTooLong",
     "RateLimited",
     "RouteDecision",

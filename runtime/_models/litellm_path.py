@@ -13,10 +13,19 @@ from .llm_errors import (
     LLMTimeout,
     MalformedResponse,
     PoolOverloaded,
+    PoolUnreachable,
     RateLimited,
 )
 from .openai_http import decode_answer
-from .path import Attempt, MalformedBody, RawReply, is_context_overflow, retry_after_s, short_reason
+from .path import (
+    Attempt,
+    MalformedBody,
+    RawReply,
+    is_context_overflow,
+    never_connected,
+    retry_after_s,
+    short_reason,
+)
 
 __all__ = ("LiteLLMPath", "litellm_module")
 
@@ -120,6 +129,8 @@ class LiteLLMPath:
         litellm = self._litellm
         if isinstance(exc, MalformedBody):
             return MalformedResponse
+        if never_connected(exc):  # nothing answered: the pool is down, not busy (litellm
+            return PoolUnreachable  # says InternalServerError "Connection error." for it)
         if isinstance(exc, litellm.Timeout | TimeoutError) or "timeout on reading" in str(
                 exc).lower():
             return LLMTimeout

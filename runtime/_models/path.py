@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -98,6 +99,20 @@ class ClientPath(Protocol):
     async def aclose(self) -> None:
         """Release pooled connections (idempotent)."""
         ...
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says no connection was made at all: refused, no
+    such host, no route (httpx's ``ConnectError``, aiohttp's ``ClientConnectorError``)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError | socket.gaierror) or type(
+                seen).__name__ in ("ConnectError", "ClientConnectorError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def short_reason(exc: BaseException) -> str:
