@@ -471,6 +471,9 @@ def cmd_rlm(args: argparse.Namespace) -> int:
         for line in run_summary(answer, wall):  # the numbers of the live view's last frame
             print(line, file=sys.stderr)
         print(trace_note(tracing, answer.trace_id), file=sys.stderr)
+        if args.log:
+            print(f"run log: {args.log}; see the run: `heterarch view {args.log}`",
+                  file=sys.stderr)
         return 0 if answer.ok else 3
 
     try:

@@ -286,3 +286,9 @@ def test_a_run_log_and_the_spans_of_the_same_run_say_the_same(
     assert from_log.tokens == from_spans.tokens
     assert {p: (s.calls, s.errors) for p, s in from_log.pools.items()} \
         == {p: (s.calls, s.errors) for p, s in from_spans.pools.items()}
+
+
+def test_the_cli_says_how_to_see_the_run(good_run: RecordedRun) -> None:
+    said = good_run.result.stderr
+    assert f"`heterarch view {good_run.log}`" in said
+    assert f"`heterarch view {good_run.spans} --trace " in said
