@@ -103,10 +103,17 @@ class SubCalls:
         return results
 
     async def _batched(self, prompts: list[str], options: list[dict[str, Any]],
-                       images: list[list[ImageRef]] | None = None) -> list[str]:
+                       images: list[list[ImageRef]] | None = None,
+                       paid: dict[int, tuple[str, PoolUsage]] | None = None) -> list[str]:
         """Route each prompt, then send each pool its share in chunks (``Lanes.run_batch``).
         Prompts that no lane answered, or whose model call failed, go one by one
-        (``_sub_llm_refs``: another pool, unless the code or the run named one)."""
+        (``_sub_llm_refs``: another pool, unless the code or the run named one). With the
+        run's call cache, a prompt repeated in the batch is sent once (``_once``). ``paid``
+        gets, per prompt answered in its chunk, the pool and what its call cost."""
+        if images is None and self.run.cache_scope and paid is None:
+            repeats = _repeats(prompts, options)
+            if repeats is not None:
+                return await self._once(prompts, options, repeats)
         self.run.check_budget()
         results = [""] * len(prompts)
         by_pool: dict[str, list[int]] = {}
@@ -171,6 +178,8 @@ class SubCalls:
                                          if outcome.reply is None else "")
                 if outcome is not None and outcome.reply is not None:
                     merge_usage(self.run.usage, outcome.reply.usage)
+                    if paid is not None and pool in outcome.reply.usage:
+                        paid[i] = (pool, outcome.reply.usage[pool])
                     self.run.settle(held.pop(i), pool, outcome.reply)
                     results[i] = outcome.reply.text
                     if self._fails_check(results[i], options[i]):  # cascade: a stronger pool
@@ -279,6 +288,28 @@ class SubCalls:
                                             "agreed": sum(x.agree for x in labels)})
             if router.is_reference(partner, exclude=exclude):
                 results[i] = theirs
+
+    async def _once(self, prompts: list[str], options: list[dict[str, Any]],
+                    first: list[int]) -> list[str]:
+        """The batch with each repeated prompt sent once (``first[i]``: the index of prompt
+        ``i``'s first occurrence); a repeat gets its first's answer and counts as a call-cache
+        hit on the pool that answered, with what that call cost (on every worker at once, a
+        repeat would otherwise be paid again: the cache's single flight is per process)."""
+        unique = sorted(set(first))
+        paid: dict[int, tuple[str, PoolUsage]] = {}
+        answers = await self._batched([prompts[i] for i in unique],
+                                      [options[i] for i in unique], None, paid)
+        answer_of = dict(zip(unique, answers, strict=True))
+        slot_of = {i: k for k, i in enumerate(unique)}
+        for i, j in enumerate(first):
+            if i == j or slot_of[j] not in paid:
+                continue
+            pool, cost = paid[slot_of[j]]
+            u = self.run.usage.setdefault(pool, PoolUsage(hardware=cost.hardware))
+            u.cache_hits += 1  # what the first cost, or saved if it came from the cache
+            u.cache_saved_tokens += cost.tokens + cost.cache_saved_tokens
+            u.cache_saved_usd += cost.cost_usd + cost.cache_saved_usd
+        return [answer_of[j] for j in first]
 
     def route(self, prompt: str, kind: str, options: dict[str, Any],
                exclude: set[str], pictures: Sequence[ImageRef] = ()) -> tuple[str, str]:
@@ -411,3 +442,12 @@ async def _delete_images(blobs: BlobStore, images: list[ImageRef]) -> None:
             await blobs.delete_blob(image.ref)
         except Exception:  # already gone: nothing left to free
             pass
+
+
+def _repeats(prompts: list[str], options: list[dict[str, Any]]) -> list[int] | None:
+    """Per prompt, the index of its first occurrence in the batch (same prompt and options);
+    None when no prompt repeats."""
+    seen: dict[str, int] = {}
+    first = [seen.setdefault(repr((p, sorted(o.items(), key=lambda kv: kv[0]))), i)
+             for i, (p, o) in enumerate(zip(prompts, options, strict=True))]
+    return first if len(seen) < len(prompts) else None

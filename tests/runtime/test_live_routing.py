@@ -28,7 +28,8 @@ async def test_a_failing_pool_is_avoided_once_its_errors_are_seen(
     spans = tmp_path / "spans.jsonl"
     tracing = configure_tracing(jsonl_path=spans, role="test")
     try:
-        answer = await harness.ask("q?", max_iterations=4)
+        # four identical prompts, each sent: the call cache is off
+        answer = await harness.ask("q?", max_iterations=4, cache_calls=False)
     finally:
         tracing.shutdown()
     assert answer.ok, answer.stop_reason
