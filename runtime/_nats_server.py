@@ -61,6 +61,11 @@ def port_answers(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
+#: JetStream writes reach the disk (fsync) at least this often; nats-server's own default is two
+#: minutes. Measured cost and what it covers: docs/bus.md "Durability".
+DEFAULT_SYNC_INTERVAL = "1s"
+
+
 class NatsServer:
     """A nats-server child process with JetStream, on loopback by default.
 
@@ -85,8 +90,12 @@ class NatsServer:
         cluster_name: str | None = None,
         cluster_port: int | None = None,
         routes: list[str] | None = None,
+        sync_interval: str = DEFAULT_SYNC_INTERVAL,
     ) -> None:
         self.host = host
+        #: JetStream's fsync policy ("1s", "always", ...); see docs/bus.md "Durability". Set on
+        #: the command line's JetStream only: a ``config_file`` says its own.
+        self.sync_interval = sync_interval
         self.port = port or free_port(host)
         self._own_store = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="heterarch-nats-"))
@@ -110,6 +119,11 @@ class NatsServer:
             return self
         args = [self.binary, "-a", self.host, "-p", str(self.port), "-js", "-sd",
                 str(self.store_dir)]
+        if self.config_file is None and self.sync_interval:
+            # No flag for it: a config file of two lines, beside (not in) the store.
+            conf = Path(f"{self.store_dir}.conf")
+            conf.write_text(f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n")
+            args += ["-c", str(conf)]
         if self.http_port is not None:
             args += ["-m", str(self.http_port)]
         if self.config_file is not None:
@@ -183,6 +197,7 @@ class NatsServer:
         self.stop()
         if self._own_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
+            Path(f"{self.store_dir}.conf").unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -198,6 +198,23 @@ async def test_blobs(transport: Transport) -> None:
         await transport.get_blob(ref)
 
 
+async def test_a_large_blob_comes_back_whole_and_in_order(transport: Transport) -> None:
+    """Hundreds of chunks, each different: read back into one buffer, in order, every byte."""
+    data = b"".join(i.to_bytes(4, "big") * 8192 for i in range(1_000))  # 32 MB
+    ref = await transport.put_blob(data)
+    assert await transport.get_blob(ref) == data
+    await transport.delete_blob(ref)
+
+
+async def test_kv_create_is_compare_and_set(transport: Transport) -> None:
+    kv = await transport.key_value("cas" + new_id()[:6])
+    assert await kv.create("k", b"first") is None
+    assert await kv.create("k", b"second") == b"first"
+    await kv.delete("k")
+    assert await kv.create("k", b"third") is None
+    assert await kv.get("k") == b"third"
+
+
 async def test_nats_connect_failure_is_fast_and_clear() -> None:
     started = time.monotonic()
     transport = NatsTransport(ConnectOptions(servers=["nats://127.0.0.1:9"]))
