@@ -184,7 +184,7 @@ class SubCalls:
                     results[i] = outcome.reply.text
                     if self._fails_check(results[i], options[i]):  # cascade: a stronger pool
                         escalated.add(i)
-                        again.append((i, {pool}))
+                        again.append((i, self._not_stronger(pool)))
                         self.run.sub_calls_done -= 1  # not done yet: it goes on elsewhere
                     else:
                         served[pool] = served.get(pool, 0) + 1
@@ -218,6 +218,9 @@ class SubCalls:
             try:
                 results[i] = await self._sub_llm_refs(prompts[i], opts, pictures[i], failed,
                                                       served=served)
+            except LookupError as exc:  # no stronger pool: the answer that failed stands
+                if i not in escalated:
+                    results[i] = item_error(exc)
             except Exception as exc:  # this prompt's own error, as text; the batch goes on
                 results[i] = item_error(exc)
             self.run.sub_calls_done += 1
@@ -246,6 +249,14 @@ class SubCalls:
                 span.set_attribute("heterarch.route.failed", sorted(
                     f"{pool}={n} {kind}" for (pool, kind), n in failures.items()))
         return results
+
+    def _not_stronger(self, pool: str) -> set[str]:
+        """``pool`` and every pool of no higher tier: where an escalation must not go (the
+        strongest left may be weaker than the pool whose answer failed the check)."""
+        own = self.run.pools.get(pool)
+        if own is None:
+            return {pool}
+        return {pool} | {name for name, info in self.run.pools.items() if info.tier <= own.tier}
 
     def _run_excluded(self) -> set[str]:
         q = self.run.query
@@ -423,7 +434,7 @@ class SubCalls:
                 span.add_event("cascade.escalate", {"from": pool,
                                                     "check": str(options["escalate_if"])})
                 answered, options = reply.text, dict(options, hint="hard")
-                failed.add(pool)
+                failed |= self._not_stronger(pool)
                 continue
             if served is not None:
                 served[pool] = served.get(pool, 0) + 1

@@ -246,11 +246,13 @@ def jobs_for(lines, careful):
         head = "These records are ambiguous: reason carefully about each one. " if careful else ""
         body = "\\n".join(f"{{i}}: {{line.split('Instance: ')[1].strip()}}" for i, line in enumerate(chunk))
         out.append((chunk, head + "Label each record with one of: " + ", ".join(labels)
-                    + ". Answer one line per record as `<number>: <label>`.\\n" + body))
+                    + ". Answer one line per record as `<number>: <label>`, or "
+                    + "`<number>: unsure` if you cannot tell.\\n" + body))
     return out
 
 jobs = jobs_for(plain, False) + jobs_for(unclear, True)
-replies = llm_query_batched([prompt for _, prompt in jobs])
+# a chunk with an answer its model was unsure of goes again to a stronger pool (the cascade)
+replies = llm_query_batched([prompt for _, prompt in jobs], escalate_if=r"^\\d+: unsure$")
 per_user = {{}}
 for (chunk, _), reply in zip(jobs, replies):
     for line in reply.splitlines():
@@ -364,7 +366,8 @@ def label_prompts(lines: Sequence[str], *, chunk: int = 25) -> list[str]:
             body = "\n".join(f"{i}: {line.split('Instance: ')[1].strip()}"
                              for i, line in enumerate(group[start:start + chunk]))
             out.append(head + "Label each record with one of: " + ", ".join(CATEGORIES)
-                       + ". Answer one line per record as `<number>: <label>`.\n" + body)
+                       + ". Answer one line per record as `<number>: <label>`, or "
+                       + "`<number>: unsure` if you cannot tell.\n" + body)
     return out
 
 
@@ -446,6 +449,7 @@ class LabelResponder:
 
     def reply(self, messages: Sequence[dict[str, str]], model: str) -> str:
         prompt = messages[-1].get("content", "") if messages else ""
+        may_doubt = "`<number>: unsure`" in prompt  # the prompt lets it say so
         out = []
         for line in prompt.splitlines():
             number, sep, text = line.partition(": ")
@@ -458,7 +462,9 @@ class LabelResponder:
             digest = hashlib.sha256(f"{self.seed}|{model}|{text}".encode()).digest()
             if digest[0] / 255 > p:
                 others = [c for c in CATEGORIES if c != label]
-                if hard and self.accuracy.unsure in others:
+                if hard and may_doubt and digest[2] < 128:  # half the time it knows it
+                    label = "unsure"
+                elif hard and self.accuracy.unsure in others:
                     label = self.accuracy.unsure
                 else:
                     label = others[digest[1] % len(others)]

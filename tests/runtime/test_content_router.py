@@ -211,3 +211,23 @@ async def test_a_shadowed_batch_labels_the_cheap_pool_by_the_strongest(
     assert route.agreement() == {"wafer": 1.0}  # easy records: the two agree
     first = SHADOWED.seen[0][1]["content"]
     assert first.startswith("Question: q?") and "The context begins:\nDate: 2020" in first
+
+
+HARD = ("These records are ambiguous: reason carefully about each one. Label each record with "
+        "one of: location, entity.\n0: Where is the river alder located?")
+NO_WEAKER = Recording([
+    f"```repl\nreplies = llm_query_batched([{HARD!r}] * 2, escalate_if=r': location$')\n"
+    "print(replies)\n```",
+    "FINAL_VAR(replies)",
+])
+
+
+@pytest.mark.anyio
+@pytest.mark.root_replies(NO_WEAKER)
+async def test_the_cascade_never_escalates_to_a_weaker_pool(harness: Harness) -> None:
+    """An answer of the strongest pool that fails the check stays: no 'escalation' to the
+    strongest pool left, which would be a weaker one."""
+    answer = await harness.ask("q?", max_iterations=3)
+    assert answer.ok, answer.stop_reason
+    assert answer.text == "['0: location', '0: location']"
+    assert "wafer" not in answer.usage and "h100" not in answer.usage

@@ -24,6 +24,7 @@ from heterarch.sim.oolong import (
     Record,
     RootResponder,
     generate_task,
+    label_prompts,
     parse_question,
     score,
     true_label,
@@ -171,7 +172,7 @@ def test_root_responder_retries_a_failed_program_then_gives_up() -> None:
 
 
 def run_program(context: str, question: str,
-                batched: Callable[[list[str]], list[str]]) -> tuple[dict[str, Any], str]:
+                batched: Callable[..., list[str]]) -> tuple[dict[str, Any], str]:
     """Run the root model's program as the RLM sandbox would (namespace, print capture)."""
     chat = [SYSTEM, {"role": "user", "content": f"Question: {question}"},
             {"role": "assistant", "content": "explored"}, {"role": "user", "content": "..."}]
@@ -194,7 +195,7 @@ def test_the_root_program_is_exact_with_a_perfect_sub_model() -> None:
     task = generate_task(n_records=400, seed=2)
     perfect = LabelResponder(Accuracy(1.0, 1.0))
     for q in task.questions:  # every kind: counts, comparisons, since a year
-        ns, out = run_program(task.context, q.text, lambda prompts: [
+        ns, out = run_program(task.context, q.text, lambda prompts, **_: [
             perfect.reply([{"role": "user", "content": p}], "m") for p in prompts])
         assert ns["answer"] == {"content": str(q.answer), "ready": True}
         assert re.search(r"\d+ records, \d+ sub-calls, \d+ about ", out)
@@ -220,7 +221,7 @@ async def test_routing_hard_chunks_to_the_frontier_wins() -> None:
         async def solve(choose: Callable[[str], str]) -> tuple[float, float]:
             cost = 0.0
 
-            def batched(prompts: list[str]) -> list[str]:
+            def batched(prompts: list[str], **_: Any) -> list[str]:
                 async def all_of() -> list[str]:
                     nonlocal cost
                     replies = [""] * len(prompts)
@@ -258,3 +259,25 @@ async def test_routing_hard_chunks_to_the_frontier_wins() -> None:
             await client.aclose()
     assert routed[0] > cheap[0] + 0.3
     assert routed[1] < frontier[1] / 2
+
+
+def test_the_root_program_sends_unsure_answers_up_the_cascade() -> None:
+    """Sub-models may say `<n>: unsure`; the program asks for a stronger pool for any chunk
+    with such an answer (``escalate_if``), and a model that knows when it cannot tell says so
+    on some of the hard records it would get wrong."""
+    task = generate_task(n_records=200, seed=3)
+    seen: dict[str, Any] = {}
+
+    def batched(prompts: list[str], **options: Any) -> list[str]:
+        seen.update(options, prompts=prompts)
+        return ["0: location"] * len(prompts)
+
+    run_program(task.context, task.questions[0].text, batched)
+    check = re.compile(seen["escalate_if"], re.MULTILINE)
+    assert check.search("0: location\n1: unsure") and not check.search("0: location")
+    assert all("`<number>: unsure` if you cannot tell" in p for p in seen["prompts"])
+    doubting = LabelResponder(Accuracy(1.0, 0.0))
+    hedged = [p for p in label_prompts([r.line() for r in task.records])
+              if p.startswith("These records are ambiguous")]
+    reply = doubting.reply([{"role": "user", "content": hedged[0]}], "m")
+    assert check.search(reply) and "description" in reply  # unsure of some, wrong on others
