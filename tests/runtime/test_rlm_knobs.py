@@ -143,7 +143,9 @@ async def test_json_schema_answer(simulate: Any) -> None:
 
 
 async def test_max_calls_stops_the_run(simulate: Any) -> None:
-    script = Script([_repl('print(llm_query_batched(["x"] * 10))'), "FINAL(never)"])
+    # distinct prompts: identical ones in flight are answered once
+    script = Script([_repl('print(llm_query_batched([f"x{i}" for i in range(10)]))'),
+                     "FINAL(never)"])
     config = simulate(script)
     async with RLM(config, root_pool="frontier", max_calls=4) as rlm:
         answer = await rlm.ask("q", context="")
