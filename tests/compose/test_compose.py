@@ -27,6 +27,7 @@ import nats
 import pytest
 import yaml
 
+from runtime import RuntimeConfig
 from runtime._nats_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,6 +247,34 @@ async def test_local_nats_image_is_healthy_runs_jetstream_and_enforces_auth(
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
+async def test_the_shipped_workers_namespace_works_on_the_nats_image(
+        nats_container: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``examples/pools.toml`` (namespace ``examples``, the shipped worker services') on the
+    compose NATS image, with its users' credentials from a config's ``[connect]``."""
+    from examples.pools import Square, Squarer
+    from runtime import ActorSystem, Worker, parse_config
+
+    url = f"nats://127.0.0.1:{nats_container}"
+    text = (ROOT / "examples" / "pools.toml").read_text()
+
+    def config(user: str) -> RuntimeConfig:
+        return parse_config(tomllib.loads(
+            f'nats = "{url}"\n' + text
+            + f'\n[connect]\nuser = "{user}"\npassword_env = "T_PW_{user}"\n'))
+
+    monkeypatch.setenv("T_PW_worker", "pw-worker")
+    monkeypatch.setenv("T_PW_client", "pw-client")
+    worker_config, client_config = config("worker"), config("client")
+    assert worker_config.namespace == "examples"
+    async with Worker(worker_config, ["cpu"]), \
+            ActorSystem(nats=client_config.nats, namespace=client_config.namespace,
+                        options=client_config.connect_options()) as system:
+        ref = await system.spawn(Squarer, pool="cpu")
+        assert await ref.ask(Square(12), timeout=30) == 144
 
 
 @pytest.fixture(scope="session")
