@@ -224,7 +224,7 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     wall_s: float
     agents_by_depth: dict[int, int] = {}
     trace_id: str = ""
-    trajectory: list[Step] = []  # this agent's iterations (children keep their own)
+    trajectory: list[Step] = []  # the root agent's iterations (a child returns none)
     value: Any = None  # the final answer as data, when a type was asked for
 
 
