@@ -181,7 +181,7 @@ class SubCalls:
                     if paid is not None and pool in outcome.reply.usage:
                         paid[i] = (pool, outcome.reply.usage[pool])
                     self.run.settle(held.pop(i), pool, outcome.reply)
-                    results[i] = outcome.reply.text
+                    results[i] = first[i] = outcome.reply.text
                     if self._fails_check(results[i], options[i]):  # cascade: a stronger pool
                         escalated.add(i)
                         again.append((i, self._not_stronger(pool)))
@@ -209,6 +209,7 @@ class SubCalls:
                     tg.start_soon(one_by_one, i, failed)
 
         escalated: set[int] = set()
+        first: dict[int, str] = {}  # the routed pool's own answer (a label is about that pool)
 
         async def one_by_one(i: int, failed: set[str]) -> None:
             opts = dict(options[i], hint="hard") if i in escalated else options[i]
@@ -241,7 +242,7 @@ class SubCalls:
             for i, (_, partner) in shadows.items():  # alongside, not after: no added latency
                 tg.start_soon(shadow_one, i, partner)
         if shadows:
-            await self._learn_shadows(prompts, results, shadows, shadowed)
+            await self._learn_shadows(prompts, results, shadows, shadowed, first)
         if span.is_recording():  # where the prompts were answered, after any fallback
             span.set_attribute("heterarch.route.pools",
                                [f"{pool}={n}" for pool, n in served.items()])
@@ -282,17 +283,19 @@ class SubCalls:
         return plan
 
     async def _learn_shadows(self, prompts: list[str], results: list[str],
-                             plan: dict[int, tuple[str, str]], shadowed: dict[int, str]) -> None:
-        """Give the router each shadowed pair; where the shadow ran on the reference pool,
-        its answer (paid for, and the stronger) stands."""
+                             plan: dict[int, tuple[str, str]], shadowed: dict[int, str],
+                             first: dict[int, str]) -> None:
+        """Give the router each shadowed pair (the routed pool's own first answer, not what
+        a fallback or the cascade put in its place); where the shadow ran on the reference
+        pool, its answer (paid for, and the stronger) stands."""
         router: Any = self.run.services.router
         exclude = self._run_excluded()
         span = trace.get_current_span()
         for i, (pool, partner) in plan.items():
-            theirs = shadowed.get(i)
-            if theirs is None or results[i].startswith("[error]"):
+            theirs, mine = shadowed.get(i), first.get(i)
+            if theirs is None or mine is None:
                 continue
-            labels = await router.learn(prompts[i], (pool, results[i]), (partner, theirs),
+            labels = await router.learn(prompts[i], (pool, mine), (partner, theirs),
                                         exclude=exclude)
             span.add_event("route.shadow", {"pool": pool, "shadow": partner,
                                             "items": len(labels),
