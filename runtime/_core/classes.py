@@ -38,22 +38,37 @@ def resolve_actor_class(import_path: str, allowed_modules: list[str]) -> type[Ac
 
 
 
-def instantiate(cls: type[Actor], args: list[Any], kwargs: dict[str, Any]) -> Actor:
-    """Call ``cls(*args, **kwargs)``, converting each argument to its annotated type."""
-    try:
-        signature = inspect.signature(cls)
-        bound = signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise SpawnFailed(class_path(cls), "", f"bad arguments: {exc}") from None
+_constructors: dict[type, tuple[inspect.Signature, dict[str, Any]]] = {}
+
+
+def _constructor(cls: type[Actor]) -> tuple[inspect.Signature, dict[str, Any]]:
+    """``cls``'s signature and the annotated types of its plain parameters, read once per
+    class (``inspect.signature`` costs more than the rest of a spawn on a worker)."""
+    found = _constructors.get(cls)
+    if found is not None:
+        return found
+    signature = inspect.signature(cls)
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:
         hints = {}
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    typed = {name: hint for name, hint in hints.items()
+             if name in signature.parameters and signature.parameters[name].kind not in variadic}
+    _constructors[cls] = signature, typed
+    return signature, typed
+
+
+def instantiate(cls: type[Actor], args: list[Any], kwargs: dict[str, Any]) -> Actor:
+    """Call ``cls(*args, **kwargs)``, converting each argument to its annotated type."""
+    try:
+        signature, hints = _constructor(cls)
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise SpawnFailed(class_path(cls), "", f"bad arguments: {exc}") from None
     for name, value in list(bound.arguments.items()):
         hint = hints.get(name)
-        if hint is None or signature.parameters[name].kind in (
-            inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD,
-        ):
+        if hint is None:
             continue
         try:
             bound.arguments[name] = msgspec.convert(value, hint)
