@@ -7,9 +7,11 @@ Run as a script to make a span file by hand: ``python -m tests.view.recorded_run
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,7 @@ def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1
     ]
     question = task.questions[1].text
     try:
+        _wait_for_pools(nats_url, namespace, {"frontier", "wafer", "h100"}, env)
         result = subprocess.run(
             [sys.executable, "-m", "heterarch.cli", "rlm", question,
              "--context", str(context), "--root-pool", "frontier", "--nats", nats_url,
@@ -79,6 +82,24 @@ def record_run(nats_url: str, simulator_url: str, out: Path, *, records: int = 1
         for w in workers:
             w.wait(30)  # a clean stop flushes the workers' spans
     return RecordedRun(spans, log, result, question)
+
+
+def _wait_for_pools(nats_url: str, namespace: str, pools: set[str],
+                    env: dict[str, str]) -> None:
+    """Until the cluster's heartbeats show a worker for every pool (the router sends no
+    sub-call to a pool it has not heard of); ``heterarch ping`` waits for a heartbeat."""
+    deadline = time.monotonic() + 120
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            [sys.executable, "-m", "heterarch.cli", "ping", "--json", "--nats", nats_url,
+             "--namespace", namespace], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60)
+        if done.returncode == 0:
+            seen = set(json.loads(done.stdout)["pools"])
+            if pools <= seen:
+                return
+    raise AssertionError(f"workers of {sorted(pools - seen)} never answered")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def test_the_page_of_a_run_in_a_browser(good_run: RecordedRun, tmp_path: Path) -
     agent = next(s for s in spans if s["name"] == "invoke_agent rlm-root")
     root_chats = [c for c in model_calls if c["parent_span_id"] == agent["span_id"]]
     iterations = section(dom, "iterations")
-    assert iterations.count('class="iter"') == len(root_chats) >= 2
+    assert iterations.count('class="iter"') == len(root_chats) >= 1
     cells = [s for s in spans if s["name"] == "execute_tool repl"]
     for cell in cells:
         code = cell["attributes"]["gen_ai.tool.call.arguments"]
