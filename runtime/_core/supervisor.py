@@ -45,16 +45,21 @@ class ChildRecord:
     removed: bool = False
     failure: BaseException | None = None  # why its last restart failed (the asker gets it)
     created_under: CreatedUnder | None = None  # its create span (tracing on): see agent_spans
-    changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    # Made when someone waits for a change (an asker whose child died): an event costs 760
+    # bytes, and most children never restart.
+    _changed: anyio.Event | None = None
 
     def mark_changed(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     async def wait_restarted(self, generation: int) -> None:
         """Wait until an incarnation newer than ``generation`` runs, or the child is gone."""
         while not self.removed and self.generation <= generation:
-            await self.changed.wait()
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
 
 class Supervisor:
