@@ -10,6 +10,7 @@ most ``max_in_flight`` run at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,17 @@ class CallbackRunner:
         self._bytes = 0
         self._freed = anyio.Event()
         self._items = anyio.Semaphore(max_in_flight)
+        #: The deadline of the request whose code makes these calls (the host's cancel scope
+        #: deadline, ``anyio.current_time()`` clock): calls run under it, so a model call or an
+        #: ask made for a cell never outlives the cell's caller.
+        self.deadline = math.inf
+        self._running: set[anyio.CancelScope] = set()
+
+    def cancel_all(self) -> None:
+        """Cancel every call in flight (the cell that made them was cancelled); each sends
+        an error reply, so a thread in the container waiting for one is freed."""
+        for scope in list(self._running):
+            scope.cancel()
 
     async def admit(self, size: int) -> None:
         """Wait until one more call of ``size`` frame bytes fits the bounds, then count it."""
@@ -63,11 +75,16 @@ class CallbackRunner:
     async def run(self, call: Call, size: int) -> None:
         """Run one admitted call and send its reply; never raises (failures become replies)."""
         try:
-            try:
-                value = await self._dispatch(call.name, call.args, call.kwargs)
-                reply = Reply(id=call.id, ok=True, value=value)
-            except Exception as exc:
-                reply = Reply(id=call.id, ok=False, error=_describe(exc))
+            reply = Reply(id=call.id, ok=False, error="CancelledError: the cell was cancelled")
+            with anyio.CancelScope(deadline=self.deadline) as scope:
+                self._running.add(scope)
+                try:
+                    value = await self._dispatch(call.name, call.args, call.kwargs)
+                    reply = Reply(id=call.id, ok=True, value=value)
+                except Exception as exc:
+                    reply = Reply(id=call.id, ok=False, error=_describe(exc))
+                finally:
+                    self._running.discard(scope)
             await self._send(reply)
         finally:
             self._release(size)

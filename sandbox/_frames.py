@@ -81,6 +81,10 @@ class GetVar(Request, frozen=True, tag="get_var"):
     limit: int
 
 
+class Interrupt(Request, frozen=True, tag="interrupt"):
+    """The host stopped waiting for request ``id``: stop it (no result of its own)."""
+
+
 class Callbacks(Request, frozen=True, tag="callbacks"):
     names: list[str]
 

@@ -21,7 +21,9 @@ from ._callbacks import Callback, CallbackRunner
 from ._frames import (
     HEADER,
     Call,
+    Exec,
     FromServer,
+    Interrupt,
     ProtocolViolation,
     Ready,
     Reply,
@@ -31,6 +33,10 @@ from ._frames import (
     decode,
     encode,
 )
+
+#: How long a cancelled request may take to stop once interrupted before its process is killed
+#: (a blocking C call or a tight loop in C never sees the interrupt).
+INTERRUPT_GRACE_S = 2.0
 
 
 class Channel(ABC):
@@ -134,10 +140,17 @@ class Link:
         data = encode(msgspec.structs.replace(frame, id=request_id), self.max_frame)
         done = anyio.Event()
         self._pending[request_id] = done
+        if isinstance(frame, Exec):  # the cell's callbacks run under its caller's deadline
+            self.callbacks.deadline = anyio.current_effective_deadline()
         try:
             await self._write(data)
             with anyio.fail_after(timeout):
                 await done.wait()
+        except anyio.get_cancelled_exc_class():
+            if not done.is_set():
+                with anyio.CancelScope(shield=True):
+                    await self._interrupt(request_id, done)
+            raise
         finally:
             self._pending.pop(request_id, None)
             outcome = self._outcomes.pop(request_id, None)
@@ -147,6 +160,22 @@ class Link:
             raise outcome
         assert outcome is not None
         return outcome
+
+    async def _interrupt(self, request_id: int, done: anyio.Event) -> None:
+        """Our caller was cancelled: stop what the request started (its callbacks, the code
+        in the process); kill the process if the code does not stop in time."""
+        self.callbacks.cancel_all()
+        if self.lost is not None:
+            return
+        try:
+            await self._write(encode(Interrupt(id=request_id), self.max_frame))
+        except LinkLost:
+            return
+        with anyio.move_on_after(INTERRUPT_GRACE_S):
+            await done.wait()
+        if not done.is_set() and self.lost is None:
+            self.mark_lost(f"the cancelled request did not stop within {INTERRUPT_GRACE_S:g}s")
+            await self._kill()
 
     async def _write(self, data: bytes) -> None:
         try:

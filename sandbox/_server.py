@@ -5,7 +5,8 @@ original stdin/stdout. At start the server keeps private duplicates of fds 0 and
 then points fd 0 at /dev/null and fds 1 and 2 at a capture file, so nothing user code writes
 (print, sys.stdout, os.write(1, ...), child processes) can reach the frame channel.
 
-Host -> server: exec, set_var, set_var_file, get_var, callbacks, reply (to a call), ping.
+Host -> server: exec, set_var, set_var_file, get_var, callbacks, reply (to a call), ping,
+interrupt (the host stopped waiting for request ``id``: stop it now, as the watchdog would).
 Server -> host: ready (once), result (one per request), call (a callback; the calling thread
 blocks for its reply).
 
@@ -156,6 +157,9 @@ class Server:
         self.waiting = {}
         self.requests = queue.Queue()  # type: queue.Queue[dict[str, object]]
         self.armed = False
+        self.main_thread = threading.get_ident()  # the one that runs requests
+        self.running_id = None  # the request the main thread runs now
+        self.interrupted = False
         signal.signal(signal.SIGALRM, self._alarm)
 
     # -- frames ------------------------------------------------------------------------------
@@ -221,6 +225,10 @@ class Server:
                 waiter = self.waiting.pop(frame.get("id"), None)
                 if waiter is not None:  # else: its caller gave up (watchdog); drop it
                     waiter.deliver(frame)
+            elif frame.get("op") == "interrupt":
+                if self.armed and self.running_id == frame.get("id"):
+                    self.interrupted = True
+                    signal.pthread_kill(self.main_thread, signal.SIGALRM)
             else:
                 self.requests.put(frame)
 
@@ -250,11 +258,14 @@ class Server:
 
     # -- requests ----------------------------------------------------------------------------
     def _alarm(self, signum, frame):
+        if self.armed and self.interrupted:
+            raise KeyboardInterrupt("the host cancelled the cell")
         if self.armed:
             raise TimeoutError("the cell exceeded its time limit")
 
     def with_watchdog(self, timeout, fn, *args):
         """Run ``fn`` with SIGALRM armed for ``timeout`` seconds (TimeoutError past it)."""
+        self.interrupted = False
         self.armed = True
         if timeout > 0:
             signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -345,6 +356,7 @@ class Server:
 
     def respond(self, frame):
         request_id = frame.get("id")
+        self.running_id = request_id
         try:
             if frame.get("op") == "get_var":
                 value = self.do_get_var(frame)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import math
+import time
 import traceback
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,14 @@ from .._observe.agent_spans import invoke_agent_span
 from .asks import Admission, TakenAsks
 from .cell_context import CellContext
 from .current import current_cell
-from .protocol import DEAD, MAILBOX_FULL, UNDELIVERABLE, Exited
+from .protocol import (
+    CANCELLED,
+    DEAD,
+    MAILBOX_FULL,
+    STOP_GRACE_S,
+    UNDELIVERABLE,
+    Exited,
+)
 from .supervisor import ChildRecord, Supervisor
 from .trace_context import extract_context, tracing_enabled
 
@@ -77,6 +86,9 @@ class ActorCell(Supervisor):
         self.abnormal = False
         self.on_finished: list[Any] = []  # callables run once the cell has stopped
         self._handler_scope: anyio.CancelScope | None = None
+        self._current: Envelope | None = None  # the message whose handler runs now
+        self._cancel_reason = ""  # why the running handler was cancelled (empty: deadline)
+        self._finishing = False
         self.subscription: Subscription | None = None  # its mailbox subject, while it runs
         #: Its node was declared lost and it runs elsewhere now: it stops without a word.
         self.fenced = False
@@ -88,6 +100,10 @@ class ActorCell(Supervisor):
     @property
     def running(self) -> bool:
         return self.state is CellState.RUNNING
+
+    @property
+    def stopping(self) -> bool:
+        return self.state in (CellState.STOPPING, CellState.STOPPED)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, restart_error: str | None = None) -> None:
@@ -156,19 +172,56 @@ class ActorCell(Supervisor):
             await self._finish_stop()
 
     async def stop(self, reason: str = "stopped", *, abnormal: bool = False) -> None:
-        """Stop after the current message (children first, then ``on_stop``); wait for it."""
+        """Stop now: cancel the running handler (its asker gets ``ActorDead``), then children
+        first, then ``on_stop``; wait for it, a bounded time (``STOP_GRACE_S`` per stage)."""
         if self.state in (CellState.STOPPING, CellState.STOPPED):
             if current_cell.get() is not self:
-                await self.stopped.wait()
+                await self._wait_stopped()
             return
         self.state = CellState.STOPPING
         self.stop_reason, self.abnormal = reason, abnormal
         if current_cell.get() is self:
             return  # stopping itself from a handler: the mailbox loop finishes the stop
+        self._cancel_handler("stopped")
         if self.scheduled:
-            await self.stopped.wait()
+            await self._wait_stopped()
         else:
             await self._finish_stop()
+
+    async def _wait_stopped(self) -> None:
+        """Wait for the stop under way; past ``STOP_GRACE_S`` the handler that ignores its
+        cancellation (shielded, blocking) is left behind and the stop goes on without it."""
+        with anyio.move_on_after(STOP_GRACE_S):
+            await self.stopped.wait()
+        if not self.stopped.is_set() and self.state is CellState.STOPPING:
+            if self._handler_scope is not None:
+                log.warning("actor %s: its handler ignored cancellation for %gs; stopping "
+                            "without it", self.address.actor_id, STOP_GRACE_S)
+            await self._finish_stop()
+        await self.stopped.wait()
+
+    def _cancel_handler(self, reason: str) -> None:
+        if self._handler_scope is not None:
+            self._cancel_reason = reason
+            self._handler_scope.cancel()
+
+    def cancel_ask(self, correlation_id: str) -> None:
+        """The asker of ``correlation_id`` stopped waiting: cancel its handler, or drop it
+        from the mailbox if it has not started."""
+        if not correlation_id:
+            return
+        current = self._current
+        if current is not None and current.correlation_id == correlation_id:
+            if self.state is CellState.RUNNING:
+                self._cancel_handler("cancelled by its asker")
+            return
+        for env in self.mailbox:
+            if env.kind is Kind.ASK and env.correlation_id == correlation_id:
+                self.mailbox.remove(env)
+                self.asks.dropped(env)
+                self.node.transport.dead_letters.record(
+                    self.address.actor_id, "cancelled", "cancelled before it ran")
+                return
 
     def fail(self, reason: str, cause: BaseException | None = None) -> None:
         """Crash from outside a handler (escalation): cancel the running handler and stop.
@@ -186,6 +239,10 @@ class ActorCell(Supervisor):
         await self.stop(reason, abnormal=True)
 
     async def _finish_stop(self) -> None:
+        if self._finishing:
+            await self.stopped.wait()
+            return
+        self._finishing = True
         records = list(self.children.values())
         for record in records:
             record.removed = True
@@ -199,8 +256,11 @@ class ActorCell(Supervisor):
         self.children.clear()
         token = current_cell.set(self)
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_GRACE_S) as waited:
                 await self.actor.on_stop()
+            if waited.cancelled_caught:
+                log.warning("on_stop of %s took over %gs: stopped without it",
+                            self.address.actor_id, STOP_GRACE_S)
         except Exception:
             log.exception("on_stop of %s raised", self.address.actor_id)
         finally:
@@ -244,6 +304,17 @@ class ActorCell(Supervisor):
             return
         if isinstance(msg, Terminated):
             msg = msgspec.structs.replace(msg, ref=self.node.codec.ref(msg.ref))
+        deadline = math.inf
+        if env.deadline:
+            # The asker's deadline (wall clock, so it crosses processes): past it nobody waits
+            # for the answer, so the handler stops (gRPC's deadline propagation).
+            left = env.deadline - time.time()
+            if left <= 0:
+                self.asks.dropped(env)
+                self.node.reject(env, CANCELLED, "its deadline passed before it ran")
+                return
+            deadline = anyio.current_time() + left
+        self._current = env
         token = current_cell.set(self)
         try:
             if tracing_enabled():
@@ -252,18 +323,27 @@ class ActorCell(Supervisor):
                     else "", depth=self.depth, hardware=self.node.hardware_of(self.address.pool),
                     message_type=env.type, context=extract_context(env.headers),
                 ) as span:
-                    result = await self._call(handler, msg)
+                    result = await self._call(handler, msg, deadline)
                     if isinstance(result, _Failure):
                         mark_exception(span, result.error)
+                    elif isinstance(result, _Cancelled):
+                        mark_exception(span, TimeoutError(result.info.message))
                     else:
                         mark_ok(span)
             else:
-                result = await self._call(handler, msg)
+                result = await self._call(handler, msg, deadline)
         finally:
             current_cell.reset(token)
+            self._current = None
         if self.fenced:
             return  # its new incarnation answers the re-sent ask
-        if isinstance(result, _Failure):
+        if isinstance(result, _Cancelled):
+            # Not a crash: the asker stopped waiting (deadline, cancel) or we are stopping.
+            if env.reply_to:
+                await self._answer(env, await self.node.reply_error(env, result.info))
+            else:
+                self.asks.answered(env, None)
+        elif isinstance(result, _Failure):
             if env.reply_to:
                 await self._answer(env, await self.node.reply_error(env, result.info))
             self._crash(f"{result.info.type}: {result.info.message}")
@@ -285,18 +365,37 @@ class ActorCell(Supervisor):
                 self.address.actor_id, type(self.actor).__qualname__, why,
             )
 
-    async def _call(self, handler: Any, msg: Any) -> Any:
-        scope = anyio.CancelScope()
+    async def _call(self, handler: Any, msg: Any, deadline: float = math.inf) -> Any:
+        scope = anyio.CancelScope(deadline=deadline)
         self._handler_scope = scope
+        self._cancel_reason = ""
         try:
             with scope:
                 fn = self.actor.bound(handler)
                 return (await fn(msg)) if handler.is_async else fn(msg)
-            return _Failure(self._fail_cause or RuntimeError("handler cancelled"))
+            return self._cancelled()
         except Exception as exc:
+            if scope.cancel_called and self._fail_cause is None:
+                return self._cancelled()  # what the cancellation made it raise
             return _Failure(exc)
         finally:
             self._handler_scope = None
+
+    def _cancelled(self) -> _Failure | _Cancelled:
+        if self._fail_cause is not None:
+            return _Failure(self._fail_cause)
+        if self.state is not CellState.RUNNING:
+            return _Cancelled(DEAD, f"actor {self.stop_reason} while handling it")
+        return _Cancelled(CANCELLED, self._cancel_reason or "its deadline passed")
+
+class _Cancelled:
+    """The handler was cancelled: an error reply, not a crash."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.info = ErrorInfo(type=error_type, message=message)
+
 
 class _Failure:
     __slots__ = ("error", "info")

@@ -160,6 +160,10 @@ class Membership:
                 raise NoWorkerForPool(pool, self.placement_timeout, self.served_pools())
             await anyio.sleep(0.05)
 
+    def serves(self, pool: str) -> bool:
+        """Whether a live worker serves ``pool`` now (as far as this node has heard)."""
+        return self._pool_is_served(pool)
+
     def _pool_is_served(self, pool: str) -> bool:
         now = time.monotonic()
         return any(

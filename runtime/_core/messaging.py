@@ -49,10 +49,13 @@ from .fencing import Fencing
 from .inflight import InFlight
 from .membership import Membership
 from .protocol import (
+    CANCELLED,
     DEAD,
     MAILBOX_FULL,
     REPLY_NOT_ENCODABLE,
+    STOP_REPLY_S,
     UNDELIVERABLE,
+    CancelAsk,
     Exited,
     Locate,
     StopActor,
@@ -150,6 +153,10 @@ class Messaging:
                 self._tasks.start_soon(cell.child_exited, msg)
             self._acknowledge(env)  # a parent that is gone has nothing to restart either
             return
+        if isinstance(msg, CancelAsk):
+            if cell is not None:  # else it is gone, and the handler with it
+                cell.cancel_ask(msg.correlation_id)
+            return
         if cell is None:
             if isinstance(msg, Watch):
                 await self.send_terminated(
@@ -228,7 +235,8 @@ class Messaging:
 
     # -- outgoing -------------------------------------------------------------------------------
     def _envelope(
-        self, kind: Kind, address: Address, msg: Any, *, correlation_id: str = ""
+        self, kind: Kind, address: Address, msg: Any, *, correlation_id: str = "",
+        deadline: float = 0.0,
     ) -> Envelope:
         cell = current_cell.get()
         return Envelope(
@@ -239,6 +247,7 @@ class Messaging:
             correlation_id=correlation_id,
             type=message_type_name(type(msg)),
             payload=encode_message(msg),
+            deadline=deadline,
             headers=self._trace_headers(address.actor_id),
         )
 
@@ -265,6 +274,9 @@ class Messaging:
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         deadline = time.monotonic() + timeout
+        # The callee's deadline: ours, or an enclosing cancel scope's if sooner (a handler's
+        # own deadline, a caller's ``fail_after``): deadlines only shrink down the tree.
+        scope_left = anyio.current_effective_deadline() - anyio.current_time()
         reply_type = reply_type_of(type(msg))  # type: ignore[arg-type]
         request_id = new_id()  # the same on every re-send: the target answers it once
         backoff = _NO_RESPONDERS_FIRST_WAIT
@@ -276,7 +288,10 @@ class Messaging:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg)))
-            env = self._envelope(Kind.ASK, address, msg, correlation_id=request_id)
+            env = self._envelope(
+                Kind.ASK, address, msg, correlation_id=request_id,
+                deadline=time.time() + min(remaining, scope_left - (timeout - remaining)),
+            )
             subject = self._subjects.mailbox(address.actor_id)
             if not self._fencing.valid() and not await self._fencing.wait():
                 raise ActorDead(address.actor_id, "not asked: this node was fenced")
@@ -285,7 +300,14 @@ class Messaging:
                     raise ActorDead(address.actor_id, "node lost")
                 reply: Envelope | None = None
                 with self.inflight.waiting_on(address.node_id) as waiting:
-                    reply = await self._transport.request(subject, env, timeout=remaining)
+                    try:
+                        reply = await self._transport.request(subject, env, timeout=remaining)
+                    except (RequestTimeout, anyio.get_cancelled_exc_class()):
+                        # We stop waiting, so the handler stops working (and all it started);
+                        # not when we only stopped to send it again, or its node is lost.
+                        if not waiting.scope.cancel_called:
+                            self._cancel_remote(address, request_id)
+                        raise
                 if reply is None:
                     if waiting.resend:
                         continue  # a reconnect may have lost it: send it again
@@ -296,7 +318,7 @@ class Messaging:
                                          f"reply to an ask of {address.actor_id} came from "
                                          f"another sender {reply.sender!r}")
                     continue
-                return self._reply_value(reply, reply_type, address, env.type)
+                return self._reply_value(reply, reply_type, address, env.type, timeout)
             except RequestTimeout:
                 raise AskTimeout(address.actor_id, timeout, message_type_name(type(msg))) from None
             except NoResponders:
@@ -346,8 +368,26 @@ class Messaging:
                 msg = resend()
                 _check_message(msg)
 
+    def _cancel_remote(self, address: Address, request_id: str) -> None:
+        """Tell ``address`` to cancel the handler of ask ``request_id`` (never blocks: the
+        caller may be cancelled; sent from the node's task group, once, unacknowledged: a
+        lost one leaves the handler to its own deadline)."""
+        local = self._cells.get(address.actor_id)
+        if local is not None and address.node_id == self._node_id:
+            local.cancel_ask(request_id)
+            return
+        if self._membership.is_lost(address.node_id) or not self._tasks.is_open:
+            return
+        self._tasks.start_soon(self._send_cancel, address, request_id)
+
+    async def _send_cancel(self, address: Address, request_id: str) -> None:
+        env = self._system_envelope(address, CancelAsk(request_id))
+        with contextlib.suppress(TransportError):
+            await self._transport.publish(self._subjects.mailbox(address.actor_id), env)
+
     def _reply_value(
-        self, reply: Envelope, reply_type: Any, address: Address, message_type: str = ""
+        self, reply: Envelope, reply_type: Any, address: Address, message_type: str = "",
+        timeout: float = 0.0,
     ) -> Any:
         if reply.kind is Kind.REPLY:
             try:
@@ -358,7 +398,7 @@ class Messaging:
                 ) from None
         if reply.kind is Kind.ERROR:
             info = decode_error_payload(reply.payload)
-            raise error_from_info(info, address.actor_id, message_type)
+            raise error_from_info(info, address.actor_id, message_type, timeout)
         raise RemoteError("ProtocolError", f"unexpected reply kind {reply.kind!r}")
 
     # -- system messages: sent until acknowledged, or until the peer is known gone --------------
@@ -458,10 +498,13 @@ class Messaging:
                 return
             await local.stop(reason)
             return
-        with anyio.move_on_after(self._spawn_timeout):
+        # Bounded: a stop cancels handlers and gives each level STOP_GRACE_S; a node that
+        # does not answer by then is left to its own (or to being declared lost).
+        wait = min(self._spawn_timeout, STOP_REPLY_S)
+        with anyio.move_on_after(wait):
             await self._until_acknowledged(
                 address, self._system_envelope(address, StopActor(reason, generation)),
-                attempt_timeout=self._spawn_timeout)
+                attempt_timeout=wait)
 
 
 #: An ask that finds nobody subscribed, while the target's node lives, is sent again after this
@@ -480,10 +523,13 @@ def _check_message(msg: Any) -> None:
 _UNDELIVERABLE = {UNDELIVERABLE, "MalformedEnvelope"}
 
 
-def error_from_info(info: ErrorInfo, target: str, message_type: str = "") -> Exception:
+def error_from_info(info: ErrorInfo, target: str, message_type: str = "",
+                    timeout: float = 0.0) -> Exception:
     """Map an error reply to the typed exception the asker sees."""
     if info.type == DEAD:
         return ActorDead(target, info.message)
+    if info.type == CANCELLED:
+        return AskTimeout(target, timeout, message_type)
     if info.type in _UNDELIVERABLE:
         return Undeliverable(target, info.message)
     if info.type == REPLY_NOT_ENCODABLE:

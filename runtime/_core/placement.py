@@ -13,6 +13,7 @@ import anyio
 
 from actors import (
     Actor,
+    ActorDead,
     ActorRef,
     Address,
     MessageNotEncodable,
@@ -87,6 +88,8 @@ class Placement:
             raise TypeError(f"spawn() needs an Actor subclass, not {actor_class!r}")
         restart = _restart_of(supervision)
         parent_cell = parent or self._node.guardian
+        if parent_cell.stopping:  # a stopping actor never spawns (its subtree is going)
+            raise ActorDead(parent_cell.address.actor_id, "stopping: it spawns nothing")
         try:
             what = f"the arguments of {actor_class.__name__}"
             args_bytes = encode_message([list(args), kwargs], what)
@@ -101,6 +104,9 @@ class Placement:
             inherit_pool=target_pool, name=name or "", parent=parent_cell, actor_id=actor_id,
         )
         ref: ActorRef[A] = self._messaging.codec.ref(address)
+        if parent_cell.stopping:  # it began to stop while the child started: no orphan
+            await self._messaging.stop_ref(ref, "parent stopped")
+            raise ActorDead(parent_cell.address.actor_id, "stopping: it spawns nothing")
         record = ChildRecord(
             ref=ref, actor_class=actor_class, args=args_bytes, name=name or "",
             pool=pool if pool is not None else "", restart=restart,
@@ -185,12 +191,20 @@ class Placement:
                     raise SpawnFailed(request.actor_class, request.pool, "this node was fenced")
                 await self._transport.enqueue(request.pool, env)
                 with anyio.move_on_after(self.spawn_timeout):
-                    reply = await receive.receive()
-                    if reply.kind is Kind.ERROR:
-                        info = decode_error_payload(reply.payload)
-                        raise SpawnFailed(request.actor_class, request.pool, info.message)
-                    spawned = self._messaging.codec.decode(reply.payload, Spawned)
-                    return spawned.address  # type: ignore[no-any-return]
+                    while True:
+                        with anyio.move_on_after(
+                                max(0.1, self._membership.heartbeat_interval)):
+                            reply = await receive.receive()
+                            if reply.kind is Kind.ERROR:
+                                info = decode_error_payload(reply.payload)
+                                raise SpawnFailed(request.actor_class, request.pool,
+                                                  info.message)
+                            spawned = self._messaging.codec.decode(reply.payload, Spawned)
+                            return spawned.address  # type: ignore[no-any-return]
+                        # The pool's last worker left (it was shutting down when we asked):
+                        # say so (``NoWorkerForPool``) rather than wait out the spawn timeout.
+                        if not self._membership.serves(request.pool):
+                            await self._membership.wait_pool(request.pool)
                 raise SpawnFailed(
                     request.actor_class, request.pool,
                     f"no worker started it within {self.spawn_timeout}s",

@@ -14,6 +14,16 @@ DEAD = "heterarch.ActorDead"
 UNDELIVERABLE = "heterarch.Undeliverable"
 REPLY_NOT_ENCODABLE = "heterarch.ReplyNotEncodable"
 MAILBOX_FULL = "heterarch.MailboxFull"
+#: The handler of an ask was cancelled: its deadline passed, or its asker gave up (the asker
+#: has stopped waiting then; it sees ``AskTimeout`` if it still does).
+CANCELLED = "heterarch.Cancelled"
+
+#: How long a stop waits for the cancelled handler to unwind (and then for ``on_stop``) before
+#: it goes on without it: a handler that ignores its cancellation does not hold up the stop.
+STOP_GRACE_S = 2.0
+#: How long a parent waits for a remote child to confirm its stop (its subtree's levels each
+#: take at most about ``STOP_GRACE_S``).
+STOP_REPLY_S = 10.0
 
 
 class SpawnRequest(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.sys.spawn"):
@@ -35,6 +45,13 @@ class Spawned(msgspec.Struct, frozen=True, tag="heterarch.sys.spawned"):
 class StopActor(msgspec.Struct, frozen=True, tag="heterarch.sys.stop"):
     reason: str = "stopped"
     generation: int = -1  # the incarnation meant (-1: whichever runs); a newer one ignores it
+
+
+class CancelAsk(msgspec.Struct, frozen=True, tag="heterarch.sys.cancel"):
+    """From an asker that stopped waiting (cancelled, timed out): cancel the handler of the
+    ask ``correlation_id`` (or drop it from the mailbox), and so all it started."""
+
+    correlation_id: str
 
 
 class Watch(msgspec.Struct, frozen=True, tag="heterarch.sys.watch"):
@@ -102,7 +119,7 @@ class NodeStats(msgspec.Struct, frozen=True, kw_only=True):
     models: dict[str, ModelLoad] = {}
 
 
-SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited | Locate
+SystemMessage = SpawnRequest | Spawned | StopActor | Watch | Exited | Locate | CancelAsk
 system_decoder = msgspec.msgpack.Decoder(SystemMessage)
 
 

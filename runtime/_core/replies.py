@@ -29,11 +29,12 @@ from transports.errors import TransportError
 
 from .codec import ENCODE_ERRORS, encode, encode_message
 from .fencing import Fencing
-from .protocol import DEAD, MAILBOX_FULL, REPLY_NOT_ENCODABLE, Subjects
+from .protocol import CANCELLED, DEAD, MAILBOX_FULL, REPLY_NOT_ENCODABLE, Subjects
 
 log = logging.getLogger("heterarch.node")
 
-_DEAD_LETTER_REASONS = {DEAD: "actor-dead", MAILBOX_FULL: "mailbox-full"}
+_DEAD_LETTER_REASONS = {DEAD: "actor-dead", MAILBOX_FULL: "mailbox-full",
+                        CANCELLED: "cancelled"}
 
 
 class Replies:

@@ -11,10 +11,12 @@ import msgspec
 
 from actors import (
     Actor,
+    ActorDead,
     ActorRef,
     Ask,
     Backoff,
     ChildExit,
+    Inbox,
     Restart,
     Strategy,
     SupervisorStrategy,
@@ -267,3 +269,60 @@ class Watcher(Actor):
 
     async def deaths_(self, msg: Deaths) -> list[str]:
         return list(self.deaths)
+
+
+# -- cancellation (test_cancellation.py) ---------------------------------------------------------
+class Event(msgspec.Struct, frozen=True, tag=True):
+    """What a ``Relay`` reports to the test's inbox: ``what`` of actor ``actor_id``."""
+
+    actor_id: str
+    what: str  # "started", "cancelled", "refused-spawn"
+    depth: int = 0
+    deadline_left: float = -1.0  # the handler's own deadline, seconds left (-1: none)
+
+
+class Chain(Ask[str], frozen=True, tag=True):
+    """Spawn a child on ``pool`` and ask it ``Chain(depth - 1)``; at depth 0, wait forever.
+    Every level reports to ``inbox``; ``shielded`` makes the leaf ignore its cancellation."""
+
+    depth: int
+    inbox: Inbox
+    pool: str | None = None
+    shielded: str = ""  # a key of RELEASES: the leaf ignores cancellation until it is set
+    respawn: bool = False  # on cancellation, try (shielded) to spawn one more child
+
+
+#: Events that free a ``Chain(shielded=key)`` leaf (set by the test, in the same process).
+RELEASES: dict[str, anyio.Event] = {}
+
+
+class Relay(Actor):
+    async def _report(self, inbox: Inbox, what: str, depth: int) -> None:
+        left = anyio.current_effective_deadline() - anyio.current_time()
+        with anyio.CancelScope(shield=True):
+            await self.ctx.send_to_inbox(inbox, Event(
+                self.ctx.self_ref.actor_id, what, depth,
+                -1.0 if left == float("inf") else left))
+
+    async def chain(self, msg: Chain) -> str:
+        await self._report(msg.inbox, "started", msg.depth)
+        try:
+            if msg.depth == 0:
+                if msg.shielded:  # a handler that ignores its cancellation (same process)
+                    with anyio.CancelScope(shield=True):
+                        await RELEASES.setdefault(msg.shielded, anyio.Event()).wait()
+                await anyio.sleep(3600)
+                return "leaf"
+            child = await self.ctx.spawn(Relay, pool=msg.pool)
+            return await child.ask(msgspec.structs.replace(msg, depth=msg.depth - 1),
+                                   timeout=3600)
+        except anyio.get_cancelled_exc_class():
+            await self._report(msg.inbox, "cancelled", msg.depth)
+            if msg.respawn:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.ctx.spawn(Relay, pool=msg.pool)
+                        await self._report(msg.inbox, "spawned", msg.depth)
+                    except ActorDead:
+                        await self._report(msg.inbox, "refused-spawn", msg.depth)
+            raise
