@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -49,6 +50,9 @@ from .errors import ContextNotText, RuntimeConfigError
 tracer = trace.get_tracer("heterarch")
 T = TypeVar("T")
 
+#: How long a cancelled run (Ctrl-C, the caller's deadline) waits for its root to confirm the
+#: stop before it returns: the stop is on its way and the workers finish it (in seconds).
+CANCELLED_STOP_WAIT_S = 1.5
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 Progress = Callable[[RunProgress], object]
@@ -527,6 +531,7 @@ async def ask_root(system: ActorSystem, question: str, *, context_ref: str = "",
             root = await system.spawn(RLMAgent, pool=root_pool, name="rlm-root",
                                       supervision="transient")
             span.set_attribute("gen_ai.agent.id", root.actor_id)  # the agent this run invokes
+            cancelled = False
             try:
                 query = Query(question=question, context=context, context_ref=context_ref,
                               max_depth=max_depth, max_iterations=max_iterations,
@@ -535,8 +540,14 @@ async def ask_root(system: ActorSystem, question: str, *, context_ref: str = "",
                               conversation_id=conversation, progress=progress, steps=steps,
                               **dict(query_fields or {}))
                 answer: Answer = await root.ask(query, timeout=timeout)
+            except anyio.get_cancelled_exc_class():
+                cancelled = True
+                raise
             finally:
-                with anyio.CancelScope(shield=True):
+                # Cancelled (Ctrl-C, a deadline): the stop is sent (it stops the whole tree)
+                # and waited for a moment only; the workers finish it.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(
+                        CANCELLED_STOP_WAIT_S if cancelled else math.inf):
                     await system.stop(root)
         except Exception as exc:
             mark_exception(span, exc)

@@ -272,7 +272,14 @@ class NatsTransport(Transport):
     async def request(self, subject: str, env: Envelope, *, timeout: float) -> Envelope:
         check_subject(subject)
         sent = await self._offload(env) if len(env.payload) > self.blob_threshold else env
-        reply = await self._request_bytes(subject, encode_envelope(sent), timeout)
+        try:
+            reply = await self._request_bytes(subject, encode_envelope(sent), timeout)
+        except (RequestTimeout, anyio.get_cancelled_exc_class()):
+            if sent.blob:  # abandoned: its reader is cancelled too (a re-send offloads anew)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
+                        contextlib.suppress(TransportError):
+                    await self.delete_blob(sent.blob)
+            raise
         if sent.blob:  # answered, so the responder has read it
             with contextlib.suppress(TransportError):
                 await self.delete_blob(sent.blob)

@@ -91,6 +91,7 @@ class Lanes:
         images: Sequence[list[ImageRef]] = (),
         on_lost: Callable[[int, int], None] = lambda index, attempts: None,
         cache_scope: str = "", cache_across_runs: bool = False,
+        on_cancelled: Callable[[int, int], None] = lambda index, attempts: None,
     ) -> list[PromptOutcome | None]:
         """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
 
@@ -101,8 +102,9 @@ class Lanes:
         per prompt, stored images to send with it (refs only travel). ``on_lost(index,
         attempts)``: at the end, for each prompt sent more often than an outcome came back (a
         lane died or timed out with it in flight, and it was sent again or left unanswered),
-        how many of its attempts were lost; they may have been billed. ``cache_scope``,
-        ``cache_across_runs``: the run's call cache (``PromptChunk``).
+        how many of its attempts were lost; they may have been billed. ``on_cancelled`` the
+        same, when the batch is cancelled (its lanes' handlers are cancelled with it).
+        ``cache_scope``, ``cache_across_runs``: the run's call cache (``PromptChunk``).
         """
         n = len(prompts)
         size = self._limit(pool)
@@ -144,9 +146,15 @@ class Lanes:
 
         await self._spawn_ahead(pool, lanes)
         with self._ctx.inbox(PromptResults, record) as inbox:
-            async with anyio.create_task_group() as tg:
-                for _ in range(lanes):
-                    tg.start_soon(_owned, drive, inbox)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(lanes):
+                        tg.start_soon(_owned, drive, inbox)
+            except anyio.get_cancelled_exc_class():
+                for i, attempts in enumerate(sent):
+                    if attempts > (outcomes[i] is not None):
+                        on_cancelled(i, attempts - (outcomes[i] is not None))
+                raise
         for i, attempts in enumerate(sent):
             lost = attempts - (outcomes[i] is not None)
             if lost > 0:

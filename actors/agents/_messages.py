@@ -34,6 +34,11 @@ class PoolUsage(msgspec.Struct, kw_only=True):
     cache_hits: int = 0
     cache_saved_tokens: int = 0
     cache_saved_usd: float = 0.0
+    # Calls in flight when the run was cancelled (stopped, interrupted, past its deadline):
+    # aborted, but perhaps accepted and billed by the provider, so counted like lost calls.
+    cancelled_calls: int = 0
+    cancelled_tokens: int = 0
+    cancelled_cost_usd: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -60,6 +65,9 @@ def merge_usage(into: Usage, other: Usage) -> Usage:
         mine.cache_hits += u.cache_hits
         mine.cache_saved_tokens += u.cache_saved_tokens
         mine.cache_saved_usd += u.cache_saved_usd
+        mine.cancelled_calls += u.cancelled_calls
+        mine.cancelled_tokens += u.cancelled_tokens
+        mine.cancelled_cost_usd += u.cancelled_cost_usd
         mine.hardware = mine.hardware or u.hardware
     return into
 
@@ -91,14 +99,22 @@ def add_lost(usage: Usage, pool: str, tokens: int, dollars: float, calls: int = 
     u.lost_cost_usd += dollars * calls
 
 
+def add_cancelled(usage: Usage, pool: str, tokens: int, dollars: float, calls: int = 1) -> None:
+    """Count ``calls`` calls on ``pool`` cancelled in flight, each at its estimate."""
+    u = usage.setdefault(pool, PoolUsage())
+    u.cancelled_calls += calls
+    u.cancelled_tokens += tokens * calls
+    u.cancelled_cost_usd += dollars * calls
+
+
 def total_cost(usage: Usage) -> float:
-    """Dollars spent: the calls that answered, and lost calls at their estimate."""
-    return sum(u.cost_usd + u.lost_cost_usd for u in usage.values())
+    """Dollars spent: the calls that answered, and lost or cancelled calls at their estimate."""
+    return sum(u.cost_usd + u.lost_cost_usd + u.cancelled_cost_usd for u in usage.values())
 
 
 def total_tokens(usage: Usage) -> int:
-    """Tokens spent: the calls that answered, and lost calls at their estimate."""
-    return sum(u.tokens + u.lost_tokens for u in usage.values())
+    """Tokens spent: the calls that answered, and lost or cancelled calls at their estimate."""
+    return sum(u.tokens + u.lost_tokens + u.cancelled_tokens for u in usage.values())
 
 
 class Budget(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,6 +32,7 @@ from ._messages import (
     Query,
     Step,
     ToolResult,
+    add_cancelled,
     call_usage,
     merge_usage,
     total_cost,
@@ -124,6 +125,12 @@ class Run:
             stop_reason = run.ledger.stop_reason(exc)
         except Exception as exc:
             stop_reason = f"error: {type(exc).__name__}: {exc}"
+        except anyio.get_cancelled_exc_class():
+            # Stopped, interrupted or past its deadline: no answer, but the asker's live view
+            # learns what was spent up to the stop (cancelled calls at their estimate).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await run.report("interrupted")
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close()
@@ -255,6 +262,10 @@ class Run:
                                                 cache_across_runs=run.query.cache_across_runs)
             else:
                 completion = await llm.complete(messages)
+        except anyio.get_cancelled_exc_class():
+            run.ledger.settle(held)
+            add_cancelled(run.usage, pool, held.tokens, held.dollars)
+            raise
         except BaseException:
             run.ledger.settle(held)
             raise

@@ -23,6 +23,7 @@ from ._messages import (
     Step,
     SubCall,
     Usage,
+    add_cancelled,
     add_lost,
     total_cost,
     total_tokens,
@@ -102,12 +103,15 @@ class RunState:
         return self.ledger.reserve(self.ledger.estimate(pool, prompt, max_tokens),
                                    seconds=latency or 0.0)
 
-    def lost(self, pool: str, prompt: str, max_tokens: int | None, attempts: int) -> None:
-        """``attempts`` calls of ``prompt`` on ``pool`` whose replies were lost: counted in the
-        usage (and so the budget) at their estimate, as their reservation was."""
+    def lost(self, pool: str, prompt: str, max_tokens: int | None, attempts: int, *,
+             cancelled: bool = False) -> None:
+        """``attempts`` calls of ``prompt`` on ``pool`` whose replies were lost (or that were
+        in flight when the run was cancelled): counted in the usage (and so the budget) at
+        their estimate, as their reservation was."""
         if attempts > 0:
             held = self.ledger.estimate(pool, prompt, max_tokens)
-            add_lost(self.usage, pool, held.tokens, held.dollars, attempts)
+            add = add_cancelled if cancelled else add_lost
+            add(self.usage, pool, held.tokens, held.dollars, attempts)
 
     def settle(self, held: Reservation, pool: str, reply: LLMReply) -> None:
         usage = reply.usage.get(pool)

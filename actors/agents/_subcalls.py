@@ -149,22 +149,34 @@ class SubCalls:
                 if stats is not None:
                     stats.started(pool)
 
+            arrived: list[PromptOutcome] = []
+
             def finished(outcome: PromptOutcome) -> None:
+                arrived.append(outcome)
                 self.run.sub_call_finished(pool)
                 if outcome.reply is not None:
                     self.run.sub_calls_done += 1
                 if stats is not None:
                     stats.finished(pool, time.monotonic() - sent, outcome.reply is not None)
 
-            outcomes = await self.lanes.run_batch(
-                pool, [prompts[i] for i in indices], on_lane=self.run.count_agent,
-                on_outcome=finished, max_tokens=options[indices[0]].get("max_tokens"),
-                reasons=[reasons[i] for i in indices],
-                images=[pictures[i] for i in indices] if images else (),
-                cache_scope=self.run.cache_scope,
-                cache_across_runs=self.run.query.cache_across_runs,
-                on_lost=lambda j, n: self.run.lost(pool, prompts[indices[j]],
-                                                options[indices[j]].get("max_tokens"), n))
+            try:
+                outcomes = await self.lanes.run_batch(
+                    pool, [prompts[i] for i in indices], on_lane=self.run.count_agent,
+                    on_outcome=finished, max_tokens=options[indices[0]].get("max_tokens"),
+                    reasons=[reasons[i] for i in indices],
+                    images=[pictures[i] for i in indices] if images else (),
+                    cache_scope=self.run.cache_scope,
+                    cache_across_runs=self.run.query.cache_across_runs,
+                    on_lost=lambda j, n: self.run.lost(
+                        pool, prompts[indices[j]], options[indices[j]].get("max_tokens"), n),
+                    on_cancelled=lambda j, n: self.run.lost(
+                        pool, prompts[indices[j]], options[indices[j]].get("max_tokens"), n,
+                        cancelled=True))
+            except anyio.get_cancelled_exc_class():
+                for done in arrived:  # answered before the stop: spent, so counted
+                    if done.reply is not None:
+                        merge_usage(self.run.usage, done.reply.usage)
+                raise
             if stats is not None:  # prompts no lane answered are no longer in flight here
                 for outcome in outcomes:
                     if outcome is None:
@@ -404,8 +416,13 @@ class SubCalls:
             try:
                 async with self.lanes.lane(pool) as lane:
                     self.run.count_agent(lane)
-                    reply: LLMReply = await lane.ask(
-                        message, timeout=prompts_timeout(self.run.pools.get(pool)), resend=again)
+                    try:
+                        reply: LLMReply = await lane.ask(
+                            message, timeout=prompts_timeout(self.run.pools.get(pool)),
+                            resend=again)
+                    except anyio.get_cancelled_exc_class():
+                        self.run.lost(pool, prompt, max_tokens, 1 + resent, cancelled=True)
+                        raise
             except Exception as exc:
                 self.run.record_call("llm", prompt, sent, pool=pool,
                                      error=f"{type(exc).__name__}: {exc}")

@@ -142,6 +142,19 @@ async def run_with_live_view(node: Node,
     return answer, wall
 
 
+def interrupted_line(after_s: float, progress: RunProgress | None) -> str:
+    """The one line ``heterarch rlm`` prints when interrupted: when, and what was spent."""
+    usage = progress.usage if progress is not None else {}
+    calls = sum(u.calls for u in usage.values())
+    cancelled = sum(u.cancelled_calls for u in usage.values())
+    tokens = sum(u.tokens + u.lost_tokens + u.cancelled_tokens for u in usage.values())
+    cost = sum(u.cost_usd + u.lost_cost_usd + u.cancelled_cost_usd for u in usage.values())
+    known = "" if progress is not None else " (no usage reported yet)"
+    extra = f", {cancelled} cancelled in flight (at their estimate)" if cancelled else ""
+    return (f"heterarch: interrupted after {after_s:.1f}s: {calls} model calls{extra}, "
+            f"{tokens:,} tokens, ${cost:.4f} so far{known}")
+
+
 def run_summary(answer: Answer, wall: float) -> list[str]:
     """The lines the CLI prints after a run: the same numbers as the last frame."""
     lines = [f"[{answer.stop_reason}] {answer.iterations} iterations, {wall:.1f}s, "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import gc
 import importlib.metadata
 import json
@@ -12,7 +14,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -431,11 +433,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_rlm(args: argparse.Namespace) -> int:
-    from actors import Budget
+    from actors import Budget, RunProgress
     from runtime import RLM, RuntimeConfig, load_config
     from runtime.errors import RuntimeConfigError
 
-    from .live import run_summary, run_with_live_view
+    from .live import interrupted_line, run_summary, run_with_live_view
     from .trace_show import trace_note
 
     text, screenshots = _read_contexts(args.context)
@@ -453,17 +455,39 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     pools = [p for p in args.pools.split(",") if p]
     tracing = _start_tracing(args, role="cli")
 
+    interrupt = _Interrupt()
+    last: list[RunProgress] = []  # the root's reports: what was spent, if interrupted
+
+    def reports(view: Callable[[RunProgress], None] | None) -> Callable[[RunProgress], None]:
+        def seen(progress: RunProgress) -> None:
+            last[:] = [progress]
+            if view is not None:
+                view(progress)
+        return seen
+
     async def run() -> int:
+        with interrupt.handling():
+            return await run_interruptibly()
+
+    async def run_interruptibly() -> int:
         async with RLM(config, nats=nats, namespace=args.namespace, root_pool=args.root_pool,
                        pools=pools, learned=args.router, max_depth=args.max_depth,
                        max_iterations=args.max_iterations, log=args.log,
                        budget=Budget(tokens=args.budget_tokens, dollars=args.budget_dollars,
                                      wall_s=args.budget_seconds)) as rlm:
-            answer, wall = await run_with_live_view(
-                rlm.system.node,
-                lambda progress: rlm.ask(args.question, context=text, images=screenshots,
-                                         progress=progress),
-                title=f"rlm on {args.root_pool or 'a routed pool'}: {args.question[:60]}")
+            with interrupt.scope:
+                answer, wall = await run_with_live_view(
+                    rlm.system.node,
+                    lambda progress: rlm.ask(
+                        args.question, context=text, images=screenshots,
+                        progress=reports(progress),
+                        # Past its wall budget and a grace, the root is stopped as by Ctrl-C.
+                        timeout=args.budget_seconds + 60 if args.budget_seconds > 0 else None),
+                    title=f"rlm on {args.root_pool or 'a routed pool'}: {args.question[:60]}")
+            if interrupt.at is not None:  # the run is stopped (the workers finish the stop)
+                print(interrupted_line(interrupt.at - interrupt.started,
+                                       last[-1] if last else None), file=sys.stderr)
+                return 130
         if args.json:
             print(json.dumps(msgspec.to_builtins(answer), ensure_ascii=False))
         else:
@@ -481,6 +505,32 @@ def cmd_rlm(args: argparse.Namespace) -> int:
     finally:
         if tracing is not None:
             tracing.shutdown()
+
+
+class _Interrupt:
+    """Ctrl-C for ``heterarch rlm``: the first cancels ``scope`` (the run, and with it the
+    remote tree, stops); the second exits at once."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.at: float | None = None
+        self.scope: anyio.CancelScope  # made in ``handling`` (it needs the event loop)
+
+    def _on_sigint(self) -> None:
+        if self.at is not None:
+            os._exit(130)  # the second Ctrl-C: no more waiting for anything
+        self.at = time.monotonic()
+        self.scope.cancel()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        self.scope = anyio.CancelScope()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 def _read_contexts(paths: list[str]) -> tuple[bytes, list[bytes]]:
