@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 ROOT_CODE = '```repl\nprint(rlm_query_batched(["look left", "look right"]))\n```'
-CHILD_CODE = ('```repl\nwhile True:\n'
-              '    llm_query_batched(["part %d" % i for i in range(4)])\n```')
+# Prompts that differ every time: the run's call cache answers a repeated one itself.
+CHILD_CODE = ('```repl\nimport uuid\nwhile True:\n'
+              '    llm_query_batched(["part %s" % uuid.uuid4() for i in range(4)])\n```')
 #: A cell that never yields to the interrupt (its signal blocked, as in a blocking C call).
-STUCK_CODE = ('```repl\nimport signal, time\nllm_query("one")\n'
-              'signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\ntime.sleep(3600)\n```')
+STUCK_CODE = ("```repl\nimport signal, time, uuid\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+              "try:\n    llm_query('stuck %s' % uuid.uuid4())\nexcept Exception:\n    pass\n"
+              "time.sleep(3600)\n```")
 DEPTH = re.compile(r"Recursion depth: (\d+) of")
 
 
