@@ -526,7 +526,11 @@ class _Interrupt:
     def handling(self) -> Iterator[None]:
         self.scope = anyio.CancelScope()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        except (RuntimeError, ValueError):  # not the main thread: Ctrl-C is not ours to take
+            yield
+            return
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ from actors import (
     message_type_name,
 )
 from transports import (
+    DECODE_ERRORS,
     Envelope,
     Kind,
     new_id,
@@ -175,6 +176,7 @@ class Placement:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
                 send.send_nowait(env)
 
+        enqueued = False
         try:
             with self._messaging.expect(correlation, answered) as reply_to:
                 env = Envelope(
@@ -190,6 +192,7 @@ class Placement:
                 if not self._fencing.valid() and not await self._fencing.wait():
                     raise SpawnFailed(request.actor_class, request.pool, "this node was fenced")
                 await self._transport.enqueue(request.pool, env)
+                enqueued = True
                 with anyio.move_on_after(self.spawn_timeout):
                     while True:
                         with anyio.move_on_after(
@@ -209,9 +212,40 @@ class Placement:
                     request.actor_class, request.pool,
                     f"no worker started it within {self.spawn_timeout}s",
                 )
+        except anyio.get_cancelled_exc_class():
+            if enqueued:
+                self._stop_when_started(correlation)
+            raise
         finally:
             send.close()
             receive.close()
+
+    def _stop_when_started(self, correlation: str) -> None:
+        """Its spawner was cancelled while the request waited for a worker: if a worker still
+        starts it, stop it at once (else it would run with nobody to supervise it). The worker
+        drops the request past its deadline (``spawn_timeout``), so we listen that long."""
+
+        def answered(env: Envelope) -> None:
+            if env.kind is not Kind.REPLY:
+                return
+            with contextlib.suppress(*DECODE_ERRORS):
+                address = self._messaging.codec.decode(env.payload, Spawned).address
+                self._node.task_group.start_soon(
+                    self._messaging.stop_ref, self._messaging.codec.ref(address),
+                    "its spawner was cancelled")
+
+        if not self._node.task_group.is_open:
+            return  # the node is closing: its peers see it go, and stop what it supervised
+        listening = self._messaging.expect(correlation, answered)
+        listening.__enter__()
+
+        async def stop_listening() -> None:
+            try:
+                await anyio.sleep(self.spawn_timeout + 1.0)
+            finally:
+                listening.__exit__(None, None, None)
+
+        self._node.task_group.start_soon(stop_listening)
 
     async def start_local(
         self,

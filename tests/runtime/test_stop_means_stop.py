@@ -292,3 +292,36 @@ async def test_a_cell_that_ignores_the_stop_is_killed(cluster: Cluster) -> None:
         await _run_and_stop(cluster, "stuck-cell", stop)
     finally:
         cluster.recorder.root_code = ROOT_CODE
+
+
+@pytest.mark.timeout(600)
+async def test_a_second_ctrl_c_exits_at_once(cluster: Cluster, tmp_path: Path) -> None:
+    """The second Ctrl-C does not wait for anything; the tree still stops (told by the first,
+    or, if the process died before that went out, when the workers lose its node)."""
+    context = tmp_path / "context.txt"
+    context.write_text("some records\n" * 100)
+    system = await _system(cluster)
+    try:
+        cli = subprocess.Popen(  # noqa: ASYNC220 - it runs on its own; waited for in a thread
+            [sys.executable, "-m", "heterarch.cli", "rlm", QUESTION, "--context", str(context),
+             "--root-pool", "root", "--max-depth", "3", "--nats", cluster.nats,
+             "--namespace", cluster.namespace], cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            await _at_work(cluster)
+            stopped_at = time.time()
+            cli.send_signal(signal.SIGINT)
+            cli.send_signal(signal.SIGINT)
+            await anyio.to_thread.run_sync(lambda: cli.wait(WAIT_S))
+            exited_s = time.time() - stopped_at
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+        assert cli.returncode == 130
+        measured = await _wait_gone(cluster, system, stopped_at)
+        print(f"STOP kind=double-ctrl-c cli_exit_s={exited_s:.3f} "
+              f"last_request_s={measured.last_request_s:.3f} "
+              f"actors_gone_s={measured.actors_gone_s:.3f} "
+              f"containers_gone_s={measured.containers_gone_s:.3f}")
+    finally:
+        await system.__aexit__(None, None, None)
