@@ -3,11 +3,14 @@
 ``authorization_block(namespace, users)`` renders the ``authorization { users: [...] }`` block of
 a nats-server config. Roles:
 
-- ``client`` (programs that spawn root actors and ask them): publish to mailboxes, spawn
-  subjects, its heartbeats and node requests, the registry and blob buckets; never reply
-  subjects of nodes (``{ns}.r.*``: only workers report spawns), never a pool's consumer.
-- ``worker`` (processes that host pools): all of the client's rights, plus the spawn replies
-  and the pool consumers of the spawn stream (pull, ack).
+- ``client`` (programs that spawn root actors and ask them): publish to the mailboxes of the
+  actors it owns (``{ns}.a.{user}.>``: an actor id carries its owner, ``transports._subjects.
+  owner_of``), spawn subjects of its own actors (``{ns}.spawn.*.{user}``), heartbeats and node
+  requests, the registry and blob buckets; subscribe to its own actors' mailboxes and its own
+  nodes' reply subjects (``{ns}.r.{user}.*``); never reply subjects of nodes (only workers
+  report spawns), never a pool's consumer.
+- ``worker`` (processes that host pools, anyone's actors): every mailbox, spawns of any owner,
+  the spawn replies and the pool consumers of the spawn stream (pull, ack).
 
 Nobody may use ``$JS.API`` beyond the engine's own streams (``{ns}_spawn``, ``KV_{ns}_nodes``,
 ``KV_{ns}_fenced``, ``OBJ_{ns}_blobs``): no stream deletion, no other stream, no ``$SYS``. Each
@@ -68,9 +71,15 @@ def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
     spawn, blobs = f"{ns}_spawn", f"OBJ_{ns}_blobs"
     buckets = [f"KV_{ns}_{b}" for b in BUCKETS]
     api = "$JS.API"
+    # A client reaches only the mailboxes of the actors it owns (``{ns}.a.{user}.{id}``: their
+    # ids carry the owner) and asks spawns only of actors it owns (``{ns}.spawn.{pool}.{user}``:
+    # the worker checks the ids against that token). A worker hosts anyone's actors: all
+    # mailboxes, spawns of any owner (children of the actors it hosts).
+    owned = ">" if role == "worker" else f"{user}.>"
     publish = [
-        f"{ns}.a.*",  # mailboxes, one per actor (tell, ask, system messages)
-        f"{ns}.spawn.*",  # spawn requests (a JetStream publish: the ack comes to the inbox)
+        f"{ns}.a.{owned}",  # mailboxes, one per actor (tell, ask, system messages)
+        # spawn requests (a JetStream publish: the ack comes to the inbox)
+        f"{ns}.spawn.>" if role == "worker" else f"{ns}.spawn.*.{user}",
         f"{ns}.hb.*",
         f"{ns}.node.*",
         f"{api}.INFO",
@@ -88,15 +97,15 @@ def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
         f"{inbox_prefix_of(user)}.>",  # answers to asks come to inboxes
     ]
     subscribe = [
-        f"{ns}.a.*",
-        f"{ns}.r.*",
+        f"{ns}.a.{owned}",
+        f"{ns}.r.{user}.*",  # this user's nodes' replies subjects (spawn answers, inbox items)
         f"{ns}.hb.*",
         f"{ns}.node.*",
         f"{inbox_prefix_of(user)}.>",
     ]
     if role == "worker":
         publish += [
-            f"{ns}.r.*",  # spawn replies to the node that asked for the spawn
+            f"{ns}.r.*.*",  # spawn replies to the node that asked for the spawn
             f"{api}.CONSUMER.CREATE.{spawn}.>",
             f"{api}.CONSUMER.DURABLE.CREATE.{spawn}.>",
             f"{api}.CONSUMER.INFO.{spawn}.>",
@@ -114,8 +123,9 @@ def authorization_block(namespace: str | Sequence[str], users: list[NatsUser]) -
     in ``namespace`` or each of several."""
     entries = []
     for u in users:
-        if not _USER.fullmatch(u.user):
-            raise ValueError(f"user names are letters, digits, '_' and '-', not {u.user!r}")
+        if not _USER.fullmatch(u.user) or u.user == "_":
+            raise ValueError(f"user names are letters, digits, '_' and '-' (not '_' alone), "
+                             f"not {u.user!r}")
         password = u.password if u.password.startswith("$") else json.dumps(u.password)
         perms = json.dumps(permissions(namespace, u.role, u.user))
         entries.append(f"    {{ user: {json.dumps(u.user)}, password: {password}, "

@@ -79,6 +79,10 @@ class WorkItem(ABC):
 
     envelope: Envelope
     deliveries: int  # 1 on the first delivery
+    #: The owner of the actor it asks for, as the bus vouches for it (the spawn subject's last
+    #: token, which a principal may publish only for itself unless it is a worker); None where
+    #: the transport has one trusted principal (in memory).
+    owner: str | None = None
 
     @abstractmethod
     async def ack(self) -> None:
@@ -146,6 +150,10 @@ class Transport(ABC):
     #: How many times the connection came back after a loss (0 for a transport that never
     #: loses it). Peers learn it from heartbeats: what they sent us around then may be lost.
     reconnects: int = 0
+    #: Who this transport is on the bus (the NATS user it authenticates as; '' for one trusted
+    #: principal: in memory, or a server with no users). The actors its node spawns as roots are
+    #: owned by it (``owner_of``), and only it (and workers) may reach their mailboxes.
+    principal: str = ""
     _reconnect_callbacks: tuple[Callable[[], None], ...] = ()
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
@@ -203,8 +211,9 @@ class Transport(ABC):
 
     # -- durable work queues (spawn requests) ---------------------------------------------------
     @abstractmethod
-    async def enqueue(self, pool: str, env: Envelope) -> None:
-        """Store ``env`` durably in ``pool``'s work queue; returns once the store has it."""
+    async def enqueue(self, pool: str, env: Envelope, *, owner: str = "") -> None:
+        """Store ``env`` durably in ``pool``'s work queue; returns once the store has it.
+        ``owner``: the principal owning the actor requested (``WorkItem.owner``)."""
 
     @abstractmethod
     async def work_queue(

@@ -395,7 +395,7 @@ class MemoryTransport(Transport):
             self.dead_letters.record(subject, "handler-error", repr(exc), len(data))
 
     # -- work queues ----------------------------------------------------------------------------
-    async def enqueue(self, pool: str, env: Envelope) -> None:
+    async def enqueue(self, pool: str, env: Envelope, *, owner: str = "") -> None:
         self._check()
         check_subject(f"{self.namespace}.spawn.{pool}")
         data = encode_envelope(await self._offload(env))

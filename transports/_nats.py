@@ -52,7 +52,7 @@ from ._envelope import (
 from ._nats_options import DEFAULT_INBOX_PREFIX
 from ._nats_options import ConnectOptions as ConnectOptions
 from ._nats_stores import _NatsKeyValue, _NatsWorkQueue
-from ._subjects import check_subject, is_reply_subject
+from ._subjects import check_subject, is_reply_subject, spawn_subject
 from .errors import (
     BlobNotFound,
     ConnectFailed,
@@ -195,9 +195,15 @@ class NatsTransport(Transport):
         o = self.options
         if o.inbox_prefix != DEFAULT_INBOX_PREFIX:
             return o.inbox_prefix
-        user = o.user or next((urlparse(s).username for s in o.servers if urlparse(s).username),
-                              None)
+        user = self.principal
         return f"{DEFAULT_INBOX_PREFIX}_{user}" if user else DEFAULT_INBOX_PREFIX
+
+    @property
+    def principal(self) -> str:  # type: ignore[override]
+        """The NATS user named in the options or the URLs ('' when none is)."""
+        o = self.options
+        return o.user or next((urlparse(s).username for s in o.servers if urlparse(s).username),
+                              None) or ""
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None
@@ -369,7 +375,8 @@ class NatsTransport(Transport):
 
     # -- work queues ----------------------------------------------------------------------------
     def spawn_subject(self, pool: str) -> str:
-        return f"{self.namespace}.spawn.{pool}"
+        """Every spawn request of ``pool`` (whoever owns the actor): the consumer's filter."""
+        return f"{self.namespace}.spawn.{pool}.*"
 
     async def _ensure_spawn_stream(self) -> None:
         if self._spawn_stream_ready:
@@ -393,9 +400,9 @@ class NatsTransport(Transport):
                 raise TransportError(f"cannot create stream {config.name!r}: {exc}") from exc
             self._spawn_stream_ready = True
 
-    async def enqueue(self, pool: str, env: Envelope) -> None:
+    async def enqueue(self, pool: str, env: Envelope, *, owner: str = "") -> None:
         self._check()
-        subject = self.spawn_subject(pool)
+        subject = spawn_subject(self.namespace, pool, owner)
         check_subject(subject)
         await self._ensure_spawn_stream()
         data = encode_envelope(await self._offload(env))
@@ -420,7 +427,7 @@ class NatsTransport(Transport):
         self, pool: str, *, ack_wait: float = 30.0, max_deliver: int = 5
     ) -> WorkQueue:
         self._check()
-        check_subject(self.spawn_subject(pool))
+        check_subject(self.spawn_subject(pool), wildcards=True)
         return _NatsWorkQueue(self, pool, ack_wait, max_deliver)
 
     # -- key-value ------------------------------------------------------------------------------

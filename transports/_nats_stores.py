@@ -11,6 +11,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from ._contract import KeyValue, WorkItem, WorkQueue
+from ._subjects import owner_of_spawn_subject
 from ._envelope import DECODE_ERRORS, Envelope, decode_envelope
 from .errors import BlobNotFound, TransportError
 
@@ -30,6 +31,7 @@ class _NatsWorkItem(WorkItem):
         self._msg = msg
         self.envelope = env
         self.deliveries = _deliveries(msg)
+        self.owner = owner_of_spawn_subject(msg.subject)
 
     async def ack(self) -> None:
         await self._settle(self._msg.ack())

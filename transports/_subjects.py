@@ -46,3 +46,35 @@ def is_reply_subject(subject: str, *extra_prefixes: str) -> bool:
     if subject.startswith(INBOX_PREFIX):
         return "$" not in subject
     return any(subject.startswith(p) for p in extra_prefixes) and "$" not in subject
+
+
+#: Separates an actor id's owner (the principal whose root it descends from) from the rest:
+#: ``alice.3f9c...``. The mailbox ``{ns}.a.{actor_id}`` is then ``{ns}.a.alice.3f9c...``, so the
+#: bus can bind a principal to its own actors' mailboxes (``{ns}.a.alice.>``). Ids of a node with
+#: no principal (embedded mode, an open server) have no owner: one token, as before.
+OWNER_SEPARATOR = "."
+#: The spawn subject's owner token when the actor has no owner (``{ns}.spawn.{pool}._``).
+NO_OWNER = "_"
+
+
+def owner_of(actor_id: str) -> str:
+    """The principal that owns ``actor_id`` ('' for an id with no owner)."""
+    owner, sep, _ = actor_id.partition(OWNER_SEPARATOR)
+    return owner if sep else ""
+
+
+def owned_id(owner: str, local_id: str) -> str:
+    """An actor id owned by ``owner`` (``local_id`` itself when there is no owner)."""
+    return f"{owner}{OWNER_SEPARATOR}{local_id}" if owner else local_id
+
+
+def spawn_subject(namespace: str, pool: str, owner: str) -> str:
+    """Where a spawn request for an actor owned by ``owner`` goes: the owner is the last token, so
+    the bus lets a client publish only its own actors' spawns (``{ns}.spawn.*.{client}``)."""
+    return f"{namespace}.spawn.{pool}.{owner or NO_OWNER}"
+
+
+def owner_of_spawn_subject(subject: str) -> str:
+    """The owner token of a spawn subject ('' for ``_``)."""
+    token = subject.rpartition(".")[2]
+    return "" if token == NO_OWNER else token

@@ -37,6 +37,7 @@ from actors import (
 )
 from transports import DECODE_ERRORS, Envelope, Kind, Subscription, Transport, new_id
 from transports._tasks import HostedTaskGroup
+from transports._subjects import owned_id, owner_of
 from transports.errors import TransportError
 
 from .._config import PoolConfig
@@ -95,7 +96,7 @@ class Node:
         self.heartbeat_interval = heartbeat_interval
         self.node_lost_after = node_lost_after
         self.spawn_timeout = spawn_timeout
-        self.subjects = Subjects(transport.namespace)
+        self.subjects = Subjects(transport.namespace, transport.principal)
         self.cells: dict[str, ActorCell] = {}
         self.started_at = time.time()
         self._started = False
@@ -277,7 +278,9 @@ class Node:
                         await aclose()
 
     def _make_guardian(self) -> ActorCell:
-        address = Address(actor_id=f"guardian-{self.node_id}", node_id=self.node_id, name="/")
+        # Owned by this node's principal: so are the roots it spawns, and their descendants.
+        guardian_id = owned_id(self.transport.principal, f"guardian-{self.node_id}")
+        address = Address(actor_id=guardian_id, node_id=self.node_id, name="/")
         cell = ActorCell(self, _Guardian(), address, parent=None, depth=-1, generation=0)
         self.cells[address.actor_id] = cell
         cell.state = cell.state.RUNNING

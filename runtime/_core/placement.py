@@ -27,6 +27,7 @@ from transports import (
     Kind,
     new_id,
 )
+from transports._subjects import owned_id, owner_of
 from transports.errors import TransportError
 
 from .._observe.agent_spans import CreatedUnder, create_agent_span
@@ -99,7 +100,9 @@ class Placement:
         target_pool = parent_cell.address.pool if pool is None else pool
         if not self._fencing.valid() and not await self._fencing.wait():
             raise SpawnFailed(class_path(actor_class), target_pool, "this node was fenced")
-        actor_id = new_id()
+        # A child belongs to its parent's owner (a root to this node's principal, through the
+        # guardian): the bus lets only that principal and workers reach its mailbox.
+        actor_id = owned_id(owner_of(parent_cell.address.actor_id), new_id())
         address = await self.spawn_actor(
             actor_class, args_bytes, pool=target_pool if pool is not None else None,
             inherit_pool=target_pool, name=name or "", parent=parent_cell, actor_id=actor_id,
@@ -191,7 +194,8 @@ class Placement:
                 )
                 if not self._fencing.valid() and not await self._fencing.wait():
                     raise SpawnFailed(request.actor_class, request.pool, "this node was fenced")
-                await self._transport.enqueue(request.pool, env)
+                await self._transport.enqueue(request.pool, env,
+                                              owner=owner_of(request.actor_id))
                 enqueued = True
                 with anyio.move_on_after(self.spawn_timeout):
                     while True:

@@ -21,6 +21,7 @@ from transports import (
     Transport,
     WorkItem,
 )
+from transports._subjects import owner_of
 from transports._tasks import HostedTaskGroup
 from transports.errors import TransportError
 
@@ -141,6 +142,11 @@ class PoolConsumer:
         if request.deadline and time.time() > request.deadline:
             await _settle(item.term, pool)  # its spawner gave up already
             return False
+        forged = _not_owned(request, item.owner)
+        if forged:
+            self._replies.refused(f"principal {item.owner or 'none'!r}", "forged-spawn", forged)
+            await self._refuse(pool, item, forged, UNDELIVERABLE)
+            return False
         if not self._fencing.valid():  # taken just before a pause: settle (maybe fence) first
             await self._fencing.wait()
         existing = self._cells.get(request.actor_id)
@@ -156,10 +162,12 @@ class PoolConsumer:
             log.warning("pool %s: %s", pool.name, reason)
             await self._refuse(pool, item, reason, UNDELIVERABLE)
             return False
-        quota_error = self._over_root_quota(pool, request)
+        quota_error = self._over_root_quota(pool, request, item.owner)
         if quota_error:
-            log.warning("pool %s: refused spawn of %s: %s", pool.name, request.actor_class,
-                        quota_error)
+            self._replies.refused(
+                f"principal {item.owner!r}" if item.owner else repr(env.sender or "?"),
+                "spawn-quota", f"spawn of {request.actor_class} in pool {pool.name!r}: "
+                f"{quota_error}")
             await self._refuse(pool, item, quota_error, SpawnFailed.__name__)
             return False
         try:
@@ -191,17 +199,28 @@ class PoolConsumer:
         await self._reply_spawned(env, address)
         return True
 
-    def _over_root_quota(self, pool: PoolConfig, request: SpawnRequest) -> str:
-        """Why ``request`` exceeds its spawner's ``roots_per_client`` here ('' if it does not)."""
-        if pool.roots_per_client <= 0 or request.depth != 0 or request.parent is None:
+    def _over_root_quota(self, pool: PoolConfig, request: SpawnRequest,
+                         owner: str | None) -> str:
+        """Why ``request`` exceeds its spawner's ``roots_per_client`` here ('' if it does not).
+
+        A root is a depth-0 actor, with a parent (a client's guardian) or none. Where the bus
+        vouches for the owner, the owner is the client (all its nodes together); else the
+        spawning node (a request with no parent counts for 'no parent')."""
+        if pool.roots_per_client <= 0 or request.depth != 0:
             return ""
-        spawner = request.parent.node_id
+
+        def spawner_of(actor_id: str, parent: Address | None) -> str:
+            if owner:
+                return f"client {owner_of(actor_id)}"
+            return f"node {parent.node_id}" if parent is not None else "no parent"
+
+        spawner = spawner_of(request.actor_id, request.parent)
         roots = sum(1 for c in self._cells.values()
                     if c.depth == 0 and c.address.pool == pool.name
-                    and c.parent is not None and c.parent.node_id == spawner)
+                    and spawner_of(c.address.actor_id, c.parent) == spawner)
         if roots < pool.roots_per_client:
             return ""
-        return (f"spawn quota reached: node {spawner} holds {roots} root actors on this worker "
+        return (f"spawn quota reached: {spawner} holds {roots} root actors on this worker "
                 f"(pool {pool.name!r} allows {pool.roots_per_client} per client)")
 
     async def _refuse(self, pool: PoolConfig, item: WorkItem, reason: str, error: str) -> None:
@@ -225,3 +244,19 @@ async def _settle(op: Callable[[], Awaitable[None]], pool: PoolConfig) -> None:
         await op()
     except TransportError as exc:
         log.warning("pool %s: could not settle a spawn request (%s)", pool.name, exc)
+
+
+def _not_owned(request: SpawnRequest, owner: str | None) -> str:
+    """Why ``request`` is not the bus-vouched ``owner``'s to make ('' if it is): the actor (and
+    its parent) must be owned by whoever the spawn subject names, which a client may only name
+    itself as. So no client spawns under another's ids (an id hijack) or parents."""
+    if owner is None:
+        return ""
+    ids = [request.actor_id] + ([request.parent.actor_id] if request.parent else [])
+    for actor_id in ids:
+        if owner_of(actor_id) != owner:
+            return (f"spawn of {actor_id} (parent "
+                    f"{request.parent.actor_id if request.parent else 'none'}) sent as "
+                    f"{owner or 'no one'!r}: its owner is {owner_of(actor_id) or 'no one'!r}")
+    return ""
+

@@ -134,18 +134,24 @@ def is_node_id(value: str) -> bool:
 class Subjects:
     """Every subject and store name of one namespace (DESIGN.md section 2)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, principal: str = "") -> None:
         self.ns = namespace
+        self.principal = principal  # who this node is on the bus ('' for no one in particular)
 
     def mailbox(self, actor_id: str) -> str:
-        """One subject per actor, wherever it runs: a restart elsewhere keeps every ref valid."""
+        """One subject per actor, wherever it runs: a restart elsewhere keeps every ref valid.
+        An owned id (``alice.3f9c``) makes it ``{ns}.a.alice.3f9c``: the bus lets only its
+        owner (and workers) publish or subscribe there (``transports._subjects.owner_of``)."""
         return f"{self.ns}.a.{actor_id}"
 
     def node_control(self, node_id: str) -> str:
         return f"{self.ns}.node.{node_id}"
 
     def replies(self, node_id: str) -> str:
-        return f"{self.ns}.r.{node_id}"
+        """A node's replies subject (spawn answers, inbox items): ``{ns}.r.{principal}.{node}``
+        when this node has a principal, so only that principal may subscribe to it."""
+        owner = f"{self.principal}." if self.principal else ""
+        return f"{self.ns}.r.{owner}{node_id}"
 
     @property
     def replies_prefix(self) -> str:

@@ -43,6 +43,8 @@ class Replies:
         self._tasks = tasks
         self._fencing = fencing
         self._replies_prefix = Subjects(transport.namespace).replies_prefix
+        #: Refusals so far, by (who, reason): each is logged once, then at 10, 100, 1000 ...
+        self.refusals: dict[tuple[str, str], int] = {}
 
     def reject(self, env: Envelope, error_type: str, message: str) -> None:
         """Count an envelope as a dead letter; tell the asker why, if it asked."""
@@ -98,8 +100,16 @@ class Replies:
     def refuse(self, env: Envelope, reason: str, why: str) -> None:
         """Drop an envelope that breaks the protocol's rules, with a log line that says why."""
         self._transport.dead_letters.record(env.target, reason, why, len(env.payload))
-        log.warning("refused %s from %r to %r: %s", env.kind.name.lower(), env.sender or "?",
-                    env.target, why)
+        self.refused(repr(env.sender or "?"), reason,
+                     f"{env.kind.name.lower()} to {env.target!r}: {why}")
+
+    def refused(self, who: str, reason: str, why: str) -> None:
+        """Count a refusal of ``who``'s ``reason`` (a dead-letter reason); log it the first time
+        (who, what and why), then once at 10, 100, 1000 ... times: a counter, not a flood."""
+        key = (who, reason)
+        n = self.refusals[key] = self.refusals.get(key, 0) + 1
+        if n == 1 or (n >= 10 and str(n).rstrip("0") == "1"):
+            log.warning("refused %s from %s (%d so far): %s", reason, who, n, why)
 
 
 def decode_error_payload(payload: bytes) -> ErrorInfo:

@@ -105,7 +105,7 @@ async def test_a_worker_with_client_credentials_gets_no_spawn(secured_server: Na
         refs = [await system.spawn(Tally, pool="cpu", name=f"t{i}") for i in range(6)]
         assert {r.address.node_id for r in refs} == {real.node.node_id}
         assert not [c for c in impostor.node.cells.values()
-                    if c.address.actor_id != f"guardian-{impostor.node.node_id}"]
+                    if c.address.actor_id != impostor.node.guardian.address.actor_id]
 
 
 async def test_users_of_several_namespaces_work_in_each(tmp_path: Path) -> None:
