@@ -31,7 +31,9 @@ import msgspec
 ROLES = ("client", "worker")
 #: The engine's KV buckets: the node registry, and the nodes declared lost (fencing).
 BUCKETS = ("nodes", "fenced")
-_USER = re.compile(r"[A-Za-z0-9_-]+")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]+")
+#: No '_' in a user name: a node id names its user before the first '_' (``owner_of_node``).
+_USER = re.compile(r"[A-Za-z0-9-]+")
 
 
 class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +67,7 @@ def permissions(namespace: str | Sequence[str], role: str, user: str) -> dict[st
 
 
 def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
-    if not _USER.fullmatch(namespace):
+    if not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"namespaces are letters, digits, '_' and '-', not {namespace!r}")
     ns = namespace
     spawn, blobs = f"{ns}_spawn", f"OBJ_{ns}_blobs"
@@ -80,8 +82,8 @@ def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
         f"{ns}.a.{owned}",  # mailboxes, one per actor (tell, ask, system messages)
         # spawn requests (a JetStream publish: the ack comes to the inbox)
         f"{ns}.spawn.>" if role == "worker" else f"{ns}.spawn.*.{user}",
-        f"{ns}.hb.*",
-        f"{ns}.node.*",
+        f"{ns}.hb.{user}.*",  # heartbeats of this user's nodes (node ids name their user)
+        f"{ns}.node.>",  # requests to nodes (stats)
         f"{api}.INFO",
         f"{api}.STREAM.NAMES",  # the object store looks its stream up by subject
         # the engine's streams: create on first use, read their info, nothing else
@@ -99,8 +101,8 @@ def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
     subscribe = [
         f"{ns}.a.{owned}",
         f"{ns}.r.{user}.*",  # this user's nodes' replies subjects (spawn answers, inbox items)
-        f"{ns}.hb.*",
-        f"{ns}.node.*",
+        f"{ns}.hb.>",
+        f"{ns}.node.{user}.*",  # this user's nodes' control subjects
         f"{inbox_prefix_of(user)}.>",
     ]
     if role == "worker":
@@ -123,9 +125,8 @@ def authorization_block(namespace: str | Sequence[str], users: list[NatsUser]) -
     in ``namespace`` or each of several."""
     entries = []
     for u in users:
-        if not _USER.fullmatch(u.user) or u.user == "_":
-            raise ValueError(f"user names are letters, digits, '_' and '-' (not '_' alone), "
-                             f"not {u.user!r}")
+        if not _USER.fullmatch(u.user):
+            raise ValueError(f"user names are letters, digits and '-', not {u.user!r}")
         password = u.password if u.password.startswith("$") else json.dumps(u.password)
         perms = json.dumps(permissions(namespace, u.role, u.user))
         entries.append(f"    {{ user: {json.dumps(u.user)}, password: {password}, "

@@ -52,7 +52,7 @@ from ._envelope import (
 from ._nats_options import DEFAULT_INBOX_PREFIX
 from ._nats_options import ConnectOptions as ConnectOptions
 from ._nats_stores import _NatsKeyValue, _NatsWorkQueue
-from ._subjects import check_subject, is_reply_subject, spawn_subject
+from ._subjects import check_subject, is_reply_subject, received_on, spawn_subject
 from .errors import (
     BlobNotFound,
     ConnectFailed,
@@ -319,6 +319,7 @@ class NatsTransport(Transport):
         check_subject(subject, wildcards=True)
 
         async def on_msg(msg: Msg) -> None:
+            received_on.set(msg.subject)  # this subscription's own task: no reset needed
             await self._dispatch(msg, handler)
 
         sub = await nc.subscribe(

@@ -11,8 +11,8 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from ._contract import KeyValue, WorkItem, WorkQueue
-from ._subjects import owner_of_spawn_subject
 from ._envelope import DECODE_ERRORS, Envelope, decode_envelope
+from ._subjects import owner_of_spawn_subject
 from .errors import BlobNotFound, TransportError
 
 if TYPE_CHECKING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 
 from .errors import InvalidSubject
 
@@ -78,3 +79,25 @@ def owner_of_spawn_subject(subject: str) -> str:
     """The owner token of a spawn subject ('' for ``_``)."""
     token = subject.rpartition(".")[2]
     return "" if token == NO_OWNER else token
+
+
+#: Separates a node id's owner from the rest (``alice_3f9c...``): principals' names have no '_'.
+NODE_OWNER_SEPARATOR = "_"
+
+
+def owner_of_node(node_id: str) -> str:
+    """The principal a node id names as its own ('' for an id with no '_')."""
+    owner, sep, _ = node_id.partition(NODE_OWNER_SEPARATOR)
+    return owner if sep else ""
+
+
+def owned_node_id(principal: str, node_id: str) -> str:
+    """``node_id`` owned by ``principal`` (prefixed, unless it is already or there is none)."""
+    if not principal or owner_of_node(node_id) == principal:
+        return node_id
+    return f"{principal}{NODE_OWNER_SEPARATOR}{node_id}"
+
+
+#: The subject the envelope being handled arrived on (set by ``NatsTransport`` before each
+#: handler; the bus vouches for it: whoever published there was allowed to).
+received_on: ContextVar[str] = ContextVar("received_on", default="")

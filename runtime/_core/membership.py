@@ -26,6 +26,7 @@ from transports import (
     Transport,
     new_id,
 )
+from transports._subjects import received_on
 from transports._tasks import HostedTaskGroup
 from transports.errors import TransportError
 
@@ -251,6 +252,12 @@ class Membership:
             self._detect_lost_nodes()
 
     async def _on_heartbeat(self, env: Envelope) -> None:
+        if self._transport.principal and received_on.get() != self._subjects.heartbeat(
+                env.sender):
+            # Only a node's principal may publish on its subject: this one speaks for another.
+            self._bad_heartbeat(env, f"it came on {received_on.get()[:120]!r}, not on its "
+                                "node's subject")
+            return
         if env.sender == self.node_id:
             sent_at = self._sent.pop(env.id, None)
             if sent_at is not None:  # else not one of ours (forged): it renews nothing

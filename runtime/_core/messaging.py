@@ -95,7 +95,7 @@ class Messaging:
         spawn_timeout: float,
     ) -> None:
         self._transport = transport
-        self._subjects = Subjects(transport.namespace, transport.principal)
+        self._subjects = Subjects(transport.namespace)
         self._node_id = node_id
         self._cells = cells
         self._tasks = tasks

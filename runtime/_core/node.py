@@ -36,8 +36,8 @@ from actors import (
     SupervisorStrategy,
 )
 from transports import DECODE_ERRORS, Envelope, Kind, Subscription, Transport, new_id
+from transports._subjects import owned_id, owned_node_id
 from transports._tasks import HostedTaskGroup
-from transports._subjects import owned_id, owner_of
 from transports.errors import TransportError
 
 from .._config import PoolConfig
@@ -80,7 +80,9 @@ class Node:
         node_id: str | None = None,
     ) -> None:
         self.transport = transport
-        self.node_id = node_id or new_id()[:16]
+        # A node of a principal names it (``alice_3f9c...``): its heartbeat, control and reply
+        # subjects carry the principal, where the bus lets only that principal publish/listen.
+        self.node_id = owned_node_id(transport.principal, node_id or new_id()[:16])
         if not is_node_id(self.node_id):
             raise ValueError(f"node_id must be 1-64 letters, digits, '_' or '-', not {node_id!r}")
         self.role = role
@@ -96,7 +98,7 @@ class Node:
         self.heartbeat_interval = heartbeat_interval
         self.node_lost_after = node_lost_after
         self.spawn_timeout = spawn_timeout
-        self.subjects = Subjects(transport.namespace, transport.principal)
+        self.subjects = Subjects(transport.namespace)
         self.cells: dict[str, ActorCell] = {}
         self.started_at = time.time()
         self._started = False

@@ -7,6 +7,7 @@ import re
 import msgspec
 
 from actors import Address
+from transports._subjects import owner_of_node
 
 #: ``ErrorInfo.type`` of errors the runtime itself reports (a handler's exceptions keep their
 #: own class name, so a handler raising ``ActorDead`` is still a ``RemoteError`` to its asker).
@@ -131,12 +132,16 @@ def is_node_id(value: str) -> bool:
     return _NODE_ID.fullmatch(value) is not None
 
 
+def _owner_token(node_id: str) -> str:
+    owner = owner_of_node(node_id)
+    return f"{owner}." if owner else ""
+
+
 class Subjects:
     """Every subject and store name of one namespace (DESIGN.md section 2)."""
 
-    def __init__(self, namespace: str, principal: str = "") -> None:
+    def __init__(self, namespace: str) -> None:
         self.ns = namespace
-        self.principal = principal  # who this node is on the bus ('' for no one in particular)
 
     def mailbox(self, actor_id: str) -> str:
         """One subject per actor, wherever it runs: a restart elsewhere keeps every ref valid.
@@ -145,23 +150,26 @@ class Subjects:
         return f"{self.ns}.a.{actor_id}"
 
     def node_control(self, node_id: str) -> str:
-        return f"{self.ns}.node.{node_id}"
+        """``{ns}.node.{owner}.{node}`` for an owned node id (``owner_of_node``): only its
+        principal may subscribe there and answer."""
+        return f"{self.ns}.node.{_owner_token(node_id)}{node_id}"
 
     def replies(self, node_id: str) -> str:
-        """A node's replies subject (spawn answers, inbox items): ``{ns}.r.{principal}.{node}``
-        when this node has a principal, so only that principal may subscribe to it."""
-        owner = f"{self.principal}." if self.principal else ""
-        return f"{self.ns}.r.{owner}{node_id}"
+        """A node's replies subject (spawn answers, inbox items): ``{ns}.r.{owner}.{node}`` for
+        an owned node id, so only its principal may subscribe to it."""
+        return f"{self.ns}.r.{_owner_token(node_id)}{node_id}"
 
     @property
     def replies_prefix(self) -> str:
         return f"{self.ns}.r."
 
     def heartbeat(self, node_id: str) -> str:
-        return f"{self.ns}.hb.{node_id}"
+        """``{ns}.hb.{owner}.{node}`` for an owned node id: only its principal may publish
+        there, so a heartbeat (or goodbye) that arrives elsewhere is not that node's."""
+        return f"{self.ns}.hb.{_owner_token(node_id)}{node_id}"
 
     @property
     def heartbeats(self) -> str:
-        return f"{self.ns}.hb.*"
+        return f"{self.ns}.hb.>"
 
     NODES_BUCKET = "nodes"

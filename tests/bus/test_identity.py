@@ -106,7 +106,7 @@ def system_envelope(target: str, msg: Any) -> bytes:
 
 
 async def test_a_stranger_cannot_read_answer_or_stop_anothers_actors(
-    secured: Secured, bob: Attacker
+    secured: Secured, bob: Attacker, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with Worker(POOLS, ["cpu"], **secured.of(W1)) as worker, \
             ActorSystem(**secured.of(ALICE)) as alice:
@@ -136,8 +136,26 @@ async def test_a_stranger_cannot_read_answer_or_stop_anothers_actors(
             alice.node.subjects.mailbox(guardian): system_envelope(
                 guardian, Exited(actor_id=tally.actor_id, reason="forged", abnormal=True)),
         }
+        # a goodbye in the worker's name (its peers would restart its actors elsewhere), and
+        # listening on the worker's control subject (to answer in its name)
+        w1_node = worker.node.node_id
+        assert w1_node.startswith("w1_")
+        goodbye = encode_envelope(Envelope(id=new_id(), kind=Kind.SYSTEM, sender=w1_node,
+                                           type="goodbye"))
+        attacks += [("pub", worker.node.subjects.heartbeat(w1_node)),
+                    ("sub", worker.node.subjects.node_control(w1_node)),
+                    ("sub", f"{NS}.node.>")]
+        payloads[worker.node.subjects.heartbeat(w1_node)] = goodbye
         for kind, subject in attacks:
             await bob.refused(kind, subject, payloads.get(subject, b"{}"))
+        # The goodbye on bob's own heartbeat subject: the bus lets it through, alice refuses it.
+        with caplog.at_level(logging.WARNING, logger="heterarch.node"):
+            await bob.nc.publish(f"{NS}.hb.bob.{w1_node}", goodbye)
+            await bob.nc.flush()
+            with anyio.fail_after(10):
+                while "not on its node's subject" not in caplog.text:
+                    await anyio.sleep(0.01)
+        assert not alice.node.membership.is_lost(w1_node)
         # alice lost nothing: the same incarnation, its state, her asks answered.
         assert worker.node.cells[tally.actor_id] is cell
         assert alice.node.supervision.records[tally.actor_id].generation == 0
