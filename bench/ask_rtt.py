@@ -1,6 +1,10 @@
 """Actor ``ask`` round trip across two processes vs raw nats-py request/reply, in one run.
 
-    python bench/ask_rtt.py [--n 3000] [--concurrency 50]
+    python bench/ask_rtt.py [--n 3000] [--concurrency 50] [--secured]
+
+``--secured``: the server has heterarch's generated users (``runtime._permissions``): the worker
+and the asking client each their own principal, with the permissions that bind mailboxes and
+replies to them (docs/bus.md); the raw pair connects as an unrestricted user.
 
 Baseline: a second process answers raw nats-py requests (``msg.respond``); the bench process
 times ``nc.request`` on one connection. Ours: a `heterarch worker` process hosts an ``Echo``
@@ -84,20 +88,40 @@ async def actor_round_trips(url: str, n: int, concurrency: int) -> tuple[list[fl
         return samples, throughput
 
 
-async def main(n: int, concurrency: int) -> None:
+def _secured_config(directory: str) -> str:
+    from runtime._permissions import NatsUser, authorization_block
+
+    block = authorization_block("bench", [NatsUser(user="client", role="client", password="c"),
+                                          NatsUser(user="worker", role="worker", password="w")])
+    block = block.replace("  users: [\n", '  users: [\n    { user: "raw", password: "r" }\n', 1)
+    path = f"{directory}/nats.conf"
+    with open(path, "w") as f:
+        f.write(block)
+    return path
+
+
+async def main(n: int, concurrency: int, secured: bool) -> None:
+    import tempfile
+
     tracing = configure_tracing(role="bench")  # on only when the environment asks for it
-    with NatsServer() as server:
-        responder = subprocess.Popen([sys.executable, "-c", RAW_RESPONDER, server.url],
+    with tempfile.TemporaryDirectory() as tmp, \
+            NatsServer(config_file=_secured_config(tmp) if secured else None) as server:
+        def url(user: str, password: str) -> str:
+            return server.url.replace("nats://", f"nats://{user}:{password}@") if secured \
+                else server.url
+
+        raw_url, client_url = url("raw", "r"), url("client", "c")
+        responder = subprocess.Popen([sys.executable, "-c", RAW_RESPONDER, raw_url],
                                      stdout=subprocess.PIPE, text=True)
         try:
             assert responder.stdout is not None
             responder.stdout.readline()
-            with worker_process(server.url, {"bench": 64}, "bench.actors_app"):
+            with worker_process(url("worker", "w"), {"bench": 64}, "bench.actors_app"):
                 # Interleave: raw, ours, raw, ours - so drift on the machine hits both alike.
-                raw_a, raw_tp_a = await raw_round_trips(server.url, n // 2, concurrency)
-                ours_a, ours_tp_a = await actor_round_trips(server.url, n // 2, concurrency)
-                raw_b, raw_tp_b = await raw_round_trips(server.url, n // 2, concurrency)
-                ours_b, ours_tp_b = await actor_round_trips(server.url, n // 2, concurrency)
+                raw_a, raw_tp_a = await raw_round_trips(raw_url, n // 2, concurrency)
+                ours_a, ours_tp_a = await actor_round_trips(client_url, n // 2, concurrency)
+                raw_b, raw_tp_b = await raw_round_trips(raw_url, n // 2, concurrency)
+                ours_b, ours_tp_b = await actor_round_trips(client_url, n // 2, concurrency)
         finally:
             responder.terminate()
             responder.wait()
@@ -120,5 +144,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--secured", action="store_true",
+                        help="generated users: the worker and the client each a principal")
     a = parser.parse_args()
-    anyio.run(main, a.n, a.concurrency)
+    anyio.run(main, a.n, a.concurrency, a.secured)
