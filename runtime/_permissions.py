@@ -31,6 +31,8 @@ import msgspec
 ROLES = ("client", "worker")
 #: The engine's KV buckets: the node registry, and the nodes declared lost (fencing).
 BUCKETS = ("nodes", "fenced")
+#: Written by workers only: the roots each client holds (``roots_per_client`` across the cluster).
+ROOTS_BUCKET = "roots"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]+")
 #: No '_' in a user name: a node id names its user before the first '_' (``owner_of_node``).
 _USER = re.compile(r"[A-Za-z0-9-]+")
@@ -72,6 +74,7 @@ def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
     ns = namespace
     spawn, blobs = f"{ns}_spawn", f"OBJ_{ns}_blobs"
     buckets = [f"KV_{ns}_{b}" for b in BUCKETS]
+    roots = f"KV_{ns}_{ROOTS_BUCKET}"
     api = "$JS.API"
     # A client reaches only the mailboxes of the actors it owns (``{ns}.a.{user}.{id}``: their
     # ids carry the owner) and asks spawns only of actors it owns (``{ns}.spawn.{pool}.{user}``:
@@ -113,6 +116,12 @@ def _permissions(namespace: str, role: str, user: str) -> dict[str, Any]:
             f"{api}.CONSUMER.INFO.{spawn}.>",
             f"{api}.CONSUMER.MSG.NEXT.{spawn}.>",
             f"$JS.ACK.{spawn}.>",
+            # the roots each client holds across the cluster (workers count them, nobody else
+            # may write or delete a claim): create, read, write and delete its keys
+            *(f"{api}.STREAM.{op}.{roots}" for op in ("CREATE", "UPDATE", "INFO")),
+            f"$KV.{ns}_{ROOTS_BUCKET}.>",
+            *(f"{api}.{op}.{roots}" for op in ("STREAM.MSG.GET", "DIRECT.GET")),
+            f"{api}.DIRECT.GET.{roots}.>",
         ]
     # Answers go to the reply subject of a request this user received, and only there (one
     # answer per request; the server tracks it): no user may publish into another's inboxes.

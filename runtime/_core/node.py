@@ -133,7 +133,8 @@ class Node:
                                    spawn_timeout=spawn_timeout)
         self.pool_consumer = PoolConsumer(transport, self.pools, self.cells, tasks,
                                           fencing=self.fencing, placement=self.placement,
-                                          replies=self.replies, spawn_ack_wait=spawn_ack_wait)
+                                          replies=self.replies, spawn_ack_wait=spawn_ack_wait,
+                                          membership=self.membership, node_id=self.node_id)
         # The one node-lost event: who depends on a lost node hears of it here.
         self.membership.on_node_lost(self.supervision.node_lost)
         self.membership.on_node_lost(

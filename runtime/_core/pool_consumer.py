@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
+import msgspec
 from opentelemetry import context as otel_context
 
 from actors import (
@@ -26,10 +27,12 @@ from transports._tasks import HostedTaskGroup
 from transports.errors import TransportError
 
 from .._config import PoolConfig
+from .._permissions import ROOTS_BUCKET
 from ..errors import ClassNotServed
 from .cell import ActorCell, CellState
 from .classes import resolve_actor_class
 from .fencing import Fencing
+from .membership import Membership
 from .placement import Placement
 from .protocol import (
     UNDELIVERABLE,
@@ -64,7 +67,11 @@ class PoolConsumer:
         placement: Placement,
         replies: Replies,
         spawn_ack_wait: float,
+        membership: Membership,
+        node_id: str,
     ) -> None:
+        self._membership = membership
+        self._node_id = node_id
         self._transport = transport
         self._pools = pools
         self._cells = cells
@@ -162,7 +169,11 @@ class PoolConsumer:
             log.warning("pool %s: %s", pool.name, reason)
             await self._refuse(pool, item, reason, UNDELIVERABLE)
             return False
-        quota_error = self._over_root_quota(pool, request, item.owner)
+        claim = self._root_claim(pool, request, item.owner)
+        if claim:  # a client's root: counted across the cluster, in the roots bucket
+            quota_error = await self._claim_root(pool, claim, request, item.owner or "")
+        else:
+            quota_error = self._over_root_quota(pool, request, item.owner)
         if quota_error:
             self._replies.refused(
                 f"principal {item.owner!r}" if item.owner else repr(env.sender or "?"),
@@ -185,19 +196,82 @@ class PoolConsumer:
                 if token is not None:
                     otel_context.detach(token)
         except Exception as exc:
+            if claim:
+                self._tasks.start_soon(self._release_root, claim, request.actor_id)
             reason = str(exc) if isinstance(exc, ClassNotServed | SpawnFailed) else repr(exc)
             log.warning("pool %s: refused spawn of %s: %s", pool.name, request.actor_class, reason)
             await self._refuse(pool, item, reason, type(exc).__name__)
             return False
         cell = self._cells.get(request.actor_id)
         if cell is None:  # stopped while it started (its parent stopped meanwhile)
+            if claim:
+                self._tasks.start_soon(self._release_root, claim, request.actor_id)
             await _settle(item.ack, pool)
             await self._reply_spawned(env, address)
             return False
+        if claim:
+            cell.on_finished.append(lambda: self._tasks.start_soon(
+                self._release_root, claim, request.actor_id))
         cell.on_finished.append(self._slots[pool.name].release)
         await _settle(item.ack, pool)
         await self._reply_spawned(env, address)
         return True
+
+    # -- roots per client, across the cluster -------------------------------------------------
+    @staticmethod
+    def _root_claim(pool: PoolConfig, request: SpawnRequest, owner: str | None) -> str:
+        """The roots bucket's key prefix for ``request`` ('' when the cluster does not count
+        it: no quota, not a root, or no principal the bus vouches for)."""
+        if pool.roots_per_client <= 0 or request.depth != 0 or not owner:
+            return ""
+        return f"{pool.name}.{owner}"
+
+    async def _claim_root(self, pool: PoolConfig, claim: str, request: SpawnRequest,
+                          owner: str) -> str:
+        """Take one of the owner's ``roots_per_client`` slots of ``pool`` (create-only keys
+        ``{pool}.{owner}.{i}`` in the roots bucket, which only workers may write): '' when
+        taken, else why not. A slot whose holder's node is gone is freed first; the same root
+        again (a restart, a redelivery) keeps its slot."""
+        kv = await self._transport.key_value(ROOTS_BUCKET)
+        mine = msgspec.msgpack.encode([request.actor_id, self._node_id])
+        keys = [f"{claim}.{i}" for i in range(pool.roots_per_client)]
+        held: dict[str, tuple[str, str]] = {}
+        for key in keys:
+            first = await kv.create(key, mine)
+            if first is None:
+                return ""
+            with contextlib.suppress(*DECODE_ERRORS, ValueError, TypeError):
+                actor_id, node_id = msgspec.msgpack.decode(first)
+                held[key] = (str(actor_id), str(node_id))
+                if actor_id == request.actor_id:  # this root again: it keeps its slot
+                    await kv.put(key, mine)
+                    return ""
+        await self._membership.refresh()
+        live = set(self._membership.node_ids()) - {n for n in self._membership.node_ids()
+                                                   if self._membership.is_lost(n)}
+        for key in keys:
+            actor_id, node_id = held.get(key, ("", ""))
+            gone = (node_id == self._node_id and actor_id not in self._cells) or (
+                node_id != self._node_id and node_id not in live)
+            if gone:  # its node died (or it never started): free it, then try to take it
+                await kv.delete(key)
+                if await kv.create(key, mine) is None:
+                    return ""
+        return (f"spawn quota reached: client {owner} holds {len(keys)} root actors in pool "
+                f"{pool.name!r} across the cluster (allows {pool.roots_per_client} per client)")
+
+    async def _release_root(self, claim: str, actor_id: str) -> None:
+        """Free the slot that ``actor_id`` holds here (unless another node took it over)."""
+        with contextlib.suppress(TransportError):
+            kv = await self._transport.key_value(ROOTS_BUCKET)
+            pool = self._pools.get(claim.partition(".")[0])
+            for i in range(pool.roots_per_client if pool is not None else 0):
+                key = f"{claim}.{i}"
+                value = await kv.get(key)
+                if value is not None and value == msgspec.msgpack.encode(
+                        [actor_id, self._node_id]):
+                    await kv.delete(key)
+                    return
 
     def _over_root_quota(self, pool: PoolConfig, request: SpawnRequest,
                          owner: str | None) -> str:

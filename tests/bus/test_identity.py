@@ -200,28 +200,49 @@ async def test_a_stranger_cannot_take_an_actors_id_on_any_worker(
         assert await tally.ask(Handled(), timeout=10) == {"mine": 1}
 
 
-async def test_phantom_roots_count_against_their_sender(
-    secured: Secured, caplog: pytest.LogCaptureFixture
+async def test_phantom_roots_count_against_their_sender_across_the_cluster(
+    secured: Secured, bob: Attacker
 ) -> None:
     """Spawn requests with no parent are roots of their sender (the principal the bus vouches
-    for): beyond ``roots_per_client`` they are refused, and another client is not crowded out."""
+    for): beyond ``roots_per_client`` across all the pool's workers they are refused, the limit
+    is in the error, and another client is not crowded out."""
     pools = {"cpu": msgspec.structs.replace(POOLS["cpu"], roots_per_client=2, capacity=4)}
-    async with Worker(pools, ["cpu"], **secured.of(W1)) as worker, \
+    async with Worker(pools, ["cpu"], **secured.of(W1)) as w1, \
+            Worker(pools, ["cpu"], **secured.of(W2)) as w2, \
             ActorSystem(**secured.of(ALICE)) as alice, \
-            ActorSystem(**secured.of(BOB)) as bob:
-        for _ in range(4):  # phantom roots: no parent, nobody to tell when they exit
+            ActorSystem(**secured.of(BOB)) as bobs_system:
+        # the claims are the workers' alone
+        await bob.refused("pub", f"$KV.{NS}_roots.cpu.bob.0")
+        await bob.refused("pub", f"$JS.API.STREAM.CREATE.KV_{NS}_roots")
+        for _ in range(6):  # phantom roots: no parent, nobody to tell when they exit
             phantom = SpawnRequest(actor_class="tests.bus.app:Tally", pool="cpu",
                                    actor_id=f"bob.{new_id()}", args=msgspec.msgpack.encode(
                                        [[], {}]))
-            await bob.node.transport.enqueue("cpu", Envelope(
+            await bobs_system.node.transport.enqueue("cpu", Envelope(
                 id=new_id(), kind=Kind.SYSTEM, type=message_type_name(SpawnRequest),
                 payload=msgspec.msgpack.encode(phantom)), owner="bob")
+
+        def refused() -> int:
+            return sum(w.node.replies.refusals.get(("principal 'bob'", "spawn-quota"), 0)
+                       for w in (w1, w2))
+
         with anyio.fail_after(30):
-            while worker.node.replies.refusals.get(("principal 'bob'", "spawn-quota"), 0) < 2:
+            while refused() < 4:
                 await anyio.sleep(0.05)
-        bobs = [c for c in worker.node.cells.values() if owner_of(c.address.actor_id) == "bob"]
+        bobs = [c for w in (w1, w2) for c in w.node.cells.values()
+                if owner_of(c.address.actor_id) == "bob"]
         assert len(bobs) == 2
-        with pytest.raises(SpawnFailed, match=r"allows 2 per client"):
-            await bob.spawn(Tally, pool="cpu")
+        with pytest.raises(SpawnFailed, match=r"across the cluster \(allows 2 per client\)"):
+            await bobs_system.spawn(Tally, pool="cpu")
         mine = [await alice.spawn(Tally, pool="cpu") for _ in range(2)]
         assert [await t.ask(Job("ok"), timeout=10) for t in mine] == ["ok", "ok"]
+        # a root that stops frees its slot
+        await bobs[0].stop("done")
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    again = await bobs_system.spawn(Tally, pool="cpu")
+                    break
+                except SpawnFailed:
+                    await anyio.sleep(0.1)
+        assert await again.ask(Job("again"), timeout=10) == "again"
