@@ -127,7 +127,7 @@ async def test_hostile_messages_on_every_subject_leave_every_node_serving(
                     await nc.publish(f"{ns}.a.{t.actor_id}", data, reply=f"{ns}.r.{client_id}")
                     sent += 3
             for data in _hostile("x"):
-                await js.publish(f"{ns}.spawn.cpu", data)  # poison in the pools' work queue
+                await js.publish(f"{ns}.spawn.cpu._", data)  # poison in the pools' work queue
                 sent += 1
             for node_id, data in _heartbeats([*worker_ids, client_id]):
                 await nc.publish(f"{ns}.hb.{node_id}", data)

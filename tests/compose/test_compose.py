@@ -139,7 +139,7 @@ def test_the_nats_users_namespaces_are_said_and_regenerated(
     assert stack.main(["namespaces", "heterarch", "mine"]) == 0
     text = conf.read_text()
     assert stack.conf_namespaces() == ["heterarch", "mine"]
-    assert '"mine.a.*"' in text and '"examples.a.*"' not in text
+    assert '"mine.a.client.>"' in text and '"examples.a.client.>"' not in text
     assert text.count("authorization {") == 1 and "jetstream {" in text
 
 
