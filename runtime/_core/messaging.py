@@ -413,15 +413,18 @@ class Messaging:
         )
 
     async def _until_acknowledged(
-        self, address: Address, env: Envelope, *, attempt_timeout: float
+        self, address: Address, env: Envelope, *, attempt_timeout: float, patient: bool = False
     ) -> Envelope | None:
         """Send ``env`` to ``address``'s mailbox until an answer (None: the peer is gone).
 
-        Gone: its node was declared lost, or no mailbox answers for it (it stopped). A
-        timeout, a transport error or a reconnect sends it again (its receiver handles a
-        re-sent copy as the first: the notices are idempotent)."""
+        Gone: its node was declared lost, or no mailbox answers for it (it stopped; with
+        ``patient``, only once nobody has answered for ``node_lost_after``: a node that just
+        reconnected subscribes again a moment later). A timeout, a transport error or a
+        reconnect sends it again (its receiver handles a re-sent copy as the first: the notices
+        are idempotent)."""
         subject = self._subjects.mailbox(address.actor_id)
         delay = 0.05
+        unanswered_since: float | None = None
         while not self._closing:
             if self._membership.is_lost(address.node_id):
                 return None
@@ -435,7 +438,10 @@ class Messaging:
                     return None
                 continue  # interrupted by a reconnect: send it again at once
             except NoResponders:
-                return None
+                now = time.monotonic()
+                unanswered_since = unanswered_since or now
+                if not patient or now - unanswered_since > self._membership.node_lost_after:
+                    return None
             except (RequestTimeout, TransportError) as exc:
                 log.debug("%s to %s not acknowledged yet (%s): sending it again",
                           env.type, address.actor_id, exc)
@@ -452,8 +458,9 @@ class Messaging:
         if local is not None and parent.node_id == self._node_id:
             self._tasks.start_soon(local.child_exited, exited)
             return
+        # Patient: a lost exit would leave its supervisor waiting forever.
         await self._until_acknowledged(parent, self._system_envelope(parent, exited),
-                                       attempt_timeout=self._ack_timeout)
+                                       attempt_timeout=self._ack_timeout, patient=True)
 
     async def send_terminated(self, watcher: Address, exited: Exited, dead: Address) -> None:
         """Deliver ``Terminated`` to ``watcher`` in the background (handled once, however often
