@@ -14,11 +14,14 @@ import msgspec
 import pytest
 
 from actors import ActorDead
+from runtime import PoolConfig, Worker
 from runtime._core.protocol import CANCELLED
 from transports import Envelope, Kind, decode_error, new_id
 
+from . import app
 from .app import RELEASES, Chain, Event, Relay
-from .conftest import Cluster
+from .app import Worker as AppWorker
+from .conftest import FAST, Cluster
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +154,21 @@ async def _ask_quietly(ref: object, msg: Chain) -> None:
         await ref.ask(msg, timeout=3600)  # type: ignore[attr-defined]
     except ActorDead:
         pass
+
+
+async def test_a_spawn_given_up_on_is_stopped_when_a_worker_starts_it(cluster: Cluster) -> None:
+    system = await cluster.system()
+    tiny = PoolConfig(name="tiny", hardware="cpu", capacity=1, modules=["tests.actors.app"])
+    worker = await cluster._workers.enter_async_context(Worker(
+        {"tiny": tiny}, ["tiny"], transport=await cluster._owned(), **FAST))
+    occupant = await system.spawn(AppWorker, pool="tiny")  # the pool's only slot
+    started_before = set(app._incarnations)
+    with anyio.move_on_after(1.0) as gave_up:  # the spawner gives up while it waits
+        await system.spawn(AppWorker, pool="tiny")
+    assert gave_up.cancelled_caught
+    await system.stop(occupant)  # the slot frees: the worker starts what was asked
+    with anyio.fail_after(WAIT_S):  # polled: a worker's cells send no event
+        while not set(app._incarnations) - started_before - {occupant.actor_id}:
+            await anyio.sleep(0.05)  # the late one has not started yet
+        while [c for c in worker.node.cells.values() if c is not worker.node.guardian]:
+            await anyio.sleep(0.05)  # it started: it must be stopped at once
