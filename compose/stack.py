@@ -283,12 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         started = stack.up(workers=args.workers)
         host = stack.env.get("HETERARCH_BIND_HOST", "127.0.0.1")
         port = stack.env.get("NATS_PORT", "4222")
-        print(f"stack {args.project} up: {', '.join(started)}; "
-              f"NATS at nats://client:...@{host}:{port}"
-              + (f", Jaeger UI http://{host}:16686" if "jaeger" in started else ""))
         print(f"NATS users may use the namespaces {', '.join(conf_namespaces())} (a config's "
               "`namespace`); for others: python compose/stack.py namespaces NAME... , then "
               "make compose-up")
+        # the last line says the stack is up (what a script waits for)
+        print(f"stack {args.project} up: {', '.join(started)}; "
+              f"NATS at nats://client:...@{host}:{port}"
+              + (f", Jaeger UI http://{host}:16686" if "jaeger" in started else ""))
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
