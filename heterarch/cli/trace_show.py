@@ -31,17 +31,22 @@ from runtime._observe.tracing import TracingHandle
 from runtime.errors import RuntimeConfigError
 
 
-def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:
-    """Spans of one trace (a unique prefix of its id is enough) from a span file: heterarch's
-    JSON lines, or a trace saved from Jaeger (its query API's JSON, the UI's "Download")."""
+def read_span_text(path: str | Path) -> str:
+    """The text of a span file, or a one-line :class:`RuntimeConfigError` that says what to do."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RuntimeConfigError(
             f"no span file {str(path)!r}: record one with HETERARCH_TRACE_FILE={path} "
             "(docs/tracing.md), or give --file FILE or --jaeger URL") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RuntimeConfigError(f"cannot read span file {str(path)!r}: {exc}") from None
+
+
+def load_spans_jsonl(path: str | Path, trace_id: str) -> list[dict[str, Any]]:
+    """Spans of one trace (a unique prefix of its id is enough) from a span file: heterarch's
+    JSON lines, or a trace saved from Jaeger (its query API's JSON, the UI's "Download")."""
+    text = read_span_text(path)
     candidates: list[Any] = []
     if text.lstrip().startswith("{") and '"data"' in text[:200]:
         try:
@@ -117,14 +122,16 @@ def build_tree(spans: list[dict[str, Any]]) -> SpanTree:
     return SpanTree(trace_id, roots, len(spans))
 
 
-def _int(value: Any) -> int:
+def as_int(value: Any) -> int:
+    """An attribute as an int (0 where it is missing or not a number)."""
     try:
         return int(value)
     except (TypeError, ValueError):
         return 0
 
 
-def _float(value: Any) -> float:
+def as_float(value: Any) -> float:
+    """An attribute as a float (0.0 where it is missing or not a number)."""
     try:
         return float(value or 0.0)
     except (TypeError, ValueError):
@@ -139,14 +146,14 @@ def node_label(span: dict[str, Any]) -> str:
         parts.append(f"pool={a[ATTR_POOL]}")
     if a.get(ATTR_HARDWARE):
         parts.append(f"hw={a[ATTR_HARDWARE]}")
-    duration_ms = (_int(span.get("end_ns")) - _int(span.get("start_ns"))) / 1e6
+    duration_ms = (as_int(span.get("end_ns")) - as_int(span.get("start_ns"))) / 1e6
     parts.append(f"{duration_ms:.1f} ms")
-    tin, tout = _int(a.get(ATTR_GENAI_INPUT_TOKENS)), _int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
+    tin, tout = as_int(a.get(ATTR_GENAI_INPUT_TOKENS)), as_int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
     if tin or tout:
         parts.append(f"tokens={tin:,}+{tout:,}")
-    elif _int(a.get("heterarch.usage.tokens")):
-        parts.append(f"tokens={_int(a.get('heterarch.usage.tokens')):,}")
-    cost = _float(a.get(ATTR_COST_USD))
+    elif as_int(a.get("heterarch.usage.tokens")):
+        parts.append(f"tokens={as_int(a.get('heterarch.usage.tokens')):,}")
+    cost = as_float(a.get(ATTR_COST_USD))
     if cost:
         parts.append(f"${cost:.5f}")
     if span.get("status") == "ERROR":
@@ -175,7 +182,7 @@ def fold_label(nodes: list[SpanNode]) -> str:
     line = f"{len(spans)} x {_fold_key(spans[0])}"
     if pools:
         line += " on " + " / ".join(f"{pool} {n}" for pool, n in pools.most_common())
-    durations = [(_int(s.get("end_ns")) - _int(s.get("start_ns"))) / 1e9 for s in spans]
+    durations = [(as_int(s.get("end_ns")) - as_int(s.get("start_ns"))) / 1e9 for s in spans]
     errors = sum(1 for s in spans if s.get("status") == "ERROR")
     plural = "" if errors == 1 else "s"
     line += f", p50 {statistics.median(durations):.2f} s, {errors} error{plural}"
@@ -187,9 +194,9 @@ def fold_label(nodes: list[SpanNode]) -> str:
                                if s.get("status") == "ERROR" and a.get(ATTR_POOL))
         if len(pools) > 1 and failed_pools:
             line += " on " + " / ".join(f"{p} {n}" for p, n in failed_pools.most_common())
-    tokens = sum(_int(a.get(ATTR_GENAI_INPUT_TOKENS)) + _int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
+    tokens = sum(as_int(a.get(ATTR_GENAI_INPUT_TOKENS)) + as_int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
                  for a in attrs)
-    cost = sum(_float(a.get(ATTR_COST_USD)) for a in attrs)
+    cost = sum(as_float(a.get(ATTR_COST_USD)) for a in attrs)
     if tokens:
         line += f", tokens={tokens:,}"
     if cost:
@@ -243,7 +250,7 @@ def render_tree(tree: SpanTree, *, depth: int | None = None, fold: bool = True) 
                 label = escape(fold_label(group))
                 folded = branch.add(f"[red]{label}[/]" if errors else label)
                 kids = sorted((k for n in group for k in n.children),
-                              key=lambda k: _int(k.span.get("start_ns")))
+                              key=lambda k: as_int(k.span.get("start_ns")))
                 add_children(folded, kids, level + 1)
             else:
                 add_children(branch.add(_span_markup(node)), node.children, level + 1)

@@ -28,6 +28,8 @@ from actors._semconv import (
     ATTR_POOL,
 )
 
+from ..trace_show import as_float, as_int
+
 Span = dict[str, Any]
 
 STRAGGLER_FACTOR = 2.0
@@ -40,29 +42,17 @@ def attrs(span: Span) -> dict[str, Any]:
 
 
 def start(span: Span) -> int:
-    return _int(span.get("start_ns"))
+    return as_int(span.get("start_ns"))
 
 
 def end(span: Span) -> int:
-    return max(_int(span.get("end_ns")), start(span))
+    return max(as_int(span.get("end_ns")), start(span))
 
 
 def seconds(span: Span) -> float:
     return (end(span) - start(span)) / 1e9
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value or 0.0)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def operation(span: Span) -> str:
@@ -278,8 +268,8 @@ def subtree_usage(span: Span, index: dict[str, list[Span]]) -> tuple[int, float,
         if operation(s) != "chat":
             continue
         a = attrs(s)
-        tokens += _int(a.get(ATTR_GENAI_INPUT_TOKENS)) + _int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
-        cost += _float(a.get(ATTR_COST_USD))
+        tokens += as_int(a.get(ATTR_GENAI_INPUT_TOKENS)) + as_int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
+        cost += as_float(a.get(ATTR_COST_USD))
         errors += failed(s)
     return tokens, cost, errors
 
@@ -300,7 +290,7 @@ def _find_agent(spans: list[Span], index: dict[str, list[Span]]) -> Span | None:
         kids = index.get(s["span_id"], [])
         if not any(attrs(k).get(ATTR_GENAI_TOOL_NAME) == "repl" for k in kids):
             continue
-        key = (_int(attrs(s).get("heterarch.depth")), start(s))
+        key = (as_int(attrs(s).get("heterarch.depth")), start(s))
         if best is None or key < best[:2]:
             best = (*key, s)
     return best[2] if best is not None else None
@@ -322,7 +312,7 @@ def _iterations(agent: Span, index: dict[str, list[Span]]) -> tuple[
             a = attrs(s)
             calls = [k for k in index.get(s["span_id"], []) if operation(k) == "execute_tool"]
             iterations[-1].cells.append(Cell(
-                s, _int(a.get("heterarch.cell.index")) or len(iterations[-1].cells) + 1,
+                s, as_int(a.get("heterarch.cell.index")) or len(iterations[-1].cells) + 1,
                 str(a.get(ATTR_GENAI_TOOL_ARGUMENTS) or ""),
                 str(a.get(ATTR_GENAI_TOOL_RESULT) or ""), error_type(s), calls))
             phases.append(("cell", s))
@@ -351,7 +341,7 @@ def _lanes(chats: list[Span], agent: Span | None) -> tuple[list[Lane], dict[str,
         free_at: list[int] = []
         bars = []
         def running(s: Span) -> int:  # after its wait for the pool's concurrency limit
-            return start(s) + min(int(_float(attrs(s).get("heterarch.queue_ms")) * 1e6),
+            return start(s) + min(int(as_float(attrs(s).get("heterarch.queue_ms")) * 1e6),
                                   end(s) - start(s))
 
         for s in sorted(members, key=running):
@@ -386,9 +376,9 @@ def _pool_stats(chats: list[Span], lanes: list[Lane]) -> dict[str, PoolStats]:
         else:
             p.calls += 1
             p.latencies.append(seconds(s))
-        p.input_tokens += _int(a.get(ATTR_GENAI_INPUT_TOKENS))
-        p.output_tokens += _int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
-        p.cost_usd += _float(a.get(ATTR_COST_USD))
+        p.input_tokens += as_int(a.get(ATTR_GENAI_INPUT_TOKENS))
+        p.output_tokens += as_int(a.get(ATTR_GENAI_OUTPUT_TOKENS))
+        p.cost_usd += as_float(a.get(ATTR_COST_USD))
         p.busy_s += seconds(s)
     for lane in lanes:
         p = pools[lane.pool]

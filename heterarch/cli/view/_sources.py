@@ -14,6 +14,7 @@ from typing import Any
 from runtime._observe.span_files import jaeger_to_spans
 from runtime.errors import RuntimeConfigError
 
+from ..trace_show import read_span_text
 from ._run import Span, attrs, end, failed, message_text, start
 from ._runlog import is_run_log, read_records, spans_from_run_log
 
@@ -21,14 +22,7 @@ from ._runlog import is_run_log, read_records, spans_from_run_log
 def read_spans(path: str | Path) -> list[Span]:
     """Every span in a span file (JSON lines; torn lines skipped), a Jaeger JSON export, or
     the spans a run log stands for (``heterarch rlm --log``)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RuntimeConfigError(
-            f"no span file {str(path)!r}: record one with HETERARCH_TRACE_FILE={path} "
-            "(docs/tracing.md), or give --file / --jaeger") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RuntimeConfigError(f"cannot read span file {str(path)!r}: {exc}") from None
+    text = read_span_text(path)
     if text.lstrip().startswith("{") and '"data"' in text[:200]:
         try:
             return jaeger_to_spans(json.loads(text))
