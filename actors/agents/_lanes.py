@@ -90,7 +90,7 @@ class Lanes:
         on_outcome: Callable[[PromptOutcome], None] = _ignore, reasons: Sequence[str] = (),
         images: Sequence[list[ImageRef]] = (),
         on_lost: Callable[[int, int], None] = lambda index, attempts: None,
-        cache_scope: str = "", cache_across_runs: bool = False,
+        cache_scope: str = "", cache_across_runs: bool = False, cache_owner: str = "",
         on_cancelled: Callable[[int, int], None] = lambda index, attempts: None,
     ) -> list[PromptOutcome | None]:
         """Every prompt on ``pool``'s lanes, in chunks of the pool's concurrency.
@@ -104,7 +104,9 @@ class Lanes:
         lane died or timed out with it in flight, and it was sent again or left unanswered),
         how many of its attempts were lost; they may have been billed. ``on_cancelled`` the
         same, when the batch is cancelled (its lanes' handlers are cancelled with it).
-        ``cache_scope``, ``cache_across_runs``: the run's call cache (``PromptChunk``).
+        ``cache_scope``, ``cache_across_runs``, ``cache_owner``: the run's call cache
+        (``PromptChunk``). An attempt whose paid answer the cache gave back to the next one
+        (``reclaimed``) is not lost: it is counted once, at its real usage.
         """
         n = len(prompts)
         size = self._limit(pool)
@@ -130,7 +132,8 @@ class Lanes:
                                max_tokens=max_tokens, inbox=inbox,
                                route_reasons=[reasons[i] for i in left] if reasons else [],
                                images=[images[i] for i in left] if images else [],
-                               cache_scope=cache_scope, cache_across_runs=cache_across_runs)
+                               cache_scope=cache_scope, cache_across_runs=cache_across_runs,
+                               cache_owner=cache_owner)
 
         async def drive(inbox: Inbox) -> None:
             async with self.lane(pool) as lane:
@@ -156,7 +159,7 @@ class Lanes:
                         on_cancelled(i, attempts - (outcomes[i] is not None))
                 raise
         for i, attempts in enumerate(sent):
-            lost = attempts - (outcomes[i] is not None)
+            lost = attempts - (outcomes[i] is not None) - _reclaimed(outcomes[i])
             if lost > 0:
                 on_lost(i, lost)
         return outcomes
@@ -177,3 +180,10 @@ async def _owned(drive: Callable[[Inbox], Any], inbox: Inbox) -> None:
         await drive(inbox)
     except Exception:  # see the docstring
         pass
+
+
+def _reclaimed(outcome: PromptOutcome | None) -> int:
+    """Calls of this outcome paid by an earlier attempt (found in the call cache)."""
+    if outcome is None or outcome.reply is None:
+        return 0
+    return sum(u.reclaimed_calls for u in outcome.reply.usage.values())

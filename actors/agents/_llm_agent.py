@@ -42,7 +42,7 @@ class LLMAgent(Actor):
             await self._user_message(msg.prompt, msg.images) if msg.images or not msg.messages
             else list(msg.messages))
         return await self._complete(messages, msg.max_tokens, msg.temperature,
-                                    msg.cache_scope, msg.cache_across_runs)
+                                    msg.cache_scope, msg.cache_across_runs, msg.cache_owner)
 
     async def _user_message(self, prompt: str,
                             images: Sequence[ImageRef]) -> list[dict[str, Any]]:
@@ -67,7 +67,9 @@ class LLMAgent(Actor):
             try:
                 reply = await self._complete(await self._user_message(prompt, images),
                                              msg.max_tokens, None, msg.cache_scope,
-                                             msg.cache_across_runs)
+                                             msg.cache_across_runs,
+                                             f"{msg.cache_owner}.{index}"
+                                             if msg.cache_owner else "")
                 outcome = PromptOutcome(index=index, reply=reply)
             except Exception as exc:  # the asker owns it: it falls back or raises
                 outcome = PromptOutcome(index=index, error_type=type(exc).__name__,
@@ -99,13 +101,14 @@ class LLMAgent(Actor):
 
     async def _complete(self, messages: list[dict[str, Any]], max_tokens: int | None,
                         temperature: float | None, cache_scope: str = "",
-                        cache_across_runs: bool = False) -> LLMReply:
+                        cache_across_runs: bool = False, cache_owner: str = "") -> LLMReply:
         services = self.ctx.agent_services
         llm = services.require_llm()
         if cache_scope:
             completion = await llm.complete(
                 messages, max_tokens=max_tokens, temperature=temperature,
-                cache_scope=cache_scope, cache_across_runs=cache_across_runs)
+                cache_scope=cache_scope, cache_across_runs=cache_across_runs,
+                **({"cache_owner": cache_owner} if cache_owner else {}))
         else:
             completion = await llm.complete(messages, max_tokens=max_tokens,
                                             temperature=temperature)

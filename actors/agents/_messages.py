@@ -39,6 +39,10 @@ class PoolUsage(msgspec.Struct, kw_only=True):
     cancelled_calls: int = 0
     cancelled_tokens: int = 0
     cancelled_cost_usd: float = 0.0
+    # Of ``calls``: calls paid earlier in this run whose usage was lost with who counted it (a
+    # restarted root's first life, a lane that died with the reply), found in the call cache
+    # and counted once here (never sent again).
+    reclaimed_calls: int = 0
 
     @property
     def tokens(self) -> int:
@@ -68,6 +72,7 @@ def merge_usage(into: Usage, other: Usage) -> Usage:
         mine.cancelled_calls += u.cancelled_calls
         mine.cancelled_tokens += u.cancelled_tokens
         mine.cancelled_cost_usd += u.cancelled_cost_usd
+        mine.reclaimed_calls += u.reclaimed_calls
         mine.hardware = mine.hardware or u.hardware
     return into
 
@@ -88,6 +93,7 @@ def call_usage(completion: Any, *, hardware: str = "") -> PoolUsage:
                      cached_input_tokens=int(getattr(completion, "cached_tokens", 0)),
                      prompt_cache_saved_usd=float(getattr(completion, "prompt_cache_saved_usd",
                                                           0.0)),
+                     reclaimed_calls=int(bool(getattr(completion, "reclaimed", False))),
                      hardware=hardware)
 
 
@@ -159,6 +165,7 @@ class Prompt(Ask[LLMReply], frozen=True, kw_only=True, tag="heterarch.Prompt"):
     # run, with ``cache_across_runs``) is answered from it, not paid again. "": no cache.
     cache_scope: str = ""
     cache_across_runs: bool = False
+    cache_owner: str = ""  # whose spend the call is (``CallOwner``, as text)
 
 
 class PromptOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,6 +197,7 @@ class PromptChunk(Ask[PromptResults], frozen=True, kw_only=True, tag="heterarch.
     images: list[list[ImageRef]] = []  # per prompt (empty: no images), in the blob store
     cache_scope: str = ""  # as ``Prompt.cache_scope``
     cache_across_runs: bool = False
+    cache_owner: str = ""  # as ``Prompt.cache_owner``; each prompt's call: ``call.<index>``
 
 
 class SubCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -313,6 +321,11 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     cache_calls: bool = True
     cache_scope: str = ""
     cache_across_runs: bool = False
+    # Whose spend the tree's calls are (set by the root, inherited): the run (the root's id)
+    # and the root's incarnation (one per restart), so that a restarted root counts what its
+    # earlier life paid once (``CallOwner``).
+    run_id: str = ""
+    incarnation: str = ""
 
 
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):

@@ -78,12 +78,14 @@ def cached_completion(completion: Completion) -> tuple[bool, float]:
 class CompletionClient(Protocol):
     """The model of one pool (its limits, retries and pricing are the client's business).
     ``cache_scope``: the run whose identical calls are answered once ("" or None: no cache);
-    ``cache_across_runs``: any run's. Agents pass them only when the run caches (a client
-    without a cache need not take them)."""
+    ``cache_across_runs``: any run's; ``cache_owner``: whose spend the call is (a
+    ``CallOwner`` as text). Agents pass them only when the run caches (a client without a
+    cache need not take them)."""
 
     async def complete(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
                        temperature: float | None = None, cache_scope: str | None = None,
-                       cache_across_runs: bool = False) -> Completion: ...
+                       cache_across_runs: bool = False,
+                       cache_owner: str = "") -> Completion: ...
 
 
 class RouteDecision(Protocol):

@@ -69,7 +69,8 @@ class Recursion:
             pool_override=q.pool_override, cell_timeout_s=q.cell_timeout_s, pools=q.pools,
             route_reason=reason, conversation_id=q.conversation_id, tools=q.tools, host=q.host,
             cache_calls=q.cache_calls, cache_scope=run.cache_scope,
-            cache_across_runs=q.cache_across_runs,
+            cache_across_runs=q.cache_across_runs, run_id=run.run_id,
+            incarnation=run.incarnation,
         )
         sent = time.monotonic()
         try:

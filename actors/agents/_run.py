@@ -259,7 +259,8 @@ class Run:
             llm = run.services.require_llm()
             if run.cache_scope:
                 completion = await llm.complete(messages, cache_scope=run.cache_scope,
-                                                cache_across_runs=run.query.cache_across_runs)
+                                                cache_across_runs=run.query.cache_across_runs,
+                                                cache_owner=run.cache_owner())
             else:
                 completion = await llm.complete(messages)
         except anyio.get_cancelled_exc_class():

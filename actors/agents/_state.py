@@ -4,6 +4,7 @@ the agents it started, and the live view of the asker."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -60,6 +61,15 @@ class RunState:
                              started=self.started, calls=self._calls)
         self.trajectory: list[Step] = []  # the iterations so far (``Answer.trajectory``)
         self.calls: list[SubCall] = []  # the sub-calls of the current iteration's code
+        #: Whose spend this tree's calls are: the run (the root's id, the same through its
+        #: restarts) and this life of the root (children inherit both).
+        self.run_id = query.run_id or ctx.self_ref.actor_id
+        self.incarnation = query.incarnation or uuid.uuid4().hex
+
+    def cache_owner(self, call: str = "") -> str:
+        """``CallOwner`` (as text) of a call of this run: ``call`` names one logical call
+        (the same through re-sends), "" for the agent's own turns."""
+        return f"{self.run_id}|{self.incarnation}|{call}"
 
     @property
     def cache_scope(self) -> str:

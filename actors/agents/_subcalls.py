@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,6 +168,8 @@ class SubCalls:
                     images=[pictures[i] for i in indices] if images else (),
                     cache_scope=self.run.cache_scope,
                     cache_across_runs=self.run.query.cache_across_runs,
+                    cache_owner=self.run.cache_owner(uuid.uuid4().hex)
+                    if self.run.cache_scope else "",
                     on_lost=lambda j, n: self.run.lost(
                         pool, prompts[indices[j]], options[indices[j]].get("max_tokens"), n),
                     on_cancelled=lambda j, n: self.run.lost(
@@ -405,7 +408,9 @@ class SubCalls:
                 stats.started(pool)
             message = Prompt(prompt=prompt, max_tokens=max_tokens, images=images,
                              route_reason=reason, cache_scope=self.run.cache_scope,
-                             cache_across_runs=self.run.query.cache_across_runs)
+                             cache_across_runs=self.run.query.cache_across_runs,
+                             cache_owner=self.run.cache_owner(uuid.uuid4().hex)
+                             if self.run.cache_scope else "")
             resent = 0
 
             def again(message: Prompt = message) -> Prompt:
@@ -445,7 +450,10 @@ class SubCalls:
             if stats is not None:
                 stats.finished(pool, time.monotonic() - sent, True)
             self.run.record_call("llm", prompt, sent, pool=pool, reply=reply)
-            self.run.lost(pool, prompt, max_tokens, resent)
+            # an attempt whose paid answer the cache gave back (reclaimed) is counted at its
+            # real usage in the reply, not as lost
+            self.run.lost(pool, prompt, max_tokens, max(0, resent - sum(
+                u.reclaimed_calls for u in reply.usage.values())))
             merge_usage(self.run.usage, reply.usage)
             self.run.settle(held, pool, reply)
             if (self._fails_check(reply.text, options) and "hint" not in options

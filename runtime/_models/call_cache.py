@@ -24,7 +24,7 @@ import msgspec
 
 from transports import KeyValue
 
-__all__ = ("CALLS_BUCKET", "CALLS_TTL_S", "CachedAnswer", "CallCache", "call_key")
+__all__ = ("CALLS_BUCKET", "CALLS_TTL_S", "CachedAnswer", "CallCache", "CallOwner", "call_key")
 
 #: The bucket (``{namespace}_calls``) and its default TTL: an answer lives a day.
 CALLS_BUCKET = "calls"
@@ -44,6 +44,37 @@ class CachedAnswer(msgspec.Struct, frozen=True, array_like=True):
     output_tokens: int
     cached_tokens: int
     cost_usd: float
+    # Whose spend it is (``CallOwner``): the run, the incarnation of its root that counts it,
+    # and the call (one logical call, the same through re-sends). "" for answers of old.
+    run: str = ""
+    incarnation: str = ""
+    call: str = ""
+
+
+class CallOwner(msgspec.Struct, frozen=True):
+    """Who pays a call of a run: ``run`` (the root agent's id, the same through restarts),
+    ``incarnation`` (one life of that root: its usage counts what its tree paid) and ``call``
+    (one logical call, the same through re-sends after a lost lane). Travels as ``str(owner)``
+    in messages (``parse``)."""
+
+    run: str
+    incarnation: str
+    call: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.run}|{self.incarnation}|{self.call}"
+
+    @staticmethod
+    def parse(text: str) -> CallOwner | None:
+        parts = text.split("|", 2) if text else []
+        return CallOwner(*parts) if len(parts) == 3 else None
+
+    def claims(self, answer: CachedAnswer) -> bool:
+        """Is ``answer`` a payment of this run whose usage no live incarnation has counted? It
+        was paid by an earlier incarnation of the root (dead with what it counted), or for this
+        very call by an attempt whose reply was lost: counted once, by whoever finds it."""
+        return bool(answer.run) and answer.run == self.run and (
+            answer.incarnation != self.incarnation or bool(self.call and answer.call == self.call))
 
 
 _encode = msgspec.msgpack.Encoder().encode

@@ -38,7 +38,7 @@ from actors.agents._messages import PoolUsage, Usage
 
 from .._config import PoolConfig
 from .._core.trace_context import tracing_enabled
-from .call_cache import CachedAnswer, CallCache, call_key
+from .call_cache import CachedAnswer, CallCache, CallOwner, call_key
 from .litellm_path import LiteLLMPath, litellm_module
 from .llm_errors import (
     ContextWindowExceeded,
@@ -101,6 +101,9 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     cached: bool = False
     saved_usd: float = 0.0
     prompt_cache_saved_usd: float = 0.0  # what cached_tokens saved against the input price
+    # Answered from the call cache, but paid by this run earlier and counted by nobody alive
+    # (an incarnation of the root that died, a lane lost with the reply): counted as paid now.
+    reclaimed: bool = False
 
 
 def _server_attributes(api_base: str) -> dict[str, Any]:
@@ -270,7 +273,7 @@ class LLMClient:
     async def complete(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                        temperature: float | None = None, stream: bool = False,
                        cache_scope: str | None = None, cache_across_runs: bool = False,
-                       **options: Any) -> Completion:
+                       cache_owner: str = "", **options: Any) -> Completion:
         """One chat completion. ``stream=True`` reads the answer as server-sent events (the
         result is the same ``Completion``; retries happen only before the first chunk).
         Other keyword options go into the request as they are (OpenAI chat parameters).
@@ -279,7 +282,10 @@ class LLMClient:
         ``cache_scope`` (a run's id), with a ``cache``: an identical call (pool, model,
         messages, parameters) made before under that scope, or under any with
         ``cache_across_runs``, is answered from the cache: ``cached=True``, nothing paid
-        (``cost_usd`` 0, ``saved_usd`` what it cost), counted in ``usage.cache_hits``."""
+        (``cost_usd`` 0, ``saved_usd`` what it cost), counted in ``usage.cache_hits``.
+        ``cache_owner`` (``str(CallOwner)``): whose spend a paid call is; a cached answer it
+        ``claims`` (paid by a dead incarnation of the run, or by a lost attempt of this call)
+        comes back ``reclaimed``: its cost counted once more, now, by the one that counts."""
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
         await self._check_window(messages, max_tokens)
@@ -302,17 +308,33 @@ class LLMClient:
         flight = cache.flight(cache_scope, key)
         try:
             async with flight:  # identical calls in flight here wait for the first
+                owner = CallOwner.parse(cache_owner)
                 found = await cache.get(cache_scope, key, across_runs=cache_across_runs)
                 if found is not None:
+                    if owner is not None and owner.claims(found):
+                        # counted from now on by this incarnation (and by no other call)
+                        await cache.put(cache_scope, key, msgspec.structs.replace(
+                            found, incarnation=owner.incarnation, call=""),
+                            across_runs=cache_across_runs)
+                        return self._reclaimed(found)
                     return self._from_cache(found)
                 done = await self._complete_now(messages, params)
                 await cache.put(cache_scope, key, CachedAnswer(
                     text=done.text, model=done.model, input_tokens=done.input_tokens,
                     output_tokens=done.output_tokens, cached_tokens=done.cached_tokens,
-                    cost_usd=done.cost_usd), across_runs=cache_across_runs)
+                    cost_usd=done.cost_usd, run=owner.run if owner else "",
+                    incarnation=owner.incarnation if owner else "",
+                    call=owner.call if owner else ""), across_runs=cache_across_runs)
                 return done
         finally:
             cache.landed(cache_scope, key)
+
+    def _reclaimed(self, found: CachedAnswer) -> Completion:
+        """A call this run paid whose usage was lost with who paid it: its cost, once."""
+        return Completion(
+            text=found.text, input_tokens=found.input_tokens, output_tokens=found.output_tokens,
+            cost_usd=found.cost_usd, model=self.pool.model, pool=self.pool.name, latency_s=0.0,
+            attempts=0, cached_tokens=found.cached_tokens, reclaimed=True)
 
     def _from_cache(self, found: CachedAnswer) -> Completion:
         u = self.usage

@@ -83,3 +83,26 @@ async def test_answers_are_shared_across_runs_only_when_asked(harness: Harness) 
     shared = await harness.ask("q?", conversation_id="run-f", max_iterations=2,
                                cache_across_runs=True)
     assert shared.ok and harness.sim.requests == paid and shared.cost_usd == 0.0
+
+
+@pytest.mark.root_replies(PROGRAM)
+@pytest.mark.parametrize("harness", [{"transport": "nats"}], indirect=True)
+async def test_a_restarted_root_counts_what_its_first_life_paid_once(harness: Harness) -> None:
+    """The same run asked again by a new life of its root (what a restart after a kill does:
+    same run, same query, a fresh process): every call the first life paid is counted once,
+    at its real usage, though none is sent again; the run's repeats stay cache hits."""
+    first = await harness.ask("q?", conversation_id="run-g", max_iterations=2, run_id="run-g")
+    paid = harness.sim.requests
+    for cache in _call_caches.values():
+        cache._local.clear()  # a fresh process: only the bucket remembers
+    again = await harness.ask("q?", conversation_id="run-g", max_iterations=2, run_id="run-g")
+    assert again.ok and again.text == first.text
+    assert harness.sim.requests == paid  # nothing sent again
+    calls = sum(u.calls for u in again.usage.values())
+    assert calls == paid == sum(u.reclaimed_calls for u in again.usage.values())
+    assert again.cost_usd == pytest.approx(first.cost_usd)
+    assert sum(u.tokens for u in again.usage.values()) == sum(
+        u.tokens for u in first.usage.values())
+    # a repeat within the second life is a cache hit, as it was in the first
+    wafer, before = again.usage["wafer"], first.usage["wafer"]
+    assert (wafer.calls, wafer.cache_hits) == (before.calls, before.cache_hits)
