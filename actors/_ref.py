@@ -34,7 +34,8 @@ class Messenger(Protocol):
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None: ...
 
     async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
-                  resend: Callable[[], Any] | None = None) -> Any: ...
+                  resend: Callable[[], Any] | None = None,
+                  idempotent: bool | str = False) -> Any: ...
 
 
 class ActorRef(Generic[A]):
@@ -75,19 +76,30 @@ class ActorRef(Generic[A]):
 
     @overload
     async def ask(self, msg: Ask[R], *, timeout: float = DEFAULT_ASK_TIMEOUT,
-                  resend: Callable[[], Ask[R]] | None = None) -> R: ...
+                  resend: Callable[[], Ask[R]] | None = None,
+                  idempotent: bool | str = False) -> R: ...
 
     @overload
     async def ask(self, msg: msgspec.Struct, *, timeout: float = DEFAULT_ASK_TIMEOUT,
-                  resend: Callable[[], msgspec.Struct] | None = None) -> Any: ...
+                  resend: Callable[[], msgspec.Struct] | None = None,
+                  idempotent: bool | str = False) -> Any: ...
 
     async def ask(self, msg: msgspec.Struct, *, timeout: float = DEFAULT_ASK_TIMEOUT,
-                  resend: Callable[[], Any] | None = None) -> Any:
+                  resend: Callable[[], Any] | None = None,
+                  idempotent: bool | str = False) -> Any:
         """Send ``msg`` and wait up to ``timeout`` seconds for the handler's return value.
 
         A supervised child that dies before answering is asked again once restarted: with
         ``msg``, or with what ``resend()`` returns then (a batch re-sends only what is left).
+
+        ``idempotent=True`` (inside an ask handler) gives the ask a key derived from the ask
+        being handled, the message and its place among equal asks: a parent restarted elsewhere
+        that asks the same again, to any actor, gets the first answer without the handler
+        running again. A string is a key of the caller's own. See docs/bus.md ("once").
         """
+        if idempotent:
+            return await self._messenger.ask(self, msg, timeout=timeout, resend=resend,
+                                             idempotent=idempotent)
         return await self._messenger.ask(self, msg, timeout=timeout, resend=resend)
 
     def _rebind(self, address: Address) -> None:

@@ -13,7 +13,8 @@ a nats-server config. Roles:
   the spawn replies and the pool consumers of the spawn stream (pull, ack).
 
 Nobody may use ``$JS.API`` beyond the engine's own streams (``{ns}_spawn``, ``KV_{ns}_nodes``,
-``KV_{ns}_fenced``, ``OBJ_{ns}_blobs``): no stream deletion, no other stream, no ``$SYS``. Each
+``KV_{ns}_fenced``, ``KV_{ns}_results``, ``OBJ_{ns}_blobs``): no stream deletion, no other stream,
+no ``$SYS``. Each
 user gets its own inbox prefix (``_INBOX_{user}``): a user subscribes only to its own inboxes,
 so it cannot read the replies meant for another user, and answers only requests it received
 (``NatsTransport`` connects with that prefix whenever a user is named).
@@ -30,7 +31,7 @@ import msgspec
 
 ROLES = ("client", "worker")
 #: The engine's KV buckets: the node registry, and the nodes declared lost (fencing).
-BUCKETS = ("nodes", "fenced")
+BUCKETS = ("nodes", "fenced", "results")
 #: Written by workers only: the roots each client holds (``roots_per_client`` across the cluster).
 ROOTS_BUCKET = "roots"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]+")

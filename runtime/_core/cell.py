@@ -23,6 +23,7 @@ from actors import (
 )
 from actors._semconv import mark_exception, mark_ok
 from transports import DECODE_ERRORS, Envelope, ErrorInfo, Kind, Subscription
+from transports.errors import TransportError
 
 from .._observe.agent_spans import invoke_agent_span
 from .asks import Admission, TakenAsks
@@ -36,6 +37,7 @@ from .protocol import (
     UNDELIVERABLE,
     Exited,
 )
+from .results import HEADER as IDEM_HEADER
 from .supervisor import ChildRecord, Supervisor
 from .trace_context import extract_context, tracing_enabled
 
@@ -87,6 +89,7 @@ class ActorCell(Supervisor):
         self.on_finished: list[Any] = []  # callables run once the cell has stopped
         self._handler_scope: anyio.CancelScope | None = None
         self._current: Envelope | None = None  # the message whose handler runs now
+        self._ask_seqs: dict[tuple[str, bytes], int] = {}  # equal keyed asks made by it so far
         self._cancel_reason = ""  # why the running handler was cancelled (empty: deadline)
         self._finishing = False
         self.subscription: Subscription | None = None  # its mailbox subject, while it runs
@@ -205,6 +208,17 @@ class ActorCell(Supervisor):
             self._cancel_reason = reason
             self._handler_scope.cancel()
 
+    @property
+    def current_envelope(self) -> Envelope | None:
+        """The message whose handler runs now."""
+        return self._current
+
+    def next_ask_seq(self, message_type: str, payload: bytes) -> int:
+        """How many asks equal to this one the running handler made before it."""
+        seq = self._ask_seqs.get((message_type, payload), 0)
+        self._ask_seqs[(message_type, payload)] = seq + 1
+        return seq
+
     def cancel_ask(self, correlation_id: str) -> None:
         """The asker of ``correlation_id`` stopped waiting: cancel its handler, or drop it
         from the mailbox if it has not started."""
@@ -314,7 +328,11 @@ class ActorCell(Supervisor):
                 self.node.reject(env, CANCELLED, "its deadline passed before it ran")
                 return
             deadline = anyio.current_time() + left
+        key = env.headers.get(IDEM_HEADER, "") if env.kind is Kind.ASK else ""
+        if key and await self._answered_before(env, key, deadline):
+            return
         self._current = env
+        self._ask_seqs = {}
         token = current_cell.set(self)
         try:
             if tracing_enabled():
@@ -337,6 +355,8 @@ class ActorCell(Supervisor):
             self._current = None
         if self.fenced:
             return  # its new incarnation answers the re-sent ask
+        if key and isinstance(result, _Cancelled | _Failure):
+            await self._release(key)  # no answer kept: the next ask with the key runs it
         if isinstance(result, _Cancelled):
             # Not a crash: the asker stopped waiting (deadline, cancel) or we are stopping.
             if env.reply_to:
@@ -347,8 +367,45 @@ class ActorCell(Supervisor):
             if env.reply_to:
                 await self._answer(env, await self.node.reply_error(env, result.info))
             self._crash(f"{result.info.type}: {result.info.message}")
+        elif key:
+            # Kept before it is sent: a repeat (any incarnation, any actor) gets this answer.
+            answer = self.node.replies.value_envelope(env, result)
+            try:
+                await self.node.results.keep(key, answer)
+            except TransportError as exc:
+                log.warning("actor %s: answer for key %s not kept (%s)",
+                            self.address.actor_id, key, exc)
+                await self._release(key)
+            if env.reply_to:
+                await self.node.send_reply(env.reply_to, answer)
+                await self._answer(env, answer)
         elif env.reply_to:
             await self._answer(env, await self.node.reply_value(env, result))
+
+    async def _answered_before(self, env: Envelope, key: str, deadline: float) -> bool:
+        """Claim ``key`` for this delivery, or answer ``env`` from the answer kept for it."""
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            try:
+                kept = await self.node.results.claim(key, env)
+            except TransportError as exc:
+                self.asks.dropped(env)
+                self.node.reject(env, UNDELIVERABLE, f"idempotency key not claimed: {exc}")
+                return True
+            if kept is None:
+                return False
+            if env.reply_to:
+                await self.node.send_reply(env.reply_to, kept)
+            await self._answer(env, kept)
+            return True
+        self.asks.dropped(env)
+        self.node.reject(env, CANCELLED, "its deadline passed while another ran it")
+        return True
+
+    async def _release(self, key: str) -> None:
+        try:
+            await self.node.results.release(key)
+        except TransportError as exc:
+            log.warning("actor %s: claim %s not withdrawn (%s)", self.address.actor_id, key, exc)
 
     async def _answer(self, env: Envelope, answer: Envelope) -> None:
         """Send ``answer`` to the re-sent copies of ``env`` too, and keep it for later ones."""

@@ -65,6 +65,8 @@ from .protocol import (
 )
 from .relocation import Relocation
 from .replies import Replies, decode_error_payload
+from .results import HEADER as IDEM_HEADER
+from .results import derive_key, explicit_key
 from .supervision import Supervision
 from .trace_context import inject_headers, tracing_enabled
 
@@ -260,6 +262,21 @@ class Messaging:
         created = record.created_under if record is not None else None
         return inject_headers(context=first_work_context(created))
 
+    def _idempotency_key(self, msg: Any, idempotent: bool | str) -> str:
+        """The key of an ask: the caller's own (a string), or derived from the ask being served
+        (its key, else its request id), the message, and how many equal asks came before it."""
+        if isinstance(idempotent, str):
+            return explicit_key(idempotent)
+        cell = current_cell.get()
+        serving = cell.current_envelope if cell is not None else None
+        base = (serving.headers.get(IDEM_HEADER) or serving.correlation_id) if serving else ""
+        if not base:
+            raise ValueError("idempotent=True derives the key from the ask being handled: "
+                             "outside an ask handler, pass a key (idempotent='...')")
+        type_name, payload = message_type_name(type(msg)), encode_message(msg)
+        assert cell is not None
+        return derive_key(base, type_name, payload, cell.next_ask_seq(type_name, payload))
+
     async def tell(self, ref: ActorRef[Any], msg: Any) -> None:
         _check_message(msg)
         env = self._envelope(Kind.TELL, ref.address, msg)
@@ -269,8 +286,10 @@ class Messaging:
         await self._transport.publish(self._subjects.mailbox(ref.actor_id), env)
 
     async def ask(self, ref: ActorRef[Any], msg: Any, *, timeout: float,
-                  resend: Callable[[], Any] | None = None) -> Any:
+                  resend: Callable[[], Any] | None = None,
+                  idempotent: bool | str = False) -> Any:
         _check_message(msg)
+        key = self._idempotency_key(msg, idempotent) if idempotent else ""
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         deadline = time.monotonic() + timeout
@@ -292,6 +311,8 @@ class Messaging:
                 Kind.ASK, address, msg, correlation_id=request_id,
                 deadline=time.time() + min(remaining, scope_left - (timeout - remaining)),
             )
+            if key:
+                env = msgspec.structs.replace(env, headers={**env.headers, IDEM_HEADER: key})
             subject = self._subjects.mailbox(address.actor_id)
             if not self._fencing.valid() and not await self._fencing.wait():
                 raise ActorDead(address.actor_id, "not asked: this node was fenced")

@@ -51,6 +51,7 @@ from .pool_consumer import PoolConsumer
 from .protocol import ActorInfo, ModelLoad, NodeInfo, NodeStats, Subjects, is_node_id
 from .relocation import Relocation
 from .replies import Replies
+from .results import Results
 from .supervision import Supervision
 
 log = logging.getLogger("heterarch.node")
@@ -122,6 +123,7 @@ class Node:
                                      placement_timeout=placement_timeout)
         self.supervision = Supervision(self.cells, tasks)
         self.replies = Replies(transport, tasks, self.fencing)
+        self.results = Results(transport, self.node_id, self.membership, self.fencing)
         self.relocation = Relocation(transport, self.membership, self.replies,
                                      spawn_timeout=spawn_timeout)
         self.messaging = Messaging(transport, self.node_id, self.cells, tasks,

@@ -58,6 +58,22 @@ class Replies:
         await self.send_reply(env.reply_to, reply)
         return reply
 
+    def value_envelope(self, env: Envelope, value: Any) -> Envelope:
+        """The answer ``value`` to ``env``, not sent (an error answer if it cannot encode)."""
+        try:
+            payload = encode(value)
+        except ENCODE_ERRORS:
+            try:
+                encode_message(value, f"the reply to {env.type or 'a message'}")
+            except MessageNotEncodable as exc:
+                detail = f"{exc.field}: {exc.reason}"
+            else:  # pragma: no cover - encode failed once, so it fails again
+                detail = "not encodable"
+            self._transport.dead_letters.record(env.target, "reply-not-encodable", detail)
+            return error_envelope(env, ErrorInfo(REPLY_NOT_ENCODABLE, detail), sender=env.target)
+        return Envelope(id=new_id(), kind=Kind.REPLY, sender=env.target,
+                        correlation_id=env.correlation_id or env.id, payload=payload)
+
     async def reply_value(self, env: Envelope, value: Any) -> Envelope:
         try:
             payload = encode(value)
