@@ -141,3 +141,41 @@ class Supervisor(Actor):
 
 POOLS = {"cpu": PoolConfig(name="cpu", hardware="cpu", capacity=16, modules=["tests.bus.app"])}
 FAST = {"heartbeat_interval": 0.2, "node_lost_after": 1.5, "placement_timeout": 10.0}
+
+
+class Write(Ask[str], frozen=True, tag=True):
+    """Append ``key`` to the file at ``path`` (the side effect, outside the runtime)."""
+
+    key: str
+    path: str
+
+
+class Writer(Actor):
+    async def write(self, msg: Write) -> str:
+        with open(msg.path, "a") as f:
+            f.write(msg.key + "\n")
+        return msg.key
+
+
+class Round(Ask[list[str]], frozen=True, tag=True):
+    """Hand ``n`` writes to new children (idempotent asks), then hold ``hold`` seconds."""
+
+    n: int
+    pool: str
+    path: str
+    hold: float
+
+
+class Coordinator(Actor):
+    async def round(self, msg: Round) -> list[str]:
+        children = [await self.ctx.spawn(Writer, pool=msg.pool) for _ in range(msg.n)]
+        answers = [""] * msg.n
+
+        async def one(i: int) -> None:
+            answers[i] = await children[i].ask(Write(f"job{i}", msg.path), idempotent=True)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(msg.n):
+                tg.start_soon(one, i)
+        await anyio.sleep(msg.hold)
+        return answers
