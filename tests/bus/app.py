@@ -151,7 +151,7 @@ class Write(Ask[str], frozen=True, tag=True):
 
 
 class Writer(Actor):
-    async def write(self, msg: Write) -> str:
+    def write(self, msg: Write) -> str:
         with open(msg.path, "a") as f:
             f.write(msg.key + "\n")
         return msg.key
