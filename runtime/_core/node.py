@@ -271,6 +271,8 @@ class Node:
             cell.fenced = True
             self.task_group.start_soon(self.placement.unregister, cell)
             cell.fail("fenced: its node was declared lost")
+        # Keys its handlers claimed are never answered here: free them for their new incarnations.
+        self.task_group.start_soon(self.results.release_held)
 
     async def _close_pool_services(self) -> None:
         """Close what the pools' services hold open (the model clients' pooled connections,

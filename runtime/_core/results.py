@@ -9,19 +9,21 @@ again its asks carry the same keys.
 The callee claims a key before it runs the handler (``KeyValue.create``: of two deliveries at
 once, one runs) and writes the answer under it before it replies; a later ask with the key, to
 any actor on any node, is answered from it without running the handler. A claim whose handler
-did not answer (an error, a cancel) is withdrawn, so the next ask runs it; a claim held by a node
-declared lost is taken over. Asks without a key never touch the bucket.
+did not answer (an error, a cancel, its node fenced) is withdrawn, so the next ask runs it; a
+claim held by a node declared lost is taken over. Asks without a key never touch the bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
 from transports import Envelope, Kind, new_id
+from transports.errors import TransportError
 
 if TYPE_CHECKING:
     from transports import KeyValue, Transport
@@ -33,6 +35,8 @@ RESULTS_BUCKET = "results"
 #: How long an answer is kept (the bucket's TTL): a repeat later than this runs again.
 RESULTS_TTL_S = 24 * 3600.0
 HEADER = "idem"
+
+log = logging.getLogger("heterarch.node")
 
 _CLAIM = b"c:"
 _RESULT = b"r:"
@@ -62,6 +66,7 @@ class Results:
         self._membership = membership
         self._fencing = fencing
         self._kv: KeyValue | None = None
+        self._held: dict[str, bytes] = {}  # keys claimed here, not yet answered or withdrawn
         self._lock = anyio.Lock()
 
     async def _bucket(self) -> KeyValue:
@@ -80,6 +85,7 @@ class Results:
         while True:
             existing = await kv.create(key, mine)
             if existing is None:
+                self._held[key] = mine
                 return None
             if existing.startswith(_RESULT):
                 kept = _decoder.decode(existing[len(_RESULT):])
@@ -87,11 +93,10 @@ class Results:
                     kept, id=new_id(), sender=env.target,
                     correlation_id=env.correlation_id or env.id)
             holder = existing[len(_CLAIM):].decode(errors="replace").split(":")
-            if holder[0] == self._node_id and holder[1:] == [env.target, env.correlation_id]:
-                return None  # our own claim (a re-delivery here after a restart of nothing)
             if self._membership.is_lost(holder[0]) or (
                     await self._fencing.declared_lost_by(holder[0]) is not None):
                 await kv.put(key, mine)  # its node was declared lost: it never answers
+                self._held[key] = mine
                 return None
             await anyio.sleep(wait)  # another delivery runs it: wait for its answer
             wait = min(wait * 2, 0.5)
@@ -103,8 +108,19 @@ class Results:
             return
         kv = await self._bucket()
         await kv.put(key, _RESULT + _encoder.encode(answer))
+        self._held.pop(key, None)
 
     async def release(self, key: str) -> None:
         """The handler did not answer: withdraw the claim, so the next ask runs it."""
+        mine = self._held.pop(key, None)
         kv = await self._bucket()
-        await kv.delete(key)
+        if mine is not None and await kv.get(key) == mine:  # not one taken over since
+            await kv.delete(key)
+
+    async def release_held(self) -> None:
+        """This node was fenced: withdraw every claim its handlers still hold."""
+        for key in list(self._held):
+            try:
+                await self.release(key)
+            except TransportError as exc:
+                log.warning("node %s: claim %s not withdrawn (%s)", self._node_id, key, exc)

@@ -96,3 +96,14 @@ async def test_derived_keys_follow_the_request_that_caused_them(cluster: Cluster
     assert await boss.ask(Hand("w")) == ["w #1", "w #1", "w #2", "w #2"]
     with pytest.raises(ValueError, match="outside an ask handler"):
         await boss.ask(Hand("w"), idempotent=True)
+
+
+async def test_asks_without_a_key_never_touch_the_results_bucket(cluster: Cluster) -> None:
+    if cluster.kind != "memory":
+        pytest.skip("the memory bus shows which buckets exist")
+    system = await cluster.system()
+    boss = await system.spawn(Doer)
+    assert await boss.ask(Work("v")) == "v #1"
+    assert f"{cluster.namespace}_results" not in cluster.bus.buckets
+    assert await boss.ask(Work("v"), idempotent="k") == "v #2"
+    assert f"{cluster.namespace}_results" in cluster.bus.buckets
