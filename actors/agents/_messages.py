@@ -326,6 +326,9 @@ class Query(Ask[Answer], frozen=True, kw_only=True, tag="heterarch.Query"):
     # earlier life paid once (``CallOwner``).
     run_id: str = ""
     incarnation: str = ""
+    # The root's child whose subtree this agent is in (its calls are ``<branch>:...``), so
+    # that a cancelled root finds what that subtree paid though it never answers.
+    branch: str = ""
 
 
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True, tag="heterarch.RunProgress"):

@@ -8,6 +8,7 @@ level (``max_depth``) it is a plain sub-call instead.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -70,9 +71,10 @@ class Recursion:
             route_reason=reason, conversation_id=q.conversation_id, tools=q.tools, host=q.host,
             cache_calls=q.cache_calls, cache_scope=run.cache_scope,
             cache_across_runs=q.cache_across_runs, run_id=run.run_id,
-            incarnation=run.incarnation,
+            incarnation=run.incarnation, branch=q.branch or uuid.uuid4().hex,
         )
         sent = time.monotonic()
+        run.pending_branches.add(child_query.branch)
         try:
             async with self.lanes.lane(pool) as lane:
                 run.count_agent(lane)
@@ -80,6 +82,7 @@ class Recursion:
                     run.pools.get(pool), max_iterations=q.max_iterations,
                     cell_timeout_s=q.cell_timeout_s, wall_s=share.wall_s))
             merge_usage(run.usage, answer.usage)
+            run.pending_branches.discard(child_query.branch)
         except Exception as exc:
             run.record_call("rlm", prompt, sent, pool=pool, error=f"{type(exc).__name__}: {exc}")
             raise

@@ -129,6 +129,8 @@ class Run:
             # Stopped, interrupted or past its deadline: no answer, but the asker's live view
             # learns what was spent up to the stop (cancelled calls at their estimate).
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await run.count_unanswered_children()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                 await run.report("interrupted")
             raise
         finally:

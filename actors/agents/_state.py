@@ -26,6 +26,7 @@ from ._messages import (
     Usage,
     add_cancelled,
     add_lost,
+    merge_usage,
     total_cost,
     total_tokens,
 )
@@ -65,10 +66,15 @@ class RunState:
         #: restarts) and this life of the root (children inherit both).
         self.run_id = query.run_id or ctx.self_ref.actor_id
         self.incarnation = query.incarnation or uuid.uuid4().hex
+        #: The root's children asked and not answered yet (their ``Query.branch``).
+        self.pending_branches: set[str] = set()
 
     def cache_owner(self, call: str = "") -> str:
         """``CallOwner`` (as text) of a call of this run: ``call`` names one logical call
-        (the same through re-sends), "" for the agent's own turns."""
+        (the same through re-sends), "" for the agent's own turns; in a child's subtree, the
+        call is ``<branch>:<call>``."""
+        if self.query.branch:
+            call = f"{self.query.branch}:{call}"
         return f"{self.run_id}|{self.incarnation}|{call}"
 
     @property
@@ -122,6 +128,19 @@ class RunState:
             held = self.ledger.estimate(pool, prompt, max_tokens)
             add = add_cancelled if cancelled else add_lost
             add(self.usage, pool, held.tokens, held.dollars, attempts)
+
+    async def count_unanswered_children(self) -> None:
+        """Add what the children that will never answer (the run is cancelled) paid, as the
+        run's call cache has it (calls that completed; those cut off in flight are not)."""
+        cache = getattr(self.services.llm, "cache", None)
+        if cache is None or not self.cache_scope or not self.pending_branches:
+            return
+        for paid in await cache.paid_by(self.cache_scope, self.run_id, self.incarnation,
+                                        set(self.pending_branches)):
+            merge_usage(self.usage, {paid.pool: PoolUsage(
+                calls=1, input_tokens=paid.input_tokens, output_tokens=paid.output_tokens,
+                cost_usd=paid.cost_usd, cached_input_tokens=paid.cached_tokens)})
+        self.pending_branches.clear()
 
     def settle(self, held: Reservation, pool: str, reply: LLMReply) -> None:
         usage = reply.usage.get(pool)

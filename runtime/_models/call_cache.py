@@ -49,6 +49,7 @@ class CachedAnswer(msgspec.Struct, frozen=True, array_like=True):
     run: str = ""
     incarnation: str = ""
     call: str = ""
+    pool: str = ""  # the pool that paid it
 
 
 class CallOwner(msgspec.Struct, frozen=True):
@@ -68,6 +69,11 @@ class CallOwner(msgspec.Struct, frozen=True):
     def parse(text: str) -> CallOwner | None:
         parts = text.split("|", 2) if text else []
         return CallOwner(*parts) if len(parts) == 3 else None
+
+    @property
+    def claimed_call(self) -> str:
+        """What a claimed answer's ``call`` becomes: its subtree (``<branch>:``), no call."""
+        return self.call.split(":", 1)[0] + ":" if ":" in self.call else ""
 
     def claims(self, answer: CachedAnswer) -> bool:
         """Is ``answer`` a payment of this run whose usage no live incarnation has counted? It
@@ -173,6 +179,33 @@ class CallCache:
         except Exception:  # the bucket is away: a miss, the call is made
             self.bucket_errors += 1
         return None
+
+    async def paid_by(self, scope: str, run: str, incarnation: str,
+                      branches: set[str]) -> list[CachedAnswer]:
+        """The calls of ``scope`` paid for ``run``'s ``incarnation`` by the subtrees named in
+        ``branches`` (calls ``<branch>:...``), as the bucket has them: what children that
+        will never answer (a cancelled run) spent. Reads the whole bucket: for a stop only."""
+        if not branches:
+            return []
+        prefix = _scoped(scope, "")
+        found: list[CachedAnswer] = []
+        try:
+            kv = await self._kv()
+            if kv is None:
+                return []
+            for name, raw in (await kv.items()).items():
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    answer = _decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if (answer.run == run and answer.incarnation == incarnation
+                        and answer.call.split(":", 1)[0] in branches):
+                    found.append(answer)
+        except Exception:  # the bucket is away: what it holds is not known
+            self.bucket_errors += 1
+        return found
 
     async def put(self, scope: str, key: str, answer: CachedAnswer, *,
                   across_runs: bool = False) -> None:

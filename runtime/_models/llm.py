@@ -314,7 +314,7 @@ class LLMClient:
                     if owner is not None and owner.claims(found):
                         # counted from now on by this incarnation (and by no other call)
                         await cache.put(cache_scope, key, msgspec.structs.replace(
-                            found, incarnation=owner.incarnation, call=""),
+                            found, incarnation=owner.incarnation, call=owner.claimed_call),
                             across_runs=cache_across_runs)
                         return self._reclaimed(found)
                     return self._from_cache(found)
@@ -324,7 +324,8 @@ class LLMClient:
                     output_tokens=done.output_tokens, cached_tokens=done.cached_tokens,
                     cost_usd=done.cost_usd, run=owner.run if owner else "",
                     incarnation=owner.incarnation if owner else "",
-                    call=owner.call if owner else ""), across_runs=cache_across_runs)
+                    call=owner.call if owner else "", pool=self.pool.name),
+                    across_runs=cache_across_runs)
                 return done
         finally:
             cache.landed(cache_scope, key)
