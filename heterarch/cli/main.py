@@ -501,10 +501,23 @@ def cmd_rlm(args: argparse.Namespace) -> int:
         return 0 if answer.ok else 3
 
     try:
-        return anyio.run(run)
+        code = anyio.run(run)
     finally:
         if tracing is not None:
             tracing.shutdown()
+    if interrupt.at is not None:
+        # Stopped and said so: exit now, not through the interpreter's teardown, where Python
+        # gives SIGINT back to the system and a second Ctrl-C would kill us by signal (-2).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _exit_at_once()
+    return code
+
+
+def _exit_at_once(*_: object) -> None:
+    """The second Ctrl-C: exit 130 now, waiting for nothing (the workers stop the tree when
+    they lose this node, if the first Ctrl-C's stop had not gone out yet)."""
+    os._exit(130)
 
 
 class _Interrupt:
@@ -518,7 +531,7 @@ class _Interrupt:
 
     def _on_sigint(self) -> None:
         if self.at is not None:
-            os._exit(130)  # the second Ctrl-C: no more waiting for anything
+            _exit_at_once()  # the second Ctrl-C: no more waiting for anything
         self.at = time.monotonic()
         self.scope.cancel()
 
@@ -535,6 +548,9 @@ class _Interrupt:
             yield
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            if self.at is not None:  # stopping: from here to the process's end (teardown,
+                # threads joined at exit) another Ctrl-C exits at once, never a traceback
+                signal.signal(signal.SIGINT, _exit_at_once)
 
 
 def _read_contexts(paths: list[str]) -> tuple[bytes, list[bytes]]:
