@@ -134,8 +134,8 @@ class KeyValue(ABC):
         else the value that was there first (compare-and-set for who wins a race)."""
 
     @abstractmethod
-    async def items(self) -> dict[str, bytes]:
-        """Every live key and its latest value."""
+    async def items(self, prefix: str = "") -> dict[str, bytes]:
+        """Every live key (that starts with ``prefix``) and its latest value."""
 
 
 class Transport(ABC):

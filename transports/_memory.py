@@ -239,9 +239,11 @@ class _MemoryKeyValue(KeyValue):
         self._store[key] = (bytes(value), time.monotonic())
         return None
 
-    async def items(self) -> dict[str, bytes]:
+    async def items(self, prefix: str = "") -> dict[str, bytes]:
         out = {}
         for key in list(self._store):
+            if not key.startswith(prefix):
+                continue
             value = self._live(key)
             if value is not None:
                 out[key] = value

@@ -161,9 +161,12 @@ class _NatsKeyValue(KeyValue):
                 return existing
         raise TransportError(f"kv create {self.bucket}/{key}: it keeps changing")
 
-    async def items(self) -> dict[str, bytes]:
+    async def items(self, prefix: str = "") -> dict[str, bytes]:
         try:
-            keys = await self._kv.keys()
+            # (nats-py filters keys by substring, from a meta-only watch: no value is read
+            # for a key left out)
+            keys = [k for k in await self._kv.keys(filters=[prefix] if prefix else None)
+                    if k.startswith(prefix)]
         except nats.js.errors.NoKeysError:
             return {}
         except (nats.errors.Error, nats.js.errors.Error) as exc:

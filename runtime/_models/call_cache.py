@@ -184,7 +184,8 @@ class CallCache:
                       branches: set[str]) -> list[CachedAnswer]:
         """The calls of ``scope`` paid for ``run``'s ``incarnation`` by the subtrees named in
         ``branches`` (calls ``<branch>:...``), as the bucket has them: what children that
-        will never answer (a cancelled run) spent. Reads the whole bucket: for a stop only."""
+        will never answer (a cancelled run) spent. Reads every answer of the scope: for a stop
+        only."""
         if not branches:
             return []
         prefix = _scoped(scope, "")
@@ -193,7 +194,7 @@ class CallCache:
             kv = await self._kv()
             if kv is None:
                 return []
-            for name, raw in (await kv.items()).items():
+            for name, raw in (await kv.items(prefix)).items():
                 if not name.startswith(prefix):
                     continue
                 try:
