@@ -75,26 +75,9 @@ class Replies:
                         correlation_id=env.correlation_id or env.id, payload=payload)
 
     async def reply_value(self, env: Envelope, value: Any) -> Envelope:
-        try:
-            payload = encode(value)
-        except ENCODE_ERRORS:
-            # An int >= 2**64, a lone surrogate, ...: the asker gets a typed error, and the
-            # actor (and its node) carry on.
-            try:
-                encode_message(value, f"the reply to {env.type or 'a message'}")
-            except MessageNotEncodable as exc:
-                detail = f"{exc.field}: {exc.reason}"
-            else:  # pragma: no cover - encode failed once, so it fails again
-                detail = "not encodable"
-            self._transport.dead_letters.record(env.target, "reply-not-encodable", detail)
-            return await self.reply_error(env, ErrorInfo(REPLY_NOT_ENCODABLE, detail))
-        reply = Envelope(
-            id=new_id(),
-            kind=Kind.REPLY,
-            sender=env.target,
-            correlation_id=env.correlation_id or env.id,
-            payload=payload,
-        )
+        """Send the answer ``value`` to ``env`` (a typed error if it cannot encode: an int >=
+        2**64, a lone surrogate...; the actor and its node carry on)."""
+        reply = self.value_envelope(env, value)
         await self.send_reply(env.reply_to, reply)
         return reply
 
